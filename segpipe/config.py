@@ -1,0 +1,231 @@
+"""Typed configuration: YAML files in configs/, any key overridable as `section.key=value`.
+
+The YAML is read with `yaml.safe_load`, so a config can never run code. An unknown key
+or a value of the wrong type is refused with a `SegpipeError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from segpipe.errors import SegpipeError
+
+
+@dataclass
+class PreprocessConfig:
+    """How a raw dataset becomes a prepared one."""
+
+    target_spacing: list[float] | None = None  # None: the median spacing of the dataset
+    orientation: str = "RAS"
+    crop_foreground: bool = True
+    normalize_nonzero: bool = True
+    folds: int = 5
+    seed: int = 0
+    patch_size: list[int] | None = None  # None: chosen from the fingerprint
+    patch_budget_voxels: int = 128**3  # upper bound on the voxels of an automatic patch
+
+
+@dataclass
+class ModelConfig:
+    """Which network, and its shape."""
+
+    name: str = "unet"
+    spatial_dims: int = 3
+    filters: int = 16
+    depth: int = 4
+    norm: str = "instance"
+    dropout: float = 0.0
+    residual: bool = False
+    deep_supervision: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop."""
+
+    epochs: int = 50
+    iterations_per_epoch: int = 100
+    batch_size: int = 2
+    samples_per_volume: int = 2
+    patch_size: list[int] | None = None  # None: the plan's patch size
+    cache_rate: float = 1.0  # share of training cases held in memory
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lambda_dice: float = 1.0
+    lambda_ce: float = 1.0
+    include_background: bool = False
+    pos_neg_ratio: float = 1.0
+    fold: int = 0
+    val_every: int = 1
+    seed: int = 0
+    device: str = "cpu"
+    num_workers: int = 0
+    threads: int = 0  # 0: leave torch's default
+
+
+@dataclass
+class InferConfig:
+    """Sliding-window inference."""
+
+    roi_size: list[int] | None = None  # None: the training patch size
+    overlap: float = 0.5
+    mode: str = "gaussian"
+    sw_batch_size: int = 2
+    device: str = "cpu"
+    checkpoint: str = "best"
+
+
+@dataclass
+class EvaluateConfig:
+    """Reports: which regions (unions of labels) to score besides each label."""
+
+    regions: dict[str, list[int]] = field(
+        default_factory=lambda: {"whole_tumour": [1, 2, 3], "tumour_core": [2, 3], "enhancing": [3]}
+    )
+
+
+@dataclass
+class Config:
+    """The whole configuration, one section per pipeline stage."""
+
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`, converting only where lossless."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except SegpipeError as exc:
+                errors.append(exc)
+        raise SegpipeError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise SegpipeError(f"config key '{key}': expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SegpipeError(f"config key '{key}': expected a mapping, got {value!r}")
+        return {_coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads "1e-3" as a string
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise SegpipeError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+
+
+def _section_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _apply(cfg: Config, section: str, key: str, value: Any, source: str) -> None:
+    sections = _section_types(Config)
+    if section not in sections:
+        raise SegpipeError(
+            f"{source}: unknown config section '{section}' (known: {', '.join(sections)})"
+        )
+    obj = getattr(cfg, section)
+    hints = _section_types(type(obj))
+    if key not in hints:
+        raise SegpipeError(
+            f"{source}: unknown config key '{section}.{key}' (known: {', '.join(hints)})"
+        )
+    setattr(obj, key, _coerce(value, hints[key], f"{section}.{key}"))
+
+
+def merge_dict(cfg: Config, data: Any, source: str) -> Config:
+    """Apply a nested mapping `{section: {key: value}}` onto `cfg`."""
+    if data is None:
+        return cfg
+    if not isinstance(data, dict):
+        raise SegpipeError(f"{source}: a config must be a mapping of sections, got {type(data).__name__}")
+    for section, values in data.items():
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise SegpipeError(f"{source}: config section '{section}' must be a mapping")
+        for key, value in values.items():
+            _apply(cfg, str(section), str(key), value, source)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Split `section.key=value` and parse the value as YAML (safely)."""
+    if "=" not in text:
+        raise SegpipeError(f"override '{text}': expected section.key=value")
+    lhs, raw = text.split("=", 1)
+    if lhs.count(".") != 1:
+        raise SegpipeError(f"override '{text}': the key must be section.key, e.g. train.epochs=10")
+    section, key = lhs.split(".")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise SegpipeError(f"override '{text}': the value is not valid YAML") from None
+    return section.strip(), key.strip(), value
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Config:
+    """Defaults, then the YAML file (if any), then `section.key=value` overrides."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise SegpipeError(f"{path}: cannot read config ({exc.strerror})") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise SegpipeError(f"{path}: not valid YAML{where}") from None
+        merge_dict(cfg, data, str(path))
+    for text in overrides:
+        section, key, value = parse_override(text)
+        _apply(cfg, section, key, value, f"override '{text}'")
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any], source: str) -> Config:
+    """Rebuild a Config from its `to_dict()` form (e.g. a model folder's config.yaml)."""
+    return merge_dict(Config(), data, source)

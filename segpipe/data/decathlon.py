@@ -1,0 +1,125 @@
+"""Reader for the Medical Segmentation Decathlon layout (dataset.json + imagesTr/labelsTr)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segpipe.data.case import Case
+from segpipe.data.paths import case_id_of, inside, is_hidden_or_resource
+from segpipe.errors import SegpipeError
+
+REQUIRED_KEYS = ("labels", "modality", "training")
+
+
+@dataclass
+class Dataset:
+    """A dataset's cases and declared facts, whatever the layout it came from."""
+
+    root: Path
+    name: str
+    modalities: list[str]
+    labels: dict[int, str]
+    training: list[Case]
+    test: list[Case] = field(default_factory=list)
+    layout: str = "decathlon"
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SegpipeError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SegpipeError(f"{path}: cannot read ({exc})") from None
+    if not isinstance(data, dict):
+        raise SegpipeError(f"{path}: expected a JSON object at the top level")
+    return data
+
+
+def _index_map(raw: Any, key: str, source: Path) -> dict[int, str]:
+    if not isinstance(raw, dict) or not raw:
+        raise SegpipeError(f"{source}: '{key}' must be a non-empty mapping of index to name")
+    out: dict[int, str] = {}
+    for k, v in raw.items():
+        try:
+            out[int(k)] = str(v)
+        except (TypeError, ValueError):
+            raise SegpipeError(f"{source}: '{key}' has a non-integer index {k!r}") from None
+    return dict(sorted(out.items()))
+
+
+def _existing(root: Path, rel: Any, where: str, source: Path) -> Path:
+    if not isinstance(rel, str) or not rel:
+        raise SegpipeError(f"{source}: {where} must be a relative path string")
+    path = inside(root, rel, f"{source} {where}")
+    if not path.is_file():
+        raise SegpipeError(f"{path}: listed in {source.name} ({where}) but missing")
+    return path
+
+
+def read_decathlon(root: str | Path) -> Dataset:
+    """Read a Decathlon task folder, checking dataset.json and that every listed file exists.
+
+    Raises:
+        SegpipeError: missing folder or dataset.json, malformed JSON, missing keys, paths
+            escaping the folder, missing files or duplicate case ids.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise SegpipeError(f"{root}: no such file or folder")
+    if not root.is_dir():
+        raise SegpipeError(f"{root}: expected a dataset folder, got a file")
+    source = root / "dataset.json"
+    if not source.is_file():
+        raise SegpipeError(
+            f"{root}: no dataset.json (expected the Medical Segmentation Decathlon layout)"
+        )
+    meta = _load_json(source)
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise SegpipeError(f"{source}: missing key(s) {', '.join(repr(k) for k in missing)}")
+    labels = _index_map(meta["labels"], "labels", source)
+    modality = _index_map(meta["modality"], "modality", source)
+    if not isinstance(meta["training"], list):
+        raise SegpipeError(f"{source}: 'training' must be a list of {{image, label}} entries")
+
+    training: list[Case] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(meta["training"]):
+        if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
+            raise SegpipeError(f"{source}: training[{i}] must have 'image' and 'label'")
+        if is_hidden_or_resource(Path(str(entry["image"]))):
+            continue
+        image = _existing(root, entry["image"], f"training[{i}].image", source)
+        label = _existing(root, entry["label"], f"training[{i}].label", source)
+        cid = case_id_of(image)
+        if cid in seen:
+            raise SegpipeError(f"{source}: duplicate case id '{cid}' (training[{i}])")
+        seen.add(cid)
+        training.append(Case(case_id=cid, patient=cid, images=[image], label=label))
+
+    test: list[Case] = []
+    raw_test = meta.get("test", [])
+    if not isinstance(raw_test, list):
+        raise SegpipeError(f"{source}: 'test' must be a list of image paths")
+    for i, entry in enumerate(raw_test):
+        rel = entry.get("image") if isinstance(entry, dict) else entry
+        if isinstance(rel, str) and is_hidden_or_resource(Path(rel)):
+            continue
+        image = _existing(root, rel, f"test[{i}]", source)
+        cid = case_id_of(image)
+        test.append(Case(case_id=cid, patient=cid, images=[image]))
+
+    if not training and not test:
+        raise SegpipeError(f"{source}: lists no cases")
+    return Dataset(
+        root=root,
+        name=str(meta.get("name", root.name)),
+        modalities=[modality[k] for k in sorted(modality)],
+        labels=labels,
+        training=training,
+        test=test,
+    )

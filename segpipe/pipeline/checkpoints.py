@@ -1,0 +1,78 @@
+"""Checkpoints: saved atomically, loaded with `weights_only=True`, checked against the model."""
+
+from __future__ import annotations
+
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segpipe.atomic import write_with
+from segpipe.errors import SegpipeError
+
+FORMAT = "segpipe-checkpoint/1"
+
+
+def rng_state() -> dict[str, Any]:
+    """Random states of Python, NumPy and torch, as tensors and plain data only."""
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` captured."""
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write a checkpoint to a temporary file, then rename it onto `path`."""
+    payload = {"format": FORMAT, **payload}
+    write_with(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a segpipe checkpoint safely (no code is executed).
+
+    Raises:
+        SegpipeError: missing, truncated or foreign files, and pickles carrying code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SegpipeError(f"{path}: checkpoint not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        raise SegpipeError(f"{path}: refused to load: the checkpoint holds more than weights ({first})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise SegpipeError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise SegpipeError(f"{path}: not a segpipe checkpoint")
+    return data
+
+
+def check_compatible(path: Path, checkpoint: dict[str, Any], network: dict[str, Any], labels: dict[str, str]) -> None:
+    """Refuse a checkpoint made for another architecture or label set, saying which."""
+    theirs = checkpoint.get("network", {})
+    for key in ("name", "spatial_dims", "in_channels", "out_channels", "options"):
+        if theirs.get(key) != network.get(key):
+            raise SegpipeError(
+                f"{path}: checkpoint was made for another architecture "
+                f"({key}: checkpoint {theirs.get(key)!r}, model folder {network.get(key)!r})"
+            )
+    if checkpoint.get("labels") != labels:
+        raise SegpipeError(
+            f"{path}: checkpoint was made for another label set "
+            f"(checkpoint {checkpoint.get('labels')!r}, model folder {labels!r})"
+        )

@@ -1,0 +1,35 @@
+"""Network spec (what the model folder records) and building a network from it."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from torch import nn
+
+from segpipe.config import ModelConfig
+from segpipe.networks import build_network, network_options
+
+
+def network_spec(model: ModelConfig, in_channels: int, out_channels: int) -> dict[str, Any]:
+    """The architecture as plain data: enough to rebuild the network from a model folder."""
+    fields = dataclasses.asdict(model)
+    accepted = network_options(model.name)
+    return {
+        "name": model.name,
+        "spatial_dims": model.spatial_dims,
+        "in_channels": int(in_channels),
+        "out_channels": int(out_channels),
+        "options": {k: v for k, v in fields.items() if k in accepted},
+    }
+
+
+def build_from_spec(spec: dict[str, Any]) -> nn.Module:
+    """Instantiate the network a spec describes."""
+    return build_network(
+        spec["name"],
+        spatial_dims=spec["spatial_dims"],
+        in_channels=spec["in_channels"],
+        out_channels=spec["out_channels"],
+        **spec["options"],
+    )

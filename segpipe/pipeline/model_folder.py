@@ -1,0 +1,67 @@
+"""Reading a model folder: everything `infer` needs to rebuild and run the network."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from segpipe.config import Config, config_from_dict
+from segpipe.errors import SegpipeError
+from segpipe.pipeline.checkpoints import check_compatible, load_checkpoint
+from segpipe.pipeline.model import build_from_spec
+
+
+@dataclass
+class ModelFolder:
+    """A trained model and the facts it was trained with."""
+
+    root: Path
+    config: Config
+    plan: dict[str, Any]
+    network: dict[str, Any]
+    net: nn.Module
+    checkpoint: Path
+
+
+def _read(path: Path, loader: Any) -> Any:
+    if not path.is_file():
+        raise SegpipeError(f"{path}: missing; {path.parent} is not a segpipe model folder (made by `segpipe fit`)")
+    try:
+        return loader(path.read_text())
+    except (json.JSONDecodeError, yaml.YAMLError):
+        raise SegpipeError(f"{path}: not valid {path.suffix.lstrip('.').upper()}") from None
+
+
+def load_model_folder(root: str | Path, checkpoint: str | None = None) -> ModelFolder:
+    """Rebuild the network of a model folder and load its `best` (or `last`) weights.
+
+    Args:
+        root: the folder `segpipe fit` wrote.
+        checkpoint: "best" or "last"; None takes the folder's config (infer.checkpoint).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise SegpipeError(f"{root}: no such model folder")
+    config = config_from_dict(_read(root / "config.yaml", yaml.safe_load), str(root / "config.yaml"))
+    plan = _read(root / "plan.json", json.loads)
+    network = _read(root / "network.json", json.loads)
+    checkpoint = checkpoint or config.infer.checkpoint
+    if checkpoint not in ("best", "last"):
+        raise SegpipeError(f"option infer.checkpoint: expected 'best' or 'last', got {checkpoint!r}")
+    path = root / "checkpoints" / f"{checkpoint}.pt"
+    if checkpoint == "best" and not path.is_file():
+        path = root / "checkpoints" / "last.pt"
+    state = load_checkpoint(path)
+    check_compatible(path, state, network, {str(k): v for k, v in plan["labels"].items()})
+    net = build_from_spec(network)
+    try:
+        net.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise SegpipeError(f"{path}: weights do not fit the network ({str(exc).splitlines()[0]})") from None
+    net.eval()
+    return ModelFolder(root=root, config=config, plan=plan, network=network, net=net, checkpoint=path)

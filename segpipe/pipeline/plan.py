@@ -1,0 +1,127 @@
+"""Dataset fingerprint -> plan: target spacing, patch size, intensity statistics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from segpipe.errors import SegpipeError
+
+PATCH_MULTIPLE = 16
+
+
+def header_geometry(path: Path) -> tuple[list[int], list[float]]:
+    """Spatial shape and spacing of a NIfTI file, in RAS axis order (as after Orientationd)."""
+    try:
+        img = nib.load(str(path))
+        shape = img.shape[:3]
+        zooms = img.header.get_zooms()[:3]
+        ornt = nib.io_orientation(img.affine)
+    except Exception as exc:  # nibabel raises many types for broken headers
+        raise SegpipeError(f"{path}: cannot read image header ({exc})") from None
+    ras_shape = [0, 0, 0]
+    ras_spacing = [0.0, 0.0, 0.0]
+    for axis in range(3):
+        out = int(ornt[axis, 0])
+        ras_shape[out] = int(shape[axis])
+        ras_spacing[out] = float(zooms[axis])
+    return ras_shape, ras_spacing
+
+
+def median_spacing(spacings: Sequence[Sequence[float]]) -> list[float]:
+    """Per-axis median spacing, the default target spacing."""
+    return [round(float(v), 4) for v in np.median(np.asarray(spacings, dtype=float), axis=0)]
+
+
+def choose_patch_size(median_shape: Sequence[int], budget_voxels: int, multiple: int = PATCH_MULTIPLE) -> list[int]:
+    """Largest patch not bigger than the median case, within the voxel budget.
+
+    The longest axis is shrunk first; every side is a multiple of `multiple` (so the
+    network's downsamplings divide it) and at least `multiple`.
+    """
+    patch = [max(multiple, int(math.ceil(s / multiple)) * multiple) for s in median_shape]
+    while math.prod(patch) > budget_voxels and max(patch) > multiple:
+        longest = int(np.argmax(patch))
+        patch[longest] -= multiple
+    return patch
+
+
+def aggregate_intensity(stats: list[list[dict[str, float]]]) -> list[dict[str, float]]:
+    """Combine per-case, per-channel statistics into dataset-level ones (voxel-weighted)."""
+    if not stats:
+        return []
+    out = []
+    for channel in range(len(stats[0])):
+        rows = [case[channel] for case in stats]
+        weights = np.array([max(r["voxels"], 1) for r in rows], dtype=float)
+        means = np.array([r["mean"] for r in rows])
+        stds = np.array([r["std"] for r in rows])
+        mean = float(np.average(means, weights=weights))
+        var = float(np.average(stds**2 + (means - mean) ** 2, weights=weights))
+        out.append(
+            {
+                "mean": mean,
+                "std": math.sqrt(var),
+                "p00_5": float(np.median([r["p00_5"] for r in rows])),
+                "p99_5": float(np.median([r["p99_5"] for r in rows])),
+            }
+        )
+    return out
+
+
+def class_frequencies(counts: list[dict[str, int]], labels: dict[int, str]) -> dict[str, float]:
+    """Fraction of voxels of each declared label over all cached cases."""
+    totals = {int(k): 0 for k in labels}
+    for case in counts:
+        for k, v in case.items():
+            totals[int(k)] = totals.get(int(k), 0) + int(v)
+    grand = sum(totals.values()) or 1
+    return {str(k): v / grand for k, v in sorted(totals.items())}
+
+
+def build_plan(
+    *,
+    dataset_name: str,
+    layout: str,
+    modalities: list[str],
+    labels: dict[int, str],
+    spacings: list[list[float]],
+    shapes: list[list[int]],
+    target_spacing: list[float],
+    prepared_shapes: list[list[int]],
+    intensity: list[list[dict[str, float]]],
+    label_counts: list[dict[str, int]],
+    patch_size: list[int] | None,
+    patch_budget_voxels: int,
+    preprocess_settings: dict[str, Any],
+) -> dict[str, Any]:
+    """Assemble plan.json's content."""
+    median_prepared = [int(v) for v in np.median(np.asarray(prepared_shapes), axis=0)] if prepared_shapes else [0, 0, 0]
+    return {
+        "dataset": dataset_name,
+        "layout": layout,
+        "spatial_dims": 3,
+        "modalities": modalities,
+        "in_channels": len(modalities),
+        "labels": {str(k): v for k, v in labels.items()},
+        "out_channels": max(labels) + 1,
+        "fingerprint": {
+            "cases": len(shapes),
+            "spacing_median": median_spacing(spacings) if spacings else None,
+            "spacing_min": np.min(spacings, axis=0).tolist() if spacings else None,
+            "spacing_max": np.max(spacings, axis=0).tolist() if spacings else None,
+            "shape_median": [int(v) for v in np.median(shapes, axis=0)] if shapes else None,
+            "intensity": aggregate_intensity(intensity),
+            "class_frequency": class_frequencies(label_counts, labels),
+        },
+        "target_spacing": target_spacing,
+        "prepared_shape_median": median_prepared,
+        "patch_size": patch_size or choose_patch_size(median_prepared, patch_budget_voxels),
+        "normalization": "zscore_nonzero_channelwise" if preprocess_settings.get("normalize_nonzero") else "zscore_channelwise",
+        "preprocess": preprocess_settings,
+    }

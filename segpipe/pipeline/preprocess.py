@@ -1,0 +1,241 @@
+"""`segpipe preprocess`: verify, fingerprint, normalise and cache a dataset."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from segpipe.atomic import write_json, write_with
+from segpipe.config import Config
+from segpipe.data import Case, read_dataset
+from segpipe.errors import SegpipeError
+from segpipe.pipeline.plan import build_plan, header_geometry, median_spacing
+from segpipe.pipeline.splits import patient_folds
+
+CASES_DIR = "cases"
+
+
+@dataclass
+class PreprocessResult:
+    """What a preprocess run produced."""
+
+    output: Path
+    cases: int
+    reused: int
+    plan: dict[str, Any]
+
+
+def file_digest(paths: list[Path]) -> str:
+    """Content hash of a case's source files, in order."""
+    h = hashlib.blake2b(digest_size=16)
+    for path in paths:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _settings(cfg: Config, target_spacing: list[float]) -> dict[str, Any]:
+    p = cfg.preprocess
+    return {
+        "target_spacing": target_spacing,
+        "orientation": p.orientation,
+        "crop_foreground": p.crop_foreground,
+        "normalize_nonzero": p.normalize_nonzero,
+    }
+
+
+def _prepare_case(case: Case, settings: dict[str, Any], out_dir: Path, digest: str) -> dict[str, Any]:
+    """Run the chain on one case and cache image and label as .npy (atomically)."""
+    import torch
+
+    from segpipe.transforms.preprocessing import preprocessing_chain
+
+    torch.set_num_threads(1)
+    chain = preprocessing_chain(
+        settings["target_spacing"],
+        orientation=settings["orientation"],
+        crop_foreground=settings["crop_foreground"],
+        normalize_nonzero=settings["normalize_nonzero"],
+        record_stats=True,
+    )
+    source = case.images[0] if len(case.images) == 1 else case.images
+    try:
+        data = chain({"image": str(source) if isinstance(source, Path) else [str(p) for p in source], "label": str(case.label)})
+    except Exception as exc:  # MONAI wraps reader errors in RuntimeError
+        root = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        raise SegpipeError(f"{case.images[0]}: cannot preprocess case {case.case_id} ({root})") from None
+    image = np.ascontiguousarray(torch.as_tensor(data["image"]).numpy().astype(np.float32))
+    label = np.ascontiguousarray(torch.as_tensor(data["label"]).numpy().astype(np.uint8))
+    if image.shape[1:] != label.shape[1:]:
+        raise SegpipeError(f"{case.label}: label grid {label.shape[1:]} differs from image grid {image.shape[1:]}")
+    values, counts = np.unique(label, return_counts=True)
+    image_file = f"{CASES_DIR}/{case.case_id}_image.npy"
+    label_file = f"{CASES_DIR}/{case.case_id}_label.npy"
+    write_with(out_dir / image_file, lambda tmp: np.save(tmp, image))
+    write_with(out_dir / label_file, lambda tmp: np.save(tmp, label))
+    return {
+        "case_id": case.case_id,
+        "patient": case.patient,
+        "sources": [str(p) for p in case.images],
+        "label_source": str(case.label),
+        "hash": digest,
+        "image": image_file,
+        "label": label_file,
+        "shape": list(image.shape[1:]),
+        "channels": int(image.shape[0]),
+        "label_counts": {str(int(v)): int(c) for v, c in zip(values, counts)},
+        "intensity": data["intensity_stats"],
+        "attrs": case.attrs,
+    }
+
+
+def _load_manifest(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, OSError):
+        return {}  # a damaged manifest only costs recomputation
+    return data if isinstance(data, dict) else {}
+
+
+def _check_labels(entry: dict[str, Any], declared: dict[int, str]) -> None:
+    undeclared = sorted(int(v) for v in entry["label_counts"] if int(v) not in declared)
+    if undeclared:
+        raise SegpipeError(
+            f"{entry['label_source']}: label values {undeclared} are not declared in dataset.json "
+            f"(declared: {sorted(declared)})"
+        )
+
+
+def preprocess(
+    dataset_dir: str | Path,
+    output_dir: str | Path,
+    cfg: Config,
+    *,
+    workers: int = 1,
+    quiet: bool = False,
+) -> PreprocessResult:
+    """Read, fingerprint, preprocess and cache a dataset into `output_dir`.
+
+    Re-running is incremental: a case whose sources and settings are unchanged (same
+    content hash) is reused from the cache. Every file is written atomically and the
+    manifest is updated after each case, so an interrupted run resumes where it stopped.
+    """
+    dataset = read_dataset(dataset_dir)
+    if not dataset.training:
+        raise SegpipeError(f"{dataset_dir}: lists no training cases with labels to preprocess")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise SegpipeError(f"{out}: output folder is not writable")
+
+    geometry = [header_geometry(case.images[0]) for case in dataset.training]
+    shapes = [g[0] for g in geometry]
+    spacings = [g[1] for g in geometry]
+    target = list(cfg.preprocess.target_spacing or median_spacing(spacings))
+    settings = _settings(cfg, target)
+    settings_key = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=8).hexdigest()
+
+    manifest_path = out / "manifest.json"
+    old = _load_manifest(manifest_path)
+    old_cases = old.get("cases", {}) if old.get("settings_key") == settings_key else {}
+    entries: dict[str, dict[str, Any]] = {}
+    todo: list[tuple[Case, str]] = []
+    for case in tqdm(dataset.training, desc="hashing", unit="case", disable=quiet, leave=False):
+        digest = file_digest([*case.images, case.label])
+        prev = old_cases.get(case.case_id)
+        if prev and prev.get("hash") == digest and (out / prev["image"]).is_file() and (out / prev["label"]).is_file():
+            entries[case.case_id] = prev
+        else:
+            todo.append((case, digest))
+    reused = len(entries)
+
+    def save_manifest() -> None:
+        write_json(manifest_path, {"settings_key": settings_key, "settings": settings, "cases": entries})
+
+    bar = tqdm(total=len(todo), desc="preprocess", unit="case", disable=quiet)
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(_prepare_case, case, settings, out, digest) for case, digest in todo]
+            for future in futures:
+                entry = future.result()
+                entries[entry["case_id"]] = entry
+                save_manifest()
+                bar.update()
+    else:
+        for case, digest in todo:
+            entry = _prepare_case(case, settings, out, digest)
+            entries[entry["case_id"]] = entry
+            save_manifest()
+            bar.update()
+    bar.close()
+
+    order = [c.case_id for c in dataset.training]
+    entries = {cid: entries[cid] for cid in order}
+    for entry in entries.values():
+        _check_labels(entry, dataset.labels)
+    save_manifest()
+    _remove_orphans(out, entries)
+
+    plan = build_plan(
+        dataset_name=dataset.name,
+        layout=dataset.layout,
+        modalities=dataset.modalities,
+        labels=dataset.labels,
+        spacings=spacings,
+        shapes=shapes,
+        target_spacing=target,
+        prepared_shapes=[e["shape"] for e in entries.values()],
+        intensity=[e["intensity"] for e in entries.values()],
+        label_counts=[e["label_counts"] for e in entries.values()],
+        patch_size=cfg.preprocess.patch_size,
+        patch_budget_voxels=cfg.preprocess.patch_budget_voxels,
+        preprocess_settings=settings,
+    )
+    plan["source"] = str(Path(dataset_dir).resolve())
+    write_json(out / "plan.json", plan)
+    splits = patient_folds(dataset.training, cfg.preprocess.folds, cfg.preprocess.seed)
+    write_json(out / "splits.json", splits)
+    return PreprocessResult(output=out, cases=len(entries), reused=reused, plan=plan)
+
+
+def _remove_orphans(out: Path, entries: dict[str, dict[str, Any]]) -> None:
+    """Delete cached arrays of cases no longer in the dataset."""
+    keep = {e["image"] for e in entries.values()} | {e["label"] for e in entries.values()}
+    cases_dir = out / CASES_DIR
+    if not cases_dir.is_dir():
+        return
+    for path in cases_dir.glob("*.npy"):
+        if f"{CASES_DIR}/{path.name}" not in keep:
+            path.unlink()
+
+
+def load_prepared(prepared_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """Read a prepared folder's plan, splits and manifest, with clear errors."""
+    root = Path(prepared_dir)
+    if not root.is_dir():
+        raise SegpipeError(f"{root}: no such prepared-dataset folder (run `segpipe preprocess` first)")
+    out = []
+    for name in ("plan.json", "splits.json", "manifest.json"):
+        path = root / name
+        if not path.is_file():
+            raise SegpipeError(f"{path}: missing; {root} is not a complete prepared dataset (run `segpipe preprocess`)")
+        try:
+            out.append(json.loads(path.read_text()))
+        except json.JSONDecodeError as exc:
+            raise SegpipeError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    return out[0], out[1], out[2]
+
+

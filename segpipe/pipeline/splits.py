@@ -1,0 +1,42 @@
+"""Patient-grouped k-fold splits: one patient's cases never straddle train and validation."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+from segpipe.data.case import Case
+
+
+def patient_folds(cases: list[Case], folds: int = 5, seed: int = 0) -> list[dict[str, list[str]]]:
+    """Split cases into `folds` folds by patient, reproducibly.
+
+    Patients are shuffled with `seed` and dealt to folds largest-first, so folds hold
+    similar numbers of cases. With fewer patients than folds the number of folds shrinks
+    to the number of patients; with one patient the only fold trains on it and has no
+    validation cases.
+
+    Returns:
+        One `{"fold", "train", "val"}` dict of case ids per fold.
+    """
+    by_patient: dict[str, list[str]] = defaultdict(list)
+    for case in cases:
+        by_patient[case.patient].append(case.case_id)
+    patients = sorted(by_patient)
+    if len(patients) <= 1:
+        return [{"fold": 0, "train": sorted(c.case_id for c in cases), "val": []}]
+    random.Random(seed).shuffle(patients)
+    k = max(2, min(folds, len(patients)))
+    patients.sort(key=lambda p: -len(by_patient[p]))  # stable: shuffled order breaks ties
+    groups: list[list[str]] = [[] for _ in range(k)]
+    sizes = [0] * k
+    for patient in patients:
+        target = min(range(k), key=lambda i: (sizes[i], i))
+        groups[target].append(patient)
+        sizes[target] += len(by_patient[patient])
+    splits = []
+    for i in range(k):
+        val = sorted(cid for p in groups[i] for cid in by_patient[p])
+        train = sorted(cid for j in range(k) if j != i for p in groups[j] for cid in by_patient[p])
+        splits.append({"fold": i, "train": train, "val": val})
+    return splits

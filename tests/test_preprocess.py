@@ -1,0 +1,79 @@
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from segpipe.errors import SegpipeError
+from segpipe.pipeline.preprocess import load_prepared, preprocess
+from tests.conftest import tiny_config
+
+
+def test_prepared_folder_contents(prepared_dataset, synthetic_dataset):
+    plan, splits, manifest = load_prepared(prepared_dataset)
+    assert plan["in_channels"] == 4 and plan["out_channels"] == 4
+    assert plan["target_spacing"] == [1.0, 1.0, 1.2]  # median of the synthetic headers
+    assert len(plan["fingerprint"]["intensity"]) == 4
+    assert sum(plan["fingerprint"]["class_frequency"].values()) == pytest.approx(1.0)
+    assert len(manifest["cases"]) == 6
+    assert {cid for f in splits for cid in f["val"]} == set(manifest["cases"])
+    entry = manifest["cases"]["SYN_000"]
+    image = np.load(prepared_dataset / entry["image"])
+    label = np.load(prepared_dataset / entry["label"])
+    assert image.dtype == np.float32 and label.dtype == np.uint8
+    assert image.shape[0] == 4 and image.shape[1:] == label.shape[1:]
+    raw = nib.load(str(synthetic_dataset / "imagesTr" / "SYN_000.nii.gz")).shape
+    assert all(c <= r for c, r in zip(image.shape[1:], raw[:3]))  # cropped to the brain
+    brain = image[0] != 0
+    for channel in image:  # z-scored over the brain
+        assert abs(channel[brain].mean()) < 0.05 and abs(channel[brain].std() - 1) < 0.05
+    ref = np.asarray(nib.load(str(synthetic_dataset / "labelsTr" / "SYN_000.nii.gz")).dataobj)
+    # cropping drops only background: tumour voxel counts are unchanged
+    assert np.bincount(label.ravel(), minlength=4)[1:].tolist() == np.bincount(ref.ravel(), minlength=4)[1:].tolist()
+
+
+def test_rerun_is_incremental(synthetic_dataset, tmp_path):
+    data = shutil.copytree(synthetic_dataset, tmp_path / "ds")
+    out = tmp_path / "prep"
+    first = preprocess(data, out, tiny_config(), quiet=True)
+    assert (first.cases, first.reused) == (6, 0)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "cases").iterdir()}
+    second = preprocess(data, out, tiny_config(), quiet=True)
+    assert (second.cases, second.reused) == (6, 6)
+    # change one case's image: only that case is redone
+    img = nib.load(str(data / "imagesTr" / "SYN_001.nii.gz"))
+    arr = np.asarray(img.dataobj) * 1.5
+    nib.save(nib.Nifti1Image(arr, img.affine), str(data / "imagesTr" / "SYN_001.nii.gz"))
+    third = preprocess(data, out, tiny_config(), quiet=True)
+    assert third.reused == 5
+    changed = {n for n, m in mtimes.items() if (out / "cases" / n).stat().st_mtime_ns != m}
+    assert changed == {"SYN_001_image.npy", "SYN_001_label.npy"}
+    assert not list((out / "cases").glob(".*partial*"))
+
+
+def test_settings_change_recomputes(synthetic_dataset, tmp_path):
+    out = tmp_path / "prep"
+    preprocess(synthetic_dataset, out, tiny_config(), quiet=True)
+    again = preprocess(synthetic_dataset, out, tiny_config(**{"preprocess.target_spacing": "[2, 2, 2]"}), quiet=True)
+    assert again.reused == 0
+    assert json.loads((out / "plan.json").read_text())["target_spacing"] == [2.0, 2.0, 2.0]
+
+
+def test_undeclared_label_values_are_refused(synthetic_dataset, tmp_path):
+    data = shutil.copytree(synthetic_dataset, tmp_path / "ds")
+    path = data / "labelsTr" / "SYN_003.nii.gz"
+    lab = nib.load(str(path))
+    arr = np.asarray(lab.dataobj).copy()
+    arr[arr == 3] = 7
+    nib.save(nib.Nifti1Image(arr, lab.affine), str(path))
+    with pytest.raises(SegpipeError, match=r"SYN_003.nii.gz: label values \[7\] are not declared"):
+        preprocess(data, tmp_path / "prep", tiny_config(), quiet=True)
+
+
+def test_load_prepared_errors(tmp_path):
+    with pytest.raises(SegpipeError, match="run `segpipe preprocess` first"):
+        load_prepared(tmp_path / "nothing")
+    (tmp_path / "p").mkdir()
+    with pytest.raises(SegpipeError, match="plan.json: missing"):
+        load_prepared(tmp_path / "p")
