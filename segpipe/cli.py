@@ -209,10 +209,12 @@ def fit(prepared_dir: Path, model_dir: Path, fold: int | None, epochs: int | Non
 @click.option("--device", default=None, help="torch device, e.g. cpu or cuda:0. [default: cpu]")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default=None, help="Which weights. [default: best]")
 @click.option("--overwrite", is_flag=True, help="Replace masks that already exist (they are skipped otherwise).")
+@click.option("--labels", type=click.Path(path_type=Path), default=None,
+              help="Reference masks (folder or dataset): evaluate the masks in the same run, reports in OUTPUT/evaluation/.")
 @common_options
 def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_window: bool, roi_size: str | None,
           overlap: float | None, mode: str | None, sw_batch_size: int | None, device: str | None,
-          checkpoint: str | None, overwrite: bool, quiet: bool) -> None:
+          checkpoint: str | None, overwrite: bool, labels: Path | None, quiet: bool) -> None:
     """Segment images and write masks with the input's own shape and affine.
 
     Each image goes through the model's preprocessing, the network, and the exact inverse
@@ -232,6 +234,16 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
             + (f", {result.seconds_per_case:.1f} s per case" if result.written else "")
             + (f"; skipped {len(result.skipped)} existing (use --overwrite)" if result.skipped else "")
         )
+    if labels is not None:
+        from segpipe.pipeline.evaluate import evaluate as run_evaluate
+        from segpipe.pipeline.model_folder import read_model_config
+
+        model_cfg = read_model_config(model_dir)
+        names = {int(k): v for k, v in model_cfg[1]["labels"].items()}
+        report = run_evaluate(output_dir, labels, output_dir / "evaluation", model_cfg[0].evaluate, names, quiet=quiet)
+        if not quiet:
+            _print_summary(report.per_patient)
+            click.echo(f"reports in {output_dir / 'evaluation'}")
 
 
 @cli.command()
@@ -240,18 +252,38 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
               help="Folder of reference masks (same file names), or a Decathlon dataset folder.")
 @click.option("--output", "-o", "output_dir", required=True, type=click.Path(path_type=Path),
               help="Folder for per_patient.csv, summary.csv and summary.json.")
+@click.option("--images", type=click.Path(path_type=Path), default=None,
+              help="Folder of the images, for overlays when --labels is not a dataset folder.")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+              help="Model folder whose training curves go into the report.")
 @config_options
 @common_options
-def evaluate(pred_dir: Path, labels: Path, output_dir: Path, config_path: str | None, overrides: tuple[str, ...], quiet: bool) -> None:
-    """Per-patient Dice per label and per region (evaluate.regions), as CSV built with pandas."""
+def evaluate(pred_dir: Path, labels: Path, output_dir: Path, images: Path | None, model_dir: Path | None,
+             config_path: str | None, overrides: tuple[str, ...], quiet: bool) -> None:
+    """Per-patient Dice, HD95 (mm), volumes (ml), sensitivity and precision.
+
+    Scores each label and each region (evaluate.regions; by default the BraTS regions
+    whole tumour, tumour core and enhancing tumour for MSD or BraTS label sets). Slices of
+    one patient are pooled before scoring. Writes per_patient.csv, per_case.csv,
+    summary.csv, summary.json, overlays of the best, median and worst patients and
+    report.html.
+    """
     _quiet_libraries()
     from segpipe.pipeline.evaluate import evaluate as run
 
     cfg = _config(config_path, overrides)
-    result = run(pred_dir, labels, output_dir, cfg.evaluate)
+    result = run(pred_dir, labels, output_dir, cfg.evaluate, images=images, model_dir=model_dir, quiet=quiet)
     if not quiet:
-        _print_table(result.per_patient)
-        click.echo("written: " + ", ".join(str(f) for f in result.files))
+        _print_summary(result.per_patient)
+        click.echo(f"reports in {output_dir}: " + ", ".join(f.name for f in result.files))
+
+
+def _print_summary(per_patient) -> None:
+    """Per-patient Dice table (the full metrics are in the CSV files)."""
+    cols = ["patient", *[c for c in per_patient.columns if c.startswith("dice_")]]
+    frame = per_patient[cols].rename(columns=lambda c: c.removeprefix("dice_"))
+    click.echo("Dice per patient:")
+    _print_table(frame)
 
 
 def _print_table(frame) -> None:
@@ -279,7 +311,7 @@ def demo(output_dir: Path, cases: int, epochs: int | None, seed: int, quiet: boo
 
     result = run_demo(output_dir, cases=cases, epochs=epochs, seed=seed, quiet=quiet)
     if not quiet:
-        _print_table(result.per_patient)
+        _print_summary(result.per_patient)
         click.echo(f"\nmean Dice over held-out cases: {result.mean_dice:.3f} ({result.seconds:.0f} s in all)")
         for name, path in result.paths.items():
             click.echo(f"  {name:<12} {path}")

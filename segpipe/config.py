@@ -84,11 +84,12 @@ class InferConfig:
 
 @dataclass
 class EvaluateConfig:
-    """Reports: which regions (unions of labels) to score besides each label."""
+    """Reports: regions (unions of labels) scored besides each label, and patient pooling."""
 
-    regions: dict[str, list[int]] = field(
-        default_factory=lambda: {"whole_tumour": [1, 2, 3], "tumour_core": [2, 3], "enhancing": [3]}
-    )
+    # None: the BraTS regions matching the label set (MSD 1/2/3 or BraTS 1/2/4), else none
+    regions: dict[str, list[int]] | None = None
+    # regex with a (?P<patient>...) group, to pool mask files by patient without a dataset
+    patient_pattern: str | None = None
 
 
 @dataclass

@@ -90,7 +90,7 @@ def test_evaluate_matches_numpy(synthetic_dataset, tmp_path):
     table = pd.read_csv(tmp_path / "rep" / "per_patient.csv").set_index("patient")
     for cid, value in expected.items():
         assert table.loc[cid, "dice_edema"] == pytest.approx(value, abs=1e-6)
-    assert {"dice_whole_tumour", "dice_tumour_core", "dice_enhancing"} <= set(table.columns)
+    assert {"dice_whole_tumour", "dice_tumour_core", "dice_enhancing_tumour"} <= set(table.columns)
     summary = pd.read_csv(tmp_path / "rep" / "summary.csv").set_index("metric")
     assert summary.loc["dice_edema", "mean"] == pytest.approx(np.mean(list(expected.values())), abs=1e-6)
     assert summary.loc["dice_edema", "n"] == 2

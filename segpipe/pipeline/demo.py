@@ -61,9 +61,13 @@ def run_demo(output: str | Path, *, cases: int = 12, epochs: int | None = None, 
     fit(paths["prepared"], paths["model"], cfg, quiet=quiet)
     infer(paths["model"], [paths["dataset"]], paths["predictions"], quiet=quiet)
     label_names = {int(k): v for k, v in LABELS.items()}
-    result = evaluate(paths["predictions"], paths["dataset"] / "labelsTs", paths["reports"], cfg.evaluate, label_names)
+    result = evaluate(
+        paths["predictions"], paths["dataset"] / "labelsTs", paths["reports"], cfg.evaluate, label_names,
+        images=paths["dataset"] / "imagesTs", model_dir=paths["model"],
+    )
     label_cols = [f"dice_{name.replace(' ', '_')}" for k, name in label_names.items() if k != 0]
     mean = float(np.nanmean(result.per_patient[label_cols].to_numpy()))
     paths["per_patient"] = result.files[0]
+    paths["report"] = paths["reports"] / "report.html"
     paths["curves"] = paths["model"] / "curves.png"
     return DemoResult(per_patient=result.per_patient, mean_dice=mean, seconds=time.perf_counter() - started, paths=paths)

@@ -1,27 +1,36 @@
-"""`segpipe evaluate`: per-patient Dice tables from predicted and reference masks."""
+"""`segpipe evaluate`: per-patient reports from predicted and reference masks."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from segpipe.atomic import write_json, write_with
 from segpipe.config import EvaluateConfig
-from segpipe.data.decathlon import read_decathlon
-from segpipe.data.paths import case_id_of, is_image_file
+from segpipe.data import read_dataset
 from segpipe.errors import SegpipeError
-from segpipe.reports.metrics import dice_per_label, dice_per_region
+from segpipe.reports.figures import overlay, training_curves
+from segpipe.reports.masks import is_mask_file, load_display_slice, load_mask, mask_id
+from segpipe.reports.metrics import EMPTY_CONVENTION, OverlapTally
+from segpipe.reports.report import html_report
 
-EMPTY_CONVENTION = (
-    "Dice is NaN when reference and prediction are both empty for a label or region "
-    "(nothing to find, nothing found: the patient is left out of that column's statistics); "
-    "it is 0 when only one of them is empty."
-)
+MSD_REGIONS = {"whole_tumour": [1, 2, 3], "tumour_core": [2, 3], "enhancing_tumour": [3]}
+BRATS_REGIONS = {"whole_tumour": [1, 2, 4], "tumour_core": [1, 4], "enhancing_tumour": [4]}
+
+
+@dataclass
+class Reference:
+    """A reference mask, its patient and (if known) the image it was drawn on."""
+
+    mask: Path
+    patient: str
+    image: Path | None = None
 
 
 @dataclass
@@ -29,48 +38,52 @@ class EvaluateResult:
     """The tables and where they were written."""
 
     per_patient: pd.DataFrame
+    per_case: pd.DataFrame
     summary: pd.DataFrame
-    files: list[Path]
+    files: list[Path] = field(default_factory=list)
 
 
-def reference_masks(labels: Path) -> tuple[dict[str, Path], dict[int, str] | None]:
-    """Reference masks by case id, from a Decathlon folder or a folder of mask files."""
+def default_regions(label_ids: list[int]) -> dict[str, list[int]]:
+    """BraTS evaluation regions for the MSD (1/2/3) or BraTS (1/2/4) label sets, else none."""
+    if set(label_ids) == {1, 2, 3}:
+        return MSD_REGIONS
+    if set(label_ids) == {1, 2, 4}:
+        return BRATS_REGIONS
+    return {}
+
+
+def reference_masks(labels: Path, patient_pattern: str | None = None) -> tuple[dict[str, Reference], dict[int, str] | None]:
+    """References by case id, from a dataset folder (any layout segpipe reads) or a folder of masks."""
     if not labels.exists():
         raise SegpipeError(f"{labels}: no such file or folder")
-    if labels.is_dir() and (labels / "dataset.json").is_file():
-        ds = read_decathlon(labels)
-        return {c.case_id: c.label for c in ds.training if c.label is not None}, ds.labels
-    if labels.is_dir():
-        return {case_id_of(p): p for p in sorted(labels.iterdir()) if is_image_file(p)}, None
-    raise SegpipeError(f"{labels}: expected a folder of reference masks or a Decathlon dataset folder")
+    if not labels.is_dir():
+        raise SegpipeError(f"{labels}: expected a folder of reference masks or a dataset folder")
+    files = sorted(p for p in labels.iterdir() if is_mask_file(p))
+    if files and not (labels / "dataset.json").is_file():
+        pattern = re.compile(patient_pattern) if patient_pattern else None
+        refs = {}
+        for path in files:
+            cid = mask_id(path)
+            match = pattern.search(cid) if pattern else None
+            refs[cid] = Reference(path, match.group("patient") if match else cid)
+        return refs, None
+    ds = read_dataset(labels)
+    refs = {c.case_id: Reference(c.label, c.patient, c.images[0] if c.images else None) for c in ds.training if c.label}
+    return refs, ds.labels
 
 
-def _load_mask(path: Path) -> np.ndarray:
-    try:
-        data = np.asanyarray(nib.load(str(path)).dataobj)
-    except Exception as exc:  # nibabel raises many types for broken files
-        raise SegpipeError(f"{path}: cannot read mask ({exc})") from None
-    if data.ndim == 4 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if not np.allclose(data, np.round(data)):
-        raise SegpipeError(f"{path}: mask holds non-integer values")
-    return data.astype(np.int32)
+def _structures(label_ids: list[int], names: dict[int, str], regions: dict[str, list[int]]) -> dict[str, list[int]]:
+    out = {names.get(k, f"label_{k}").replace(" ", "_"): [k] for k in label_ids}
+    out.update(regions)
+    return out
 
 
-def summarise(per_patient: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std, median, IQR and number of scored patients for each numeric column."""
-    numeric = per_patient.select_dtypes("number")
-    return pd.DataFrame(
-        {
-            "mean": numeric.mean(),
-            "std": numeric.std(),
-            "median": numeric.median(),
-            "q25": numeric.quantile(0.25),
-            "q75": numeric.quantile(0.75),
-            "iqr": numeric.quantile(0.75) - numeric.quantile(0.25),
-            "n": numeric.count(),
-        }
-    ).rename_axis("metric").reset_index()
+def _row(prefix: dict[str, object], tallies: dict[str, OverlapTally]) -> dict[str, object]:
+    row = dict(prefix)
+    for name, tally in tallies.items():
+        for metric, value in tally.scores().items():
+            row[f"{metric}_{name}"] = value
+    return row
 
 
 def evaluate(
@@ -79,49 +92,140 @@ def evaluate(
     output_dir: str | Path,
     ecfg: EvaluateConfig | None = None,
     label_names: dict[int, str] | None = None,
+    *,
+    images: str | Path | None = None,
+    model_dir: str | Path | None = None,
+    quiet: bool = True,
 ) -> EvaluateResult:
-    """Score every prediction that has a reference; write per_patient.csv and summary.csv.
+    """Score every prediction that has a reference and write the reports.
 
-    Labels are named from the dataset.json of `labels`, else from `label_names`, else
-    `label_<k>` for each value present.
+    Writes per_case.csv (one row per slice or volume), per_patient.csv (a patient's slices
+    pooled before scoring), summary.csv (mean, std, median, IQR, n per column),
+    summary.json (conventions, missing cases), overlays of the best, median and worst
+    patients, curves.png (with `model_dir`) and report.html.
     """
     ecfg = ecfg or EvaluateConfig()
     pred_dir, out = Path(pred_dir), Path(output_dir)
     if not pred_dir.is_dir():
         raise SegpipeError(f"{pred_dir}: no such predictions folder")
-    refs, names = reference_masks(Path(labels))
-    names = names or label_names
-    preds = {case_id_of(p): p for p in sorted(pred_dir.iterdir()) if is_image_file(p)}
+    refs, names = reference_masks(Path(labels), ecfg.patient_pattern)
+    if not names and label_names is None and model_dir is not None and (Path(model_dir) / "plan.json").is_file():
+        import json
+
+        label_names = {int(k): v for k, v in json.loads((Path(model_dir) / "plan.json").read_text())["labels"].items()}
+    names = names or label_names or {}
+    if images is not None:
+        for path in Path(images).iterdir():
+            if mask_id(path) in refs:
+                refs[mask_id(path)].image = path
+    preds = {mask_id(p): p for p in sorted(pred_dir.iterdir()) if is_mask_file(p)}
     matched = sorted(set(preds) & set(refs))
     if not matched:
         raise SegpipeError(f"{pred_dir}: no prediction matches a reference case in {labels}")
-    rows = []
-    for cid in matched:
-        pred, ref = _load_mask(preds[cid]), _load_mask(refs[cid])
+
+    loaded = {}
+    label_ids: set[int] = {k for k in names if k != 0}
+    for cid in tqdm(matched, desc="evaluate", unit="case", disable=quiet):
+        (pred, spacing_p), (ref, spacing) = load_mask(preds[cid]), load_mask(refs[cid].mask)
         if pred.shape != ref.shape:
-            raise SegpipeError(f"{preds[cid]}: shape {pred.shape} differs from the reference's {ref.shape}")
-        label_ids = sorted(names) if names else sorted(set(np.unique(ref)) | set(np.unique(pred)))
-        label_ids = [k for k in label_ids if k != 0]
-        row: dict[str, object] = {"patient": cid}
-        for k, v in dice_per_label(pred, ref, label_ids).items():
-            label_name = (names or {}).get(k, f"label_{k}").replace(" ", "_")
-            row[f"dice_{label_name}"] = v
-        for region, v in dice_per_region(pred, ref, ecfg.regions).items():
-            row[f"dice_{region}"] = v
-        rows.append(row)
-    per_patient = pd.DataFrame(rows)
-    summary = summarise(per_patient)
-    files = [out / "per_patient.csv", out / "summary.csv", out / "summary.json"]
+            raise SegpipeError(f"{preds[cid]}: shape {pred.shape} differs from the reference's {ref.shape} ({refs[cid].mask})")
+        if not names:
+            label_ids |= {int(v) for v in np.unique(ref)} | {int(v) for v in np.unique(pred)}
+        loaded[cid] = (pred, ref, spacing)
+    label_ids.discard(0)
+    regions = ecfg.regions if ecfg.regions is not None else default_regions(sorted(label_ids))
+    structures = _structures(sorted(label_ids), names, regions)
+
+    case_rows, patient_tallies = [], defaultdict(lambda: {s: OverlapTally() for s in structures})
+    for cid in matched:
+        pred, ref, spacing = loaded[cid]
+        patient = refs[cid].patient
+        case_tallies = {s: OverlapTally() for s in structures}
+        for name, members in structures.items():
+            p, r = np.isin(pred, members), np.isin(ref, members)
+            case_tallies[name].add(p, r, spacing)
+            patient_tallies[patient][name].add(p, r, spacing)
+        case_rows.append(_row({"case": cid, "patient": patient}, case_tallies))
+    per_case = pd.DataFrame(case_rows)
+    per_patient = pd.DataFrame([_row({"patient": p}, t) for p, t in patient_tallies.items()])
+    label_cols = [f"dice_{s}" for s in structures if s not in regions]
+    per_patient.insert(1, "dice_mean", per_patient[label_cols].mean(axis=1, skipna=True))
+    per_patient.insert(2, "slices_or_volumes", per_patient["patient"].map(per_case["patient"].value_counts()))
+    summary = summarise(per_patient.drop(columns=["slices_or_volumes"]))
+
+    files = [out / n for n in ("per_patient.csv", "per_case.csv", "summary.csv", "summary.json")]
     write_with(files[0], lambda tmp: per_patient.to_csv(tmp, index=False, float_format="%.6f"))
-    write_with(files[1], lambda tmp: summary.to_csv(tmp, index=False, float_format="%.6f"))
+    write_with(files[1], lambda tmp: per_case.to_csv(tmp, index=False, float_format="%.6f"))
+    write_with(files[2], lambda tmp: summary.to_csv(tmp, index=False, float_format="%.6f"))
     write_json(
-        files[2],
+        files[3],
         {
-            "patients": len(per_patient),
+            "patients": int(len(per_patient)),
+            "cases": int(len(per_case)),
+            "labels": {str(k): names.get(k, f"label_{k}") for k in sorted(label_ids)},
+            "regions": regions,
+            "missing_predictions": sorted(set(refs) - set(preds)),
             "unmatched_predictions": sorted(set(preds) - set(refs)),
-            "regions": ecfg.regions,
+            "pooling": "per_patient.csv pools all slices or volumes of a patient before scoring",
             "empty_mask_convention": EMPTY_CONVENTION,
-            "mean": json.loads(summary.set_index("metric")["mean"].to_json()),
+            "units": {"hd95_mm": "mm (voxel spacing from the reference header; 1 per pixel for PNG and MAT)", "vol_ref_ml": "ml"},
+            "mean": {k: (None if pd.isna(v) else float(v)) for k, v in summary.set_index("metric")["mean"].items()},
         },
     )
-    return EvaluateResult(per_patient=per_patient, summary=summary, files=files)
+    figures = _overlays(per_patient, per_case, loaded, refs, names, out)
+    if model_dir is not None and (Path(model_dir) / "metrics.csv").is_file():
+        figures["Training curves"] = training_curves(pd.read_csv(Path(model_dir) / "metrics.csv"), out / "curves.png")
+    notes = [
+        f"{len(per_patient)} patients, {len(per_case)} slices or volumes; predictions {pred_dir}, references {labels}.",
+        "Dice: " + EMPTY_CONVENTION["dice"] + ". HD95: " + EMPTY_CONVENTION["hd95_mm"] + ".",
+    ]
+    files.append(html_report(out / "report.html", "segpipe evaluation", summary, per_patient, figures, notes))
+    files.extend(figures.values())
+    return EvaluateResult(per_patient=per_patient, per_case=per_case, summary=summary, files=files)
+
+
+def summarise(per_patient: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std, median, IQR and number of scored patients for each numeric column."""
+    numeric = per_patient.select_dtypes("number")
+    q25, q75 = numeric.quantile(0.25), numeric.quantile(0.75)
+    return pd.DataFrame(
+        {
+            "mean": numeric.mean(),
+            "std": numeric.std(),
+            "median": numeric.median(),
+            "q25": q25,
+            "q75": q75,
+            "iqr": q75 - q25,
+            "n": numeric.count(),
+        }
+    ).rename_axis("metric").reset_index()
+
+
+def _overlays(per_patient: pd.DataFrame, per_case: pd.DataFrame, loaded: dict, refs: dict[str, Reference],
+              names: dict[int, str], out: Path) -> dict[str, Path]:
+    """Overlay PNGs of the best, median and worst patients by mean label Dice."""
+    ranked = per_patient.dropna(subset=["dice_mean"]).sort_values("dice_mean", ascending=False)
+    if ranked.empty:
+        return {}
+    picks = {"best": ranked.iloc[0], "median": ranked.iloc[len(ranked) // 2], "worst": ranked.iloc[-1]}
+    figures = {}
+    for rank, row in picks.items():
+        cases = per_case.loc[per_case["patient"] == row["patient"], "case"].tolist()
+        # the slice or volume with most reference foreground, at its largest axial slice
+        cid = max(cases, key=lambda c: int(np.count_nonzero(loaded[c][1])))
+        pred, ref, _ = loaded[cid]
+        index = None
+        if ref.ndim == 3:
+            index = int(np.argmax(np.count_nonzero(ref, axis=(0, 1)))) if ref.any() else ref.shape[2] // 2
+            ref2d, pred2d = ref[:, :, index], pred[:, :, index]
+        else:
+            ref2d, pred2d = ref, pred
+        image = load_display_slice(refs[cid].image, ref.shape, index) if refs[cid].image else None
+        if ref.ndim == 3:  # volume slices: x to the right, y (anterior) up
+            ref2d, pred2d = ref2d.T[::-1], pred2d.T[::-1]
+            image = image.T[::-1] if image is not None else None
+        if image is not None and image.shape != ref2d.shape:
+            image = None
+        title = f"{rank}: patient {row['patient']} (case {cid}), mean Dice {row['dice_mean']:.3f}"
+        figures[f"{rank.capitalize()} patient"] = overlay(image, ref2d, pred2d, title, out / f"overlay_{rank}.png", names)
+    return figures

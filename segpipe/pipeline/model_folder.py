@@ -37,6 +37,13 @@ def _read(path: Path, loader: Any) -> Any:
         raise SegpipeError(f"{path}: not valid {path.suffix.lstrip('.').upper()}") from None
 
 
+def read_model_config(root: str | Path) -> tuple[Config, dict[str, Any]]:
+    """The resolved config and the plan of a model folder, without loading weights."""
+    root = Path(root)
+    config = config_from_dict(_read(root / "config.yaml", yaml.safe_load), str(root / "config.yaml"))
+    return config, _read(root / "plan.json", json.loads)
+
+
 def load_model_folder(root: str | Path, checkpoint: str | None = None) -> ModelFolder:
     """Rebuild the network of a model folder and load its `best` (or `last`) weights.
 
@@ -47,8 +54,7 @@ def load_model_folder(root: str | Path, checkpoint: str | None = None) -> ModelF
     root = Path(root)
     if not root.is_dir():
         raise SegpipeError(f"{root}: no such model folder")
-    config = config_from_dict(_read(root / "config.yaml", yaml.safe_load), str(root / "config.yaml"))
-    plan = _read(root / "plan.json", json.loads)
+    config, plan = read_model_config(root)
     network = _read(root / "network.json", json.loads)
     checkpoint = checkpoint or config.infer.checkpoint
     if checkpoint not in ("best", "last"):

@@ -1,9 +1,10 @@
-"""Figures: training curves from a model folder's metrics.csv."""
+"""Figures: training curves from a model folder's metrics.csv, and mask overlays."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from segpipe.atomic import write_with
@@ -28,5 +29,45 @@ def training_curves(metrics: pd.DataFrame, path: str | Path) -> Path:
         ax_dice.legend(fontsize=8)
     fig.tight_layout()
     write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+    return Path(path)
+
+
+LABEL_COLOURS = np.array(
+    [[0, 0, 0, 0], [1.0, 0.85, 0.1, 0.55], [0.2, 0.45, 1.0, 0.6], [0.95, 0.15, 0.15, 0.65], [0.2, 0.85, 0.3, 0.6]]
+)
+
+
+def _rgba(mask: np.ndarray) -> np.ndarray:
+    index = np.clip(mask, 0, len(LABEL_COLOURS) - 1)
+    index[(mask >= len(LABEL_COLOURS))] = len(LABEL_COLOURS) - 1
+    return LABEL_COLOURS[index]
+
+
+def overlay(image: np.ndarray | None, ref: np.ndarray, pred: np.ndarray, title: str, path: str | Path, labels: dict[int, str]) -> Path:
+    """Image with reference and prediction side by side, in one colour per label.
+
+    Arrays are drawn as given (row 0 at the top); callers put volume slices in display
+    orientation first.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    fig, axes = plt.subplots(1, 3, figsize=(11, 4))
+    background = image if image is not None else np.zeros(ref.shape, np.float32)
+    lo, hi = np.percentile(background, [1, 99]) if background.any() else (0.0, 1.0)
+    for ax, mask, name in zip(axes, (None, ref, pred), ("image", "reference", "prediction")):
+        ax.imshow(background, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
+        if mask is not None:
+            ax.imshow(_rgba(mask), interpolation="nearest")
+        ax.set_title(name)
+        ax.axis("off")
+    handles = [Patch(color=LABEL_COLOURS[min(k, len(LABEL_COLOURS) - 1)][:3], label=v) for k, v in labels.items() if k]
+    fig.legend(handles=handles, loc="lower center", ncol=max(len(handles), 1), fontsize=8)
+    fig.suptitle(title)
+    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
     plt.close(fig)
     return Path(path)

@@ -1,0 +1,106 @@
+"""Reading masks and images for evaluation, whatever format the pipeline wrote or read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from segpipe.data.paths import IMAGE_SUFFIXES, case_id_of
+from segpipe.errors import SegpipeError
+
+MASK_SUFFIXES = (*IMAGE_SUFFIXES, ".png", ".mat")
+
+
+def is_mask_file(path: Path) -> bool:
+    """A file evaluate can read as a mask (not hidden, known suffix)."""
+    return path.is_file() and not path.name.startswith(".") and path.name.lower().endswith(MASK_SUFFIXES)
+
+
+def mask_id(path: Path) -> str:
+    """Case id of a mask file name."""
+    name = path.name
+    for suffix in (".png", ".mat"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return case_id_of(path)
+
+
+def _read_png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img)
+
+
+def _read_mat_mask(path: Path) -> np.ndarray:
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        return np.asarray(fh["cjdata"]["tumorMask"]).T  # HDF5 holds MATLAB's transpose
+
+
+def load_mask(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    """Integer label map and its voxel spacing in mm (1.0 per axis where a format has none).
+
+    Raises:
+        SegpipeError: unreadable file or non-integer values.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    try:
+        if name.endswith(".png"):
+            data, spacing = _read_png(path), (1.0, 1.0)
+            if data.ndim == 3:
+                raise SegpipeError(f"{path}: a mask PNG must have one channel, found {data.shape[2]}")
+        elif name.endswith(".mat"):
+            data, spacing = _read_mat_mask(path), (1.0, 1.0)
+        elif name.endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            img = nib.load(str(path))
+            data = np.asanyarray(img.dataobj)
+            spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
+        else:
+            import itk
+
+            img = itk.imread(str(path))
+            data = itk.array_view_from_image(img).T.copy()  # ITK arrays are z, y, x
+            spacing = tuple(float(s) for s in img.GetSpacing())
+    except SegpipeError:
+        raise
+    except Exception as exc:  # readers raise many types for broken files
+        raise SegpipeError(f"{path}: cannot read mask ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if data.ndim == len(spacing) + 1 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.dtype.kind == "f" and not np.all(np.isfinite(data) & (data == np.round(data))):
+        raise SegpipeError(f"{path}: mask holds non-integer values")
+    return data.astype(np.int32), spacing[: data.ndim]
+
+
+def load_display_slice(path: Path, mask_shape: tuple[int, ...], index: int | None) -> np.ndarray | None:
+    """A 2D image to draw under an overlay: slice `index` of the last axis (first channel)."""
+    name = path.name.lower()
+    try:
+        if name.endswith(".png"):
+            data = _read_png(path).astype(np.float32)
+            return data if data.ndim == 2 else data[..., 0]
+        if name.endswith(".mat"):
+            import h5py
+
+            with h5py.File(path, "r") as fh:
+                return np.asarray(fh["cjdata"]["image"]).T.astype(np.float32)
+        if name.endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            img = nib.load(str(path))
+            if img.shape[:3] != tuple(mask_shape):
+                return None
+            obj = img.dataobj
+            return np.asarray(obj[:, :, index] if img.ndim == 3 else obj[:, :, index, 0], dtype=np.float32)
+    except Exception:  # an overlay without its image is still useful
+        return None
+    return None
+
+
+__all__ = ["MASK_SUFFIXES", "is_mask_file", "load_display_slice", "load_mask", "mask_id"]

@@ -1,0 +1,151 @@
+"""segpipe evaluate against independent computations (numpy Dice, MONAI HD95)."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from segpipe.config import EvaluateConfig
+from segpipe.pipeline.evaluate import BRATS_REGIONS, MSD_REGIONS, default_regions, evaluate
+from segpipe.reports.metrics import OverlapTally, hd95
+from tests.conftest import shared_data
+
+SPACING = (0.9, 1.1, 2.0)  # anisotropic on purpose
+NAMES = {0: "background", 1: "edema", 2: "non-enhancing tumour", 3: "enhancing tumour"}
+
+
+def _monai_hd95(pred: np.ndarray, ref: np.ndarray, spacing) -> float:
+    from monai.metrics import HausdorffDistanceMetric
+
+    metric = HausdorffDistanceMetric(include_background=True, percentile=95, reduction="none")
+    as_t = lambda m: torch.from_numpy(m.astype(np.float32))[None, None]  # noqa: E731
+    return float(metric(as_t(pred), as_t(ref), spacing=list(spacing))[0, 0])
+
+
+def _numpy_dice(p: np.ndarray, r: np.ndarray) -> float:
+    return 2 * np.logical_and(p, r).sum() / (p.sum() + r.sum())
+
+
+def _perturbations(ref: np.ndarray) -> dict[str, np.ndarray]:
+    eroded = ref.copy()
+    eroded[ndimage.binary_erosion(ref > 0, iterations=2) == 0] = 0
+    dropped = ref.copy()
+    dropped[dropped == 2] = 1  # non-enhancing tumour predicted as edema
+    return {"shift": np.roll(ref, (3, -2, 1), axis=(0, 1, 2)), "erosion": eroded, "dropped_label": dropped}
+
+
+@pytest.fixture(scope="module")
+def real_cases(tmp_path_factory):
+    root = shared_data("Task01_BrainTumour_sample")
+    ref = np.asarray(nib.load(str(root / "labelsTr" / "BRATS_900.nii.gz")).dataobj).astype(np.uint8)
+    box = tuple(slice(max(int(i.min()) - 4, 0), int(i.max()) + 5) for i in np.nonzero(ref))
+    ref = ref[box]  # the tumour and a margin: real shapes, quick to score
+    base = tmp_path_factory.mktemp("real_eval")
+    (base / "refs").mkdir()
+    (base / "preds").mkdir()
+    affine = np.diag([*SPACING, 1.0])
+    cases = {}
+    for name, pred in _perturbations(ref).items():
+        nib.save(nib.Nifti1Image(ref, affine), str(base / "refs" / f"{name}.nii.gz"))
+        nib.save(nib.Nifti1Image(pred.astype(np.uint8), affine), str(base / "preds" / f"{name}.nii.gz"))
+        cases[name] = (pred, ref)
+    return base, cases
+
+
+def test_dice_and_hd95_match_independent_computations(real_cases):
+    base, cases = real_cases
+    result = evaluate(base / "preds", base / "refs", base / "out", label_names=NAMES)
+    table = result.per_patient.set_index("patient")
+    for name, (pred, ref) in cases.items():
+        for k, label in ((1, "edema"), (2, "non-enhancing_tumour"), (3, "enhancing_tumour")):
+            p, r = pred == k, ref == k
+            expected = _numpy_dice(p, r) if p.any() or r.any() else np.nan
+            assert table.loc[name, f"dice_{label}"] == pytest.approx(expected, abs=1e-9, nan_ok=True)
+            if p.any() and r.any():
+                assert table.loc[name, f"hd95_mm_{label}"] == pytest.approx(_monai_hd95(p, r, SPACING), rel=1e-4)
+            else:
+                assert np.isnan(table.loc[name, f"hd95_mm_{label}"])
+        for region, members in MSD_REGIONS.items():
+            p, r = np.isin(pred, members), np.isin(ref, members)
+            assert table.loc[name, f"dice_{region}"] == pytest.approx(_numpy_dice(p, r), abs=1e-9)
+            assert table.loc[name, f"hd95_mm_{region}"] == pytest.approx(_monai_hd95(p, r, SPACING), rel=1e-4)
+        voxel_ml = np.prod(SPACING) / 1000
+        assert table.loc[name, "vol_ref_ml_edema"] == pytest.approx((ref == 1).sum() * voxel_ml)
+        assert table.loc[name, "vol_pred_ml_edema"] == pytest.approx((pred == 1).sum() * voxel_ml)
+        tp = ((pred == 3) & (ref == 3)).sum()
+        assert table.loc[name, "sensitivity_enhancing_tumour"] == pytest.approx(tp / (ref == 3).sum())
+        assert table.loc[name, "precision_enhancing_tumour"] == pytest.approx(tp / (pred == 3).sum())
+    # a dropped label: Dice NaN? no: reference has it, prediction lacks it -> 0, HD95 NaN
+    assert table.loc["dropped_label", "dice_non-enhancing_tumour"] == 0.0
+    assert np.isnan(table.loc["dropped_label", "hd95_mm_non-enhancing_tumour"])
+    assert table.loc["shift", "hd95_mm_whole_tumour"] > 2.0  # a 3-voxel shift is millimetres away
+
+
+def test_reports_figures_and_conventions(real_cases):
+    base, _ = real_cases
+    out = base / "out2"
+    result = evaluate(base / "preds", base / "refs", out, label_names=NAMES)
+    for name in ("per_patient.csv", "per_case.csv", "summary.csv", "summary.json", "report.html",
+                 "overlay_best.png", "overlay_median.png", "overlay_worst.png"):
+        assert (out / name).is_file(), name
+    meta = json.loads((out / "summary.json").read_text())
+    assert "both empty" in meta["empty_mask_convention"]["dice"]
+    assert meta["regions"] == MSD_REGIONS
+    summary = pd.read_csv(out / "summary.csv").set_index("metric")
+    col = result.per_patient["dice_edema"]
+    # the CSV keeps 6 decimals
+    assert summary.loc["dice_edema", "mean"] == pytest.approx(col.mean(), abs=1e-6)
+    assert summary.loc["dice_edema", "median"] == pytest.approx(col.median(), abs=1e-6)
+    assert summary.loc["dice_edema", "iqr"] == pytest.approx(col.quantile(0.75) - col.quantile(0.25), abs=1e-6)
+    assert summary.loc["dice_edema", "n"] == 3
+    assert "overlay_worst.png" in (out / "report.html").read_text()
+
+
+def test_slices_are_pooled_per_patient(tmp_path):
+    refs, preds = tmp_path / "refs", tmp_path / "preds"
+    refs.mkdir()
+    preds.mkdir()
+    # patient P1: a big slice predicted perfectly, a tiny slice missed entirely
+    big = np.zeros((20, 20), np.uint8)
+    big[2:18, 2:18] = 1
+    tiny = np.zeros((20, 20), np.uint8)
+    tiny[5, 5] = 1
+    for name, ref, pred in (("P1_z0", big, big), ("P1_z1", tiny, np.zeros_like(tiny)), ("P2_z0", big, big)):
+        Image.fromarray(ref).save(refs / f"{name}.png")
+        Image.fromarray(pred).save(preds / f"{name}.png")
+    cfg = EvaluateConfig(patient_pattern=r"^(?P<patient>P\d+)_z")
+    result = evaluate(preds, refs, tmp_path / "out", cfg)
+    per_case = pd.read_csv(tmp_path / "out" / "per_case.csv")
+    per_patient = pd.read_csv(tmp_path / "out" / "per_patient.csv").set_index("patient")
+    slice_mean = per_case.loc[per_case["patient"] == "P1", "dice_label_1"].mean()
+    pooled = 2 * 256 / (256 + 257)
+    assert slice_mean == pytest.approx(0.5)
+    assert per_patient.loc["P1", "dice_label_1"] == pytest.approx(pooled)
+    assert per_patient.loc["P1", "slices_or_volumes"] == 2
+    assert abs(pooled - slice_mean) > 0.4
+    assert len(result.per_patient) == 2
+
+
+def test_default_regions_follow_the_label_set():
+    assert default_regions([1, 2, 3]) == MSD_REGIONS
+    assert default_regions([1, 2, 4]) == BRATS_REGIONS
+    assert default_regions([1]) == {}
+
+
+def test_hd95_conventions_and_pooling():
+    a = np.zeros((10, 10), bool)
+    a[2:5, 2:5] = True
+    assert hd95(a, a, (1.0, 1.0)) == 0.0
+    assert np.isnan(hd95(a, np.zeros_like(a), (1.0, 1.0)))
+    b = np.roll(a, 3, axis=0)
+    assert hd95(a, b, (2.0, 1.0)) == pytest.approx(6.0)  # 3 rows of 2 mm
+    tally = OverlapTally()
+    tally.add(a, a, (1.0, 1.0))
+    tally.add(a, np.zeros_like(a), (1.0, 1.0))
+    scores = tally.scores()
+    assert scores["dice"] == pytest.approx(2 * 9 / (18 + 9)) and scores["precision"] == pytest.approx(0.5)
