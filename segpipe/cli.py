@@ -160,37 +160,57 @@ def preprocess(input_dir: Path, output_dir: Path, workers: int | None, config_pa
               help="Prepared-dataset folder written by `segpipe preprocess`.")
 @click.option("--output", "-o", "model_dir", required=True, type=click.Path(path_type=Path),
               help="Model folder to write (config.yaml, plan.json, checkpoints/, metrics.csv, curves.png).")
-@click.option("--fold", type=click.IntRange(min=0), default=None, help="Validation fold from splits.json (train.fold).")
+@click.option("--fold", default=None, metavar="K|all",
+              help="Validation fold from splits.json (train.fold), or 'all' to train every fold into OUTPUT/fold_<k>/.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Number of epochs (train.epochs).")
 @click.option("--resume", is_flag=True, help="Continue from the model folder's checkpoints/last.pt, exactly where it stopped.")
+@click.option("--epochs-this-run", type=click.IntRange(min=1), default=None,
+              help="Stop after this many epochs (the schedule still spans all epochs); continue later with --resume.")
 @config_options
 @common_options
-def fit(prepared_dir: Path, model_dir: Path, fold: int | None, epochs: int | None, resume: bool,
+def fit(prepared_dir: Path, model_dir: Path, fold: str | None, epochs: int | None, resume: bool, epochs_this_run: int | None,
         config_path: str | None, overrides: tuple[str, ...], quiet: bool) -> None:
     """Train a U-Net or LinkNet with MONAI's DiceCELoss on one fold.
 
-    Each epoch draws patches with foreground oversampling and flips, validates on the
-    fold's validation cases with sliding-window inference, and saves checkpoints/last.pt
-    (and best.pt when validation Dice improves) atomically.
+    Each epoch draws patches with foreground oversampling and the configured MONAI
+    augmentations (train.augment), validates on the fold's validation cases with
+    sliding-window inference (mean Dice per label and region), and saves
+    checkpoints/last.pt (and best.pt when validation Dice improves) atomically.
+
+    \b
+    Several processes or machines: torchrun --nproc_per_node=N -m segpipe fit ...
+    (DistributedDataParallel; see docs/training.md).
     """
     _quiet_libraries()
     import yaml
 
     from segpipe.pipeline.fit import fit as run
+    from segpipe.pipeline.fit import fit_folds
+    from segpipe.pipeline.preprocess import load_prepared
 
+    all_folds = fold == "all"
+    if fold is not None and not all_folds and not fold.isdigit():
+        raise SegpipeError(f"option --fold: expected a fold number or 'all', got {fold!r}")
     base = None
-    if resume and (model_dir / "config.yaml").is_file():
-        base = yaml.safe_load((model_dir / "config.yaml").read_text())
+    config_file = model_dir / "config.yaml" if not all_folds else model_dir / "fold_0" / "config.yaml"
+    if resume and config_file.is_file():
+        base = yaml.safe_load(config_file.read_text())
     extra = list(overrides)
-    if fold is not None:
+    if fold is not None and not all_folds:
         extra.append(f"train.fold={fold}")
     if epochs is not None:
         extra.append(f"train.epochs={epochs}")
     cfg = _config(config_path, tuple(extra), base)
-    result = run(prepared_dir, model_dir, cfg, resume=resume, quiet=quiet)
+    if all_folds:
+        folds = list(range(len(load_prepared(prepared_dir)[1])))
+        results = fit_folds(prepared_dir, model_dir, cfg, folds, resume=resume, quiet=quiet)
+    else:
+        results = [run(prepared_dir, model_dir, cfg, resume=resume, quiet=quiet, epochs_this_run=epochs_this_run)]
     if not quiet:
-        best = f"best validation Dice {result.best_metric:.4f} at epoch {result.best_epoch}" if result.best_metric == result.best_metric else "no validation cases in this fold"
-        click.echo(f"trained {result.epochs} epoch(s); {best}\n  model folder: {model_dir}")
+        for result in results:
+            best = (f"best validation Dice {result.best_metric:.4f} at epoch {result.best_epoch}"
+                    if result.best_metric == result.best_metric else "no validation cases in this fold")
+            click.echo(f"{result.model_dir}: trained to epoch {result.epochs}; {best}")
 
 
 @cli.command()

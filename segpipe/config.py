@@ -56,17 +56,27 @@ class TrainConfig:
     samples_per_volume: int = 2
     patch_size: list[int] | None = None  # None: the plan's patch size
     cache_rate: float = 1.0  # share of training cases held in memory
+    optimizer: str = "adam"  # adam | adamw | sgd
     lr: float = 1e-3
+    momentum: float = 0.99  # sgd only (Nesterov)
     weight_decay: float = 0.0
+    schedule: str = "poly"  # poly | cosine | constant
+    grad_clip: float = 12.0  # max gradient norm; 0 disables
+    precision: str = "fp32"  # fp32 | bf16 (autocast, CPU or CUDA) | fp16 (CUDA, with a gradient scaler)
+    compile: bool = False  # torch.compile the network
     lambda_dice: float = 1.0
     lambda_ce: float = 1.0
     include_background: bool = False
     pos_neg_ratio: float = 1.0
+    augment: list[str] = field(default_factory=lambda: ["flip", "rotate90", "scale_intensity", "shift_intensity"])
     fold: int = 0
     val_every: int = 1
+    early_stopping: int = 0  # validations without improvement before stopping; 0 disables
     seed: int = 0
+    deterministic: bool = False  # torch.use_deterministic_algorithms; exact resume
     device: str = "cpu"
     num_workers: int = 0
+    thread_loader: bool = False  # MONAI ThreadDataLoader instead of worker processes
     threads: int = 0  # 0: leave torch's default
 
 

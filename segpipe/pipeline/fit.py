@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from monai.data import CacheDataset, DataLoader
+from monai.data import CacheDataset, DataLoader, ThreadDataLoader
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 from monai.transforms import Compose, LoadImaged
@@ -23,10 +23,13 @@ from segpipe.atomic import write_json, write_with, write_yaml
 from segpipe.config import Config
 from segpipe.errors import SegpipeError
 from segpipe.pipeline.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from segpipe.pipeline.distributed import Dist, init_distributed, shutdown
+from segpipe.pipeline.evaluate import default_regions
 from segpipe.pipeline.model import build_from_spec, network_spec
 from segpipe.pipeline.preprocess import load_prepared
+from segpipe.pipeline.training import ListSampler, Precision, epoch_indices, make_optimizer, make_scheduler
 from segpipe.reports.figures import training_curves
-from segpipe.reports.metrics import dice_per_label
+from segpipe.reports.metrics import dice_per_label, dice_per_region
 from segpipe.transforms.augment import KEYS, training_chain
 
 
@@ -38,13 +41,17 @@ class FitResult:
     epochs: int
     best_metric: float
     best_epoch: int
+    stopped_early: bool = False
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch."""
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch; optionally make torch's kernels deterministic."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
 
 
 def _cases(prepared: Path, manifest: dict[str, Any], ids: list[str]) -> list[dict[str, str]]:
@@ -70,29 +77,35 @@ def deep_supervised_loss(loss_fn: DiceCELoss, outputs: Any, target: torch.Tensor
     return total / norm
 
 
-@torch.no_grad()
-def validate(net: torch.nn.Module, cases: list[dict[str, str]], cfg: Config, patch: list[int], labels: list[int], device: torch.device) -> dict[int, float]:
-    """Sliding-window prediction of whole validation cases; mean Dice per label."""
-    net.eval()
-    scores: dict[int, list[float]] = {k: [] for k in labels}
-    for case in cases:
-        image = torch.from_numpy(np.load(case["image"]))[None].to(device)
-        ref = np.load(case["label"])[0]
-        logits = sliding_window_inference(
-            image, roi_size=patch, sw_batch_size=cfg.infer.sw_batch_size, predictor=net,
-            overlap=cfg.infer.overlap, mode=cfg.infer.mode,
-        )
-        pred = logits.argmax(1)[0].cpu().numpy()
-        for k, v in dice_per_label(pred, ref, labels).items():
-            scores[k].append(v)
-    net.train()
-    return {k: _nanmean(v) for k, v in scores.items()}
-
-
 def _nanmean(values: list[float]) -> float:
     """Mean over the scored (non-NaN) values; NaN when none was scored."""
     kept = [v for v in values if not math.isnan(v)]
     return float(np.mean(kept)) if kept else float("nan")
+
+
+@torch.no_grad()
+def validate(
+    net: torch.nn.Module, cases: list[dict[str, str]], cfg: Config, patch: list[int], labels: list[int],
+    regions: dict[str, list[int]], device: torch.device, precision: Precision,
+) -> dict[str, float]:
+    """Sliding-window prediction of whole validation cases; mean Dice per label and region."""
+    net.eval()
+    scores: dict[str, list[float]] = {}
+    for case in cases:
+        image = torch.from_numpy(np.load(case["image"]))[None].to(device)
+        ref = np.load(case["label"])[0]
+        with precision.autocast():
+            logits = sliding_window_inference(
+                image, roi_size=patch, sw_batch_size=cfg.infer.sw_batch_size, predictor=net,
+                overlap=cfg.infer.overlap, mode=cfg.infer.mode,
+            )
+        pred = logits.argmax(1)[0].cpu().numpy()
+        for k, v in dice_per_label(pred, ref, labels).items():
+            scores.setdefault(str(k), []).append(v)
+        for name, v in dice_per_region(pred, ref, regions).items():
+            scores.setdefault(name, []).append(v)
+    net.train()
+    return {k: _nanmean(v) for k, v in scores.items()}
 
 
 def _prepare_model_dir(model_dir: Path, resume: bool) -> None:
@@ -102,111 +115,208 @@ def _prepare_model_dir(model_dir: Path, resume: bool) -> None:
     if not resume and last.is_file():
         raise SegpipeError(f"{model_dir}: already holds a trained model; pass --resume to continue it or choose another --output")
     (model_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for stale in (model_dir / "checkpoints").glob(".*.partial*"):  # left by a process killed mid-write
+        stale.unlink()
 
 
-def fit(prepared_dir: str | Path, model_dir: str | Path, cfg: Config, *, resume: bool = False, quiet: bool = False) -> FitResult:
+def _tensorboard(model_dir: Path) -> Any:
+    """A SummaryWriter when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(model_dir / "tensorboard"))
+
+
+def fit(
+    prepared_dir: str | Path,
+    model_dir: str | Path,
+    cfg: Config,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    epochs_this_run: int | None = None,
+) -> FitResult:
     """Train `cfg.model` on fold `cfg.train.fold` of a prepared dataset.
 
-    Writes the model folder: config.yaml (resolved), plan.json, checkpoints/last.pt and
-    best.pt (every epoch, atomically), metrics.csv and curves.png. With `resume`, training
-    continues from last.pt with its optimiser, scheduler and random states.
+    Writes the model folder: config.yaml (resolved), plan.json, network.json,
+    checkpoints/last.pt and best.pt (every epoch, atomically), metrics.csv, curves.png and
+    TensorBoard events (if tensorboard is installed). With `resume`, training continues
+    from last.pt with its optimiser, scheduler, scaler and random states: in
+    deterministic mode the result equals an uninterrupted run.
+
+    `epochs_this_run` stops after that many epochs (the schedule still spans
+    train.epochs), for jobs in time-limited slots that `--resume` later.
+
+    Under torchrun (WORLD_SIZE > 1) each process trains on its share of every epoch's
+    batches with DistributedDataParallel, and only rank 0 writes.
     """
-    prepared = Path(prepared_dir)
-    model_dir = Path(model_dir)
+    prepared, model_dir = Path(prepared_dir), Path(model_dir)
+    d, device = init_distributed(cfg.train.device)
+    try:
+        return _fit(prepared, model_dir, cfg, d, device, resume, quiet or not d.main, epochs_this_run)
+    finally:
+        shutdown(d)
+
+
+def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.device, resume: bool, quiet: bool,
+         epochs_this_run: int | None) -> FitResult:
     plan, splits, manifest = load_prepared(prepared)
     t = cfg.train
     if not 0 <= t.fold < len(splits):
         raise SegpipeError(f"option train.fold={t.fold}: {prepared / 'splits.json'} has folds 0..{len(splits) - 1}")
-    _prepare_model_dir(model_dir, resume)
+    if d.main:
+        _prepare_model_dir(model_dir, resume)
+    d.barrier()
     if t.threads > 0:
         torch.set_num_threads(t.threads)
-    device = torch.device(t.device)
     split = splits[t.fold]
     patch = list(t.patch_size or plan["patch_size"])
-    if len(patch) != cfg.model.spatial_dims:
-        raise SegpipeError(f"config key 'train.patch_size': {patch} has {len(patch)} sides for a {cfg.model.spatial_dims}D model")
+    dims = cfg.model.spatial_dims
+    if len(patch) != dims:
+        raise SegpipeError(f"config key 'train.patch_size': {patch} has {len(patch)} sides for a {dims}D model")
+    if plan.get("spatial_dims", 3) != dims:
+        raise SegpipeError(f"config key 'model.spatial_dims': {dims}, but {prepared} holds {plan.get('spatial_dims', 3)}D cases")
     t.patch_size = patch
     if cfg.infer.roi_size is None:
         cfg.infer.roi_size = patch
     labels = {str(k): v for k, v in plan["labels"].items()}
     label_ids = [int(k) for k in labels if int(k) != 0]
+    regions = cfg.evaluate.regions if cfg.evaluate.regions is not None else default_regions(label_ids)
     spec = network_spec(cfg.model, plan["in_channels"], plan["out_channels"])
+    if d.main:
+        write_yaml(model_dir / "config.yaml", cfg.to_dict())
+        write_json(model_dir / "plan.json", plan)
+        write_json(model_dir / "network.json", spec)
 
-    write_yaml(model_dir / "config.yaml", cfg.to_dict())
-    write_json(model_dir / "plan.json", plan)
-    write_json(model_dir / "network.json", spec)
-
-    seed_everything(t.seed)
-    net = build_from_spec(spec).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=max(t.epochs, 1), power=0.9)
+    seed_everything(t.seed, t.deterministic)
+    model = build_from_spec(spec).to(device)
+    optimizer = make_optimizer(model.parameters(), t)
+    scheduler = make_scheduler(optimizer, t)
+    precision = Precision(t.precision, device)
     loss_fn = DiceCELoss(
         to_onehot_y=True, softmax=True, include_background=t.include_background,
         lambda_dice=t.lambda_dice, lambda_ce=t.lambda_ce,
     )
-    start_epoch, best_metric, best_epoch, rows = 0, -math.inf, -1, []
+    start_epoch, best_metric, best_epoch, stale, rows = 0, -math.inf, -1, 0, []
+    ckpt = None
     if resume:
         ckpt = load_checkpoint(model_dir / "checkpoints" / "last.pt")
-        net.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        precision.load_state_dict(ckpt.get("scaler", {}))
         start_epoch, best_metric, best_epoch = ckpt["epoch"] + 1, ckpt["best_metric"], ckpt["best_epoch"]
-        rows = pd.read_csv(model_dir / "metrics.csv").to_dict("records")[:start_epoch] if (model_dir / "metrics.csv").is_file() else []
-        set_rng_state(ckpt["rng"])
+        stale = ckpt.get("stale_validations", 0)
+        if (model_dir / "metrics.csv").is_file():
+            rows = pd.read_csv(model_dir / "metrics.csv").to_dict("records")[:start_epoch]
+
+    net: torch.nn.Module = model
+    if t.compile:
+        net = torch.compile(net)
+    if d.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
 
     train_cases = _cases(prepared, manifest, split["train"])
     val_cases = _cases(prepared, manifest, split["val"])
-    chain = Compose([LoadImaged(KEYS, reader="NumpyReader", image_only=True), *training_chain(patch, t.samples_per_volume, t.pos_neg_ratio).transforms])
-    chain.set_random_state(seed=t.seed + start_epoch)
+    chain = Compose([LoadImaged(KEYS, reader="NumpyReader", image_only=True),
+                     *training_chain(patch, t.samples_per_volume, t.pos_neg_ratio, t.augment).transforms])
     dataset = CacheDataset(train_cases, transform=chain, cache_rate=t.cache_rate, progress=False, num_workers=None)
     volumes_per_batch = max(1, math.ceil(t.batch_size / t.samples_per_volume))
-    generator = torch.Generator().manual_seed(t.seed + start_epoch)
-    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=t.iterations_per_epoch * volumes_per_batch, generator=generator)
-    loader = DataLoader(dataset, batch_size=volumes_per_batch, sampler=sampler, num_workers=t.num_workers)
+    sampler = ListSampler()
+    loader_cls = ThreadDataLoader if t.thread_loader else DataLoader
+    loader = loader_cls(dataset, batch_size=volumes_per_batch, sampler=sampler, num_workers=t.num_workers)
+    writer = _tensorboard(model_dir) if d.main else None
+    if ckpt is not None:  # after the loader: MONAI's DataLoader re-seeds torch's generator when built
+        set_rng_state(ckpt["rng"])
 
     net.train()
-    for epoch in range(start_epoch, t.epochs):
+    stopped_early = False
+    end_epoch = t.epochs if epochs_this_run is None else min(t.epochs, start_epoch + epochs_this_run)
+    for epoch in range(start_epoch, end_epoch):
         started = time.perf_counter()
+        sampler.indices = epoch_indices(len(dataset), t.iterations_per_epoch * volumes_per_batch, t.seed, epoch, d.rank, d.world)
+        chain.set_random_state(seed=(t.seed * 100_003 + epoch * 7_919 + d.rank) % (2**32))
         losses = []
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", unit="it", disable=quiet, leave=False)
         for batch in bar:
             x = batch["image"].to(device)
             y = batch["label"].to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss = deep_supervised_loss(loss_fn, net(x), y)
-            loss.backward()
-            optimizer.step()
+            with precision.autocast():
+                loss = deep_supervised_loss(loss_fn, net(x), y)
+            precision.step(loss, net, optimizer, t.grad_clip)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": lr}
+        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": d.mean(float(np.mean(losses))), "lr": lr}
         is_val_epoch = bool(val_cases) and ((epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs)
         if is_val_epoch:
-            per_label = validate(net, val_cases, cfg, patch, label_ids, device)
-            row["val_dice_mean"] = _nanmean(list(per_label.values()))
-            for k, v in per_label.items():
-                row[f"val_dice_{labels[str(k)].replace(' ', '_')}"] = v
+            metric = float("nan")
+            if d.main:
+                per = validate(model, val_cases, cfg, patch, label_ids, regions, device, precision)
+                row["val_dice_mean"] = metric = _nanmean([per[str(k)] for k in label_ids])
+                for k in label_ids:
+                    row[f"val_dice_{labels[str(k)].replace(' ', '_')}"] = per[str(k)]
+                for name in regions:
+                    row[f"val_dice_{name}"] = per[name]
+            metric = d.broadcast(metric)
+            if not math.isnan(metric) and metric > best_metric:
+                best_metric, best_epoch, stale = metric, epoch + 1, 0
+            else:
+                stale += 1
+        elif not val_cases:
+            best_metric, best_epoch = float("nan"), epoch + 1  # nothing to validate on: last is best
         row["seconds"] = round(time.perf_counter() - started, 2)
         rows.append(row)
-        metric = row.get("val_dice_mean", float("nan")) if val_cases else float(epoch)
-        improved = is_val_epoch and not math.isnan(metric) and metric > best_metric
-        if not val_cases or improved:
-            best_metric, best_epoch = (metric, epoch + 1) if val_cases else (float("nan"), epoch + 1)
-        state = {
-            "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "epoch": epoch, "best_metric": best_metric, "best_epoch": best_epoch, "rng": rng_state(),
-            "network": spec, "labels": labels, "config": cfg.to_dict(),
-        }
-        metrics = pd.DataFrame(rows)
-        write_with(model_dir / "metrics.csv", lambda tmp: metrics.to_csv(tmp, index=False))
-        save_checkpoint(model_dir / "checkpoints" / "last.pt", state)
-        if best_epoch == epoch + 1:
-            shutil.copyfile(model_dir / "checkpoints" / "last.pt", model_dir / "checkpoints" / ".best.pt.partial")
-            (model_dir / "checkpoints" / ".best.pt.partial").replace(model_dir / "checkpoints" / "best.pt")
-        if not quiet:
-            dice_txt = f", val Dice {row['val_dice_mean']:.3f}" if "val_dice_mean" in row else ""
-            tqdm.write(f"epoch {epoch + 1}/{t.epochs}: loss {row['train_loss']:.4f}{dice_txt} ({row['seconds']:.1f} s)")
-    if rows:
+        if d.main:
+            _save_epoch(model_dir, rows, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": precision.state_dict(), "epoch": epoch, "best_metric": best_metric, "best_epoch": best_epoch,
+                "stale_validations": stale, "rng": rng_state(), "network": spec, "labels": labels, "config": cfg.to_dict(),
+            }, is_best=best_epoch == epoch + 1, writer=writer)
+            if not quiet:
+                dice_txt = f", val Dice {row['val_dice_mean']:.3f}" if "val_dice_mean" in row else ""
+                tqdm.write(f"epoch {epoch + 1}/{t.epochs}: loss {row['train_loss']:.4f}{dice_txt} ({row['seconds']:.1f} s)")
+        d.barrier()
+        if t.early_stopping > 0 and stale >= t.early_stopping:
+            stopped_early = True
+            if not quiet:
+                tqdm.write(f"early stop: no validation improvement in {stale} validations")
+            break
+    if d.main and rows:
         training_curves(pd.DataFrame(rows), model_dir / "curves.png")
-    return FitResult(model_dir=model_dir, epochs=t.epochs, best_metric=best_metric, best_epoch=best_epoch)
+    if writer is not None:
+        writer.close()
+    return FitResult(model_dir, t.epochs, best_metric, best_epoch, stopped_early)
+
+
+def _save_epoch(model_dir: Path, rows: list[dict[str, Any]], state: dict[str, Any], is_best: bool, writer: Any) -> None:
+    """metrics.csv, last.pt (and best.pt), TensorBoard scalars: each written atomically."""
+    metrics = pd.DataFrame(rows)
+    write_with(model_dir / "metrics.csv", lambda tmp: metrics.to_csv(tmp, index=False))
+    ckpt_dir = model_dir / "checkpoints"
+    save_checkpoint(ckpt_dir / "last.pt", state)
+    if is_best:
+        partial = ckpt_dir / ".best.pt.partial"
+        shutil.copyfile(ckpt_dir / "last.pt", partial)
+        partial.replace(ckpt_dir / "best.pt")
+    if writer is not None:
+        for key, value in rows[-1].items():
+            if key != "epoch" and isinstance(value, (int, float)) and not math.isnan(value):
+                writer.add_scalar(key, value, rows[-1]["epoch"])
+        writer.flush()
+
+
+def fit_folds(prepared_dir: str | Path, model_dir: str | Path, cfg: Config, folds: list[int], *, resume: bool = False, quiet: bool = False) -> list[FitResult]:
+    """Cross-validation: one model folder per fold, `model_dir/fold_<k>`."""
+    results = []
+    for k in folds:
+        cfg.train.fold = k
+        fold_dir = Path(model_dir) / f"fold_{k}"
+        fold_resume = resume and (fold_dir / "checkpoints" / "last.pt").is_file()
+        if not quiet:
+            tqdm.write(f"fold {k}")
+        results.append(fit(prepared_dir, fold_dir, cfg, resume=fold_resume, quiet=quiet))
+    return results

@@ -1,45 +1,101 @@
-"""Training-time MONAI chains: patch sampling with foreground oversampling, flips, intensity."""
+"""Training-time MONAI chains: patch sampling with foreground oversampling, then augmentation
+chosen by name in the config (`train.augment`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 
 from monai.transforms import (
     Compose,
     EnsureTyped,
+    RandAdjustContrastd,
+    RandAffined,
     RandCropByPosNegLabeld,
     RandFlipd,
+    RandGaussianNoised,
+    RandRotate90d,
     RandScaleIntensityd,
     RandShiftIntensityd,
     SpatialPadd,
+    Transform,
 )
+
+from segpipe.errors import SegpipeError
 
 KEYS = ["image", "label"]
 
 
-def training_chain(patch_size: Sequence[int], samples_per_volume: int, pos_neg_ratio: float = 1.0) -> Compose:
+def _flip(patch: Sequence[int]) -> list[Transform]:
+    return [RandFlipd(KEYS, prob=0.5, spatial_axis=axis) for axis in range(len(patch))]
+
+
+def _rotate90(patch: Sequence[int]) -> list[Transform]:
+    # only in planes where the patch is square, so every sample keeps the patch shape
+    planes = [(a, b) for a in range(len(patch)) for b in range(a + 1, len(patch)) if patch[a] == patch[b]]
+    return [RandRotate90d(KEYS, prob=0.5, max_k=3, spatial_axes=plane) for plane in planes[:1]]
+
+
+def _affine(patch: Sequence[int]) -> list[Transform]:
+    angle = math.radians(15)
+    rotate = (angle,) if len(patch) == 2 else (angle, angle, angle)
+    return [
+        RandAffined(
+            KEYS, prob=0.2, rotate_range=rotate, scale_range=[0.15] * len(patch),
+            mode=("bilinear", "nearest"), padding_mode="zeros", spatial_size=list(patch),
+        )
+    ]
+
+
+AUGMENTATIONS: dict[str, Callable[[Sequence[int]], list[Transform]]] = {
+    "flip": _flip,
+    "rotate90": _rotate90,
+    "affine": _affine,
+    "scale_intensity": lambda _: [RandScaleIntensityd("image", factors=0.1, prob=0.5)],
+    "shift_intensity": lambda _: [RandShiftIntensityd("image", offsets=0.1, prob=0.5)],
+    "gaussian_noise": lambda _: [RandGaussianNoised("image", prob=0.15, std=0.1)],
+    "adjust_contrast": lambda _: [RandAdjustContrastd("image", prob=0.15, gamma=(0.7, 1.5))],
+}
+
+
+def augmentations(names: Sequence[str], patch_size: Sequence[int]) -> list[Transform]:
+    """The MONAI transforms for augmentation names, in the order given.
+
+    Raises:
+        SegpipeError: an unknown name (the message lists the known ones).
+    """
+    out: list[Transform] = []
+    for name in names:
+        if name not in AUGMENTATIONS:
+            raise SegpipeError(f"config key 'train.augment': unknown augmentation {name!r} (known: {', '.join(AUGMENTATIONS)})")
+        out.extend(AUGMENTATIONS[name](patch_size))
+    return out
+
+
+def training_chain(
+    patch_size: Sequence[int],
+    samples_per_volume: int,
+    pos_neg_ratio: float = 1.0,
+    augment: Sequence[str] = ("flip", "scale_intensity", "shift_intensity"),
+) -> Compose:
     """Pad to the patch, sample `samples_per_volume` patches (pos:neg = ratio), augment.
+
+    Works in 2D and 3D alike: the number of spatial dimensions is that of `patch_size`.
 
     Args:
         patch_size: spatial patch size (2 or 3 values).
         samples_per_volume: patches drawn per loaded case.
         pos_neg_ratio: how many patches centred on foreground per background one.
+        augment: augmentation names (see `AUGMENTATIONS`).
     """
-    dims = len(patch_size)
     return Compose(
         [
             EnsureTyped(KEYS, track_meta=False),
             SpatialPadd(KEYS, spatial_size=list(patch_size)),
             RandCropByPosNegLabeld(
-                KEYS,
-                label_key="label",
-                spatial_size=list(patch_size),
-                pos=pos_neg_ratio,
-                neg=1.0,
+                KEYS, label_key="label", spatial_size=list(patch_size), pos=pos_neg_ratio, neg=1.0,
                 num_samples=samples_per_volume,
             ),
-            *[RandFlipd(KEYS, prob=0.5, spatial_axis=axis) for axis in range(dims)],
-            RandScaleIntensityd("image", factors=0.1, prob=0.5),
-            RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+            *augmentations(augment, patch_size),
         ]
     )

@@ -1,0 +1,103 @@
+"""Building blocks of the training loop: optimiser, schedule, precision, data loader."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from segpipe.config import TrainConfig
+from segpipe.errors import SegpipeError
+
+
+def make_optimizer(params: Any, t: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD (Nesterov) as configured."""
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, nesterov=True, weight_decay=t.weight_decay)
+    raise SegpipeError(f"config key 'train.optimizer': expected adam, adamw or sgd, got {t.optimizer!r}")
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, t: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-epoch learning-rate schedule: poly (power 0.9), cosine or constant."""
+    total = max(t.epochs, 1)
+    if t.schedule == "poly":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: (1 - min(e, total - 1) / total) ** 0.9)
+    if t.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 0.5 * (1 + math.cos(math.pi * min(e, total) / total)))
+    if t.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
+    raise SegpipeError(f"config key 'train.schedule': expected poly, cosine or constant, got {t.schedule!r}")
+
+
+class Precision:
+    """Autocast and (for fp16 on CUDA) gradient scaling, as one object the loop calls."""
+
+    def __init__(self, precision: str, device: torch.device) -> None:
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise SegpipeError(f"config key 'train.precision': expected fp32, bf16 or fp16, got {precision!r}")
+        if precision == "fp16" and device.type != "cuda":
+            raise SegpipeError("config key 'train.precision': fp16 needs a CUDA device; use bf16 on CPU")
+        self.precision = precision
+        self.device = device
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The forward-pass context."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def step(self, loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer, clip: float) -> None:
+        """Backward, optional gradient clipping, optimiser step."""
+        if self.scaler is None:
+            loss.backward()
+            if clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        if clip > 0:
+            self.scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scaler.state_dict() if self.scaler is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(state)
+
+
+def epoch_indices(n_items: int, n_draws: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[int]:
+    """The cases drawn (with replacement) in one epoch, this rank's share of them.
+
+    Depends only on (seed, epoch), so an epoch re-run after `--resume` draws exactly what
+    it drew the first time, and ranks split one global draw without overlap.
+    """
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    draws = torch.randint(n_items, (n_draws * world,), generator=generator).tolist()
+    return draws[rank::world]
+
+
+class ListSampler(torch.utils.data.Sampler[int]):
+    """Yields a list of indices set before each epoch."""
+
+    def __init__(self) -> None:
+        self.indices: list[int] = []
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)

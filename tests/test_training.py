@@ -1,0 +1,137 @@
+"""Training that can be trusted: exact resume, distributed runs, crash-safe checkpoints, options."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from segpipe.errors import SegpipeError
+from segpipe.pipeline.checkpoints import load_checkpoint, save_checkpoint
+from segpipe.pipeline.fit import fit, fit_folds
+from segpipe.pipeline.training import Precision, epoch_indices, make_optimizer, make_scheduler
+from segpipe.config import TrainConfig
+from tests.conftest import REPO, tiny_config
+
+DETERMINISTIC = {"train.deterministic": "true", "train.iterations_per_epoch": "3", "model.dropout": "0.1",
+                 "train.augment": "[flip, rotate90, affine, scale_intensity, shift_intensity, gaussian_noise, adjust_contrast]"}
+
+
+def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(model_dir / "checkpoints" / "last.pt")["model"]
+
+
+def test_resume_gives_the_same_weights_as_a_straight_run(prepared_dataset, tmp_path):
+    fit(prepared_dataset, tmp_path / "straight", tiny_config(**DETERMINISTIC, **{"train.epochs": "4"}), quiet=True)
+    fit(prepared_dataset, tmp_path / "resumed", tiny_config(**DETERMINISTIC, **{"train.epochs": "4"}), quiet=True, epochs_this_run=2)
+    assert len(pd.read_csv(tmp_path / "resumed" / "metrics.csv")) == 2
+    fit(prepared_dataset, tmp_path / "resumed", tiny_config(**DETERMINISTIC, **{"train.epochs": "4"}), resume=True, quiet=True)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7, msg=key)
+    m1 = pd.read_csv(tmp_path / "straight" / "metrics.csv")
+    m2 = pd.read_csv(tmp_path / "resumed" / "metrics.csv")
+    assert list(m2["epoch"]) == [1, 2, 3, 4]
+    assert m1["train_loss"].tolist() == pytest.approx(m2["train_loss"].tolist(), rel=1e-6)
+
+
+def test_a_different_seed_gives_different_weights(prepared_dataset, tmp_path):
+    fit(prepared_dataset, tmp_path / "a", tiny_config(**DETERMINISTIC, **{"train.epochs": "1"}), quiet=True)
+    fit(prepared_dataset, tmp_path / "b", tiny_config(**DETERMINISTIC, **{"train.epochs": "1", "train.seed": "7"}), quiet=True)
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+
+
+def test_two_process_gloo_training_writes_one_model_folder(prepared_dataset, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           "-m", "segpipe", "fit", "-d", str(prepared_dataset), "-o", str(out), "--epochs", "1", "-q",
+           "--set", "model.filters=4", "--set", "model.depth=2", "--set", "train.iterations_per_epoch=2",
+           "--set", "train.patch_size=[16,16,16]", "--set", "train.threads=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (out / "checkpoints" / "last.pt").is_file() and (out / "checkpoints" / "best.pt").is_file()
+    assert len(pd.read_csv(out / "metrics.csv")) == 1
+    assert not list(out.rglob("*.partial*"))
+
+
+KILL_DURING_SAVE = """
+import os, signal, sys, torch
+from segpipe.pipeline import checkpoints
+real_save = torch.save
+def dying_save(obj, f, *a, **k):
+    with open(f, "wb") as fh:
+        fh.write(b"PK\\x03\\x04 half a checkpoint")
+        fh.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+torch.save = dying_save
+checkpoints.save_checkpoint(sys.argv[1], {"model": {"w": torch.ones(3)}, "epoch": 2})
+"""
+
+
+def test_killed_during_checkpoint_write_keeps_the_previous_one(tmp_path):
+    path = tmp_path / "checkpoints" / "last.pt"
+    save_checkpoint(path, {"model": {"w": torch.zeros(3)}, "epoch": 1})
+    proc = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, str(path)], env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == -signal.SIGKILL
+    ckpt = load_checkpoint(path)
+    assert ckpt["epoch"] == 1 and torch.equal(ckpt["model"]["w"], torch.zeros(3))
+
+
+def test_optimizers_schedules_precision_and_clipping(prepared_dataset, tmp_path):
+    for i, (opt, schedule, precision) in enumerate((("adamw", "cosine", "bf16"), ("sgd", "constant", "fp32"))):
+        cfg = tiny_config(**{"train.optimizer": opt, "train.schedule": schedule, "train.precision": precision,
+                             "train.grad_clip": "1.0", "train.epochs": "2"})
+        fit(prepared_dataset, tmp_path / f"m{i}", cfg, quiet=True)
+        metrics = pd.read_csv(tmp_path / f"m{i}" / "metrics.csv")
+        lr = metrics["lr"].tolist()
+        assert lr[0] == pytest.approx(1e-3)
+        assert (lr[1] < lr[0]) if schedule == "cosine" else (lr[1] == lr[0])
+        assert metrics["train_loss"].notna().all()
+    assert list((tmp_path / "m0" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_schedules_and_errors():
+    t = TrainConfig(epochs=10, lr=1.0)
+    p = torch.nn.Parameter(torch.zeros(1))
+    for schedule, expect_last in (("poly", (1 - 9 / 10) ** 0.9), ("cosine", 0.5 * (1 + torch.cos(torch.tensor(0.9 * torch.pi)).item()))):
+        t.schedule = schedule
+        opt = make_optimizer([p], t)
+        sched = make_scheduler(opt, t)
+        for _ in range(9):
+            sched.step()
+        assert opt.param_groups[0]["lr"] == pytest.approx(expect_last)
+    with pytest.raises(SegpipeError, match="train.optimizer"):
+        make_optimizer([p], TrainConfig(optimizer="lbfgs"))
+    with pytest.raises(SegpipeError, match="fp16 needs a CUDA device"):
+        Precision("fp16", torch.device("cpu"))
+
+
+def test_epoch_draws_are_reproducible_and_split_by_rank():
+    assert epoch_indices(10, 8, seed=0, epoch=3) == epoch_indices(10, 8, seed=0, epoch=3)
+    assert epoch_indices(10, 8, seed=0, epoch=3) != epoch_indices(10, 8, seed=0, epoch=4)
+    r0 = epoch_indices(10, 4, seed=0, epoch=1, rank=0, world=2)
+    r1 = epoch_indices(10, 4, seed=0, epoch=1, rank=1, world=2)
+    full = epoch_indices(10, 8, seed=0, epoch=1)
+    assert sorted(r0 + r1) == sorted(full) and len(r0) == len(r1) == 4
+
+
+def test_early_stopping_and_all_folds(prepared_dataset, tmp_path):
+    cfg = tiny_config(**{"train.epochs": "30", "train.early_stopping": "1", "train.lr": "0.0"})
+    result = fit(prepared_dataset, tmp_path / "es", cfg, quiet=True)
+    assert result.stopped_early and len(pd.read_csv(tmp_path / "es" / "metrics.csv")) == 2
+    results = fit_folds(prepared_dataset, tmp_path / "cv", tiny_config(**{"train.epochs": "1"}), [0, 1, 2], quiet=True)
+    assert len(results) == 3
+    for k in range(3):
+        assert (tmp_path / "cv" / f"fold_{k}" / "checkpoints" / "best.pt").is_file()
+
+
+def test_unknown_augmentation_is_named(prepared_dataset, tmp_path):
+    with pytest.raises(SegpipeError, match="unknown augmentation 'mixup'"):
+        fit(prepared_dataset, tmp_path / "m", tiny_config(**{"train.augment": "[flip, mixup]"}), quiet=True)
