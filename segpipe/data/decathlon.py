@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from segpipe.data.case import Case
+from segpipe.data.dataset import Dataset
 from segpipe.data.paths import case_id_of, inside, is_hidden_or_resource
 from segpipe.errors import SegpipeError
 
 REQUIRED_KEYS = ("labels", "modality", "training")
 
-
-@dataclass
-class Dataset:
-    """A dataset's cases and declared facts, whatever the layout it came from."""
-
-    root: Path
-    name: str
-    modalities: list[str]
-    labels: dict[int, str]
-    training: list[Case]
-    test: list[Case] = field(default_factory=list)
-    layout: str = "decathlon"
+__all__ = ["Dataset", "read_decathlon"]
 
 
 def _load_json(path: Path) -> dict[str, Any]:
@@ -32,6 +21,8 @@ def _load_json(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise SegpipeError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise SegpipeError(f"{path}: JSON nested too deeply") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SegpipeError(f"{path}: cannot read ({exc})") from None
     if not isinstance(data, dict):

@@ -34,8 +34,50 @@ def is_image_file(path: Path) -> bool:
 
 def inside(root: Path, relative: str, source: str) -> Path:
     """Resolve `relative` under `root`, refusing anything that escapes it."""
-    base = root.resolve()
-    target = (base / relative).resolve()
+    try:
+        base = root.resolve()
+        target = (base / relative).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise SegpipeError(f"{source}: path {relative!r} is not usable ({exc})") from None
     if target != base and base not in target.parents:
         raise SegpipeError(f"{source}: path '{relative}' points outside the dataset folder {root}")
     return target
+
+
+def has_suffix(path: Path, *suffixes: str) -> bool:
+    """Case-insensitive suffix test on the file name."""
+    return path.name.lower().endswith(tuple(s.lower() for s in suffixes))
+
+
+def is_png_file(path: Path) -> bool:
+    """A PNG file, not a hidden or resource file."""
+    return path.is_file() and not is_hidden_or_resource(path) and has_suffix(path, ".png")
+
+
+def is_mat_file(path: Path) -> bool:
+    """A MATLAB MAT-file, not a hidden or resource file."""
+    return path.is_file() and not is_hidden_or_resource(path) and has_suffix(path, ".mat")
+
+
+def is_dicom_file(path: Path) -> bool:
+    """A DICOM part-10 file (`DICM` at byte 128) or a file named `*.dcm`; header bytes only."""
+    if not path.is_file() or is_hidden_or_resource(path):
+        return False
+    if has_suffix(path, ".dcm"):
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def visible_files(folder: Path) -> list[Path]:
+    """The folder's regular files, sorted, without hidden or macOS `._*` files."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and not is_hidden_or_resource(p))
+
+
+def visible_dirs(folder: Path) -> list[Path]:
+    """The folder's sub-folders, sorted, without hidden ones."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not is_hidden_or_resource(p))

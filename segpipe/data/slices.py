@@ -1,0 +1,130 @@
+"""Reader for 2D slice folders: `training_images/` + `training_labels/` PNG pairs.
+
+Optional `test_images/` (with or without `test_labels/`). Image and label share the file
+name. The patient comes from the file name through a regular expression with a group named
+`patient` (default: the `BRATS_<id>` part of `BRATS_<id>_z<slice>.png`), so splits keep all
+slices of one patient together.
+
+Orientation: see `segpipe.data.loading` (MONAI's PILReader returns the transpose of what
+`numpy.asarray(PIL.Image.open(path))` shows).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from segpipe.data.case import Case
+from segpipe.data.dataset import Dataset
+from segpipe.data.paths import is_png_file
+from segpipe.errors import SegpipeError
+
+DEFAULT_PATIENT_PATTERN = r"^(?P<patient>BRATS_\d+)_z\d+"
+DEFAULT_LABELS = {0: "background", 1: "edema", 2: "non-enhancing tumour", 3: "enhancing tumour"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def is_slices_folder(root: Path) -> bool:
+    return (root / "training_images").is_dir() or (root / "test_images").is_dir()
+
+
+def _pngs(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if is_png_file(p)), key=lambda p: p.name)
+
+
+def _check_png(path: Path) -> None:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise SegpipeError(f"{path}: cannot read ({exc})") from None
+    if head != PNG_SIGNATURE:
+        raise SegpipeError(f"{path}: not a PNG file (bad signature)")
+
+
+def _cases(images_dir: Path, labels_dir: Path | None, pattern: re.Pattern[str], *, need_labels: bool) -> list[Case]:
+    cases: list[Case] = []
+    files = _pngs(images_dir)
+    if labels_dir is not None and labels_dir.is_dir():
+        label_names = {p.name for p in _pngs(labels_dir)}
+        image_names = {p.name for p in files}
+        orphans = sorted(label_names - image_names)
+        if orphans:
+            raise SegpipeError(f"{labels_dir / orphans[0]}: label without an image in {images_dir.name}/")
+    for image in files:
+        _check_png(image)
+        m = pattern.search(image.stem)
+        if m is None:
+            raise SegpipeError(
+                f"{image}: file name does not match the patient pattern {pattern.pattern!r}; "
+                "pass patient_pattern with a (?P<patient>...) group"
+            )
+        label = labels_dir / image.name if labels_dir is not None else None
+        if label is not None and not label.is_file():
+            if need_labels:
+                raise SegpipeError(f"{image}: no label {label.name} in {labels_dir}")
+            label = None
+        if label is not None:
+            _check_png(label)
+        cases.append(Case(case_id=image.stem, patient=m.group("patient"), images=[image], label=label))
+    return cases
+
+
+def read_slices(
+    root: str | Path,
+    patient_pattern: str = DEFAULT_PATIENT_PATTERN,
+    labels: dict[int, str] | None = None,
+    modality: str = "t1gd",
+) -> Dataset:
+    """Read a 2D slice folder.
+
+    Args:
+        root: folder with `training_images/` and `training_labels/` (and optionally
+            `test_images/`, `test_labels/`).
+        patient_pattern: regular expression searched in the file name (without `.png`);
+            its `patient` group (else the whole match) names the patient.
+        labels: label value -> name; default 0 background, 1 edema, 2 non-enhancing
+            tumour, 3 enhancing tumour (the MSD BrainTumour 2D set).
+        modality: the name of the single channel.
+
+    Raises:
+        SegpipeError: missing folders, images without labels, labels without images,
+            files that are not PNG, names the pattern does not match.
+    """
+    root = Path(root)
+    try:
+        pattern = re.compile(patient_pattern)
+    except re.error as exc:
+        raise SegpipeError(f"patient_pattern {patient_pattern!r}: not a valid regular expression ({exc})") from None
+    if "patient" not in pattern.groupindex:
+        pattern = re.compile(f"(?P<patient>{patient_pattern})")
+    if not is_slices_folder(root):
+        raise SegpipeError(f"{root}: no training_images/ folder (expected the 2D slice layout)")
+    training: list[Case] = []
+    if (root / "training_images").is_dir():
+        if not (root / "training_labels").is_dir():
+            raise SegpipeError(f"{root / 'training_labels'}: missing (training_images/ needs its labels)")
+        training = _cases(root / "training_images", root / "training_labels", pattern, need_labels=True)
+    test: list[Case] = []
+    if (root / "test_images").is_dir():
+        test = _cases(root / "test_images", root / "test_labels", pattern, need_labels=False)
+    if not training and not test:
+        raise SegpipeError(f"{root}: holds no PNG slices")
+    ids: set[str] = set()
+    for case in [*training, *test]:
+        if case.case_id in ids:
+            raise SegpipeError(f"{case.images[0]}: case id '{case.case_id}' appears in both training and test")
+        ids.add(case.case_id)
+    return Dataset(
+        root=root,
+        name=root.name,
+        modalities=[modality],
+        labels=dict(sorted((labels or DEFAULT_LABELS).items())),
+        training=training,
+        test=test,
+        layout="slices",
+        spatial_dims=2,
+    )
+
+
+__all__ = ["read_slices", "is_slices_folder", "DEFAULT_PATIENT_PATTERN", "DEFAULT_LABELS"]

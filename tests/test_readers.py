@@ -1,0 +1,460 @@
+"""Dataset readers on small generated files: every layout, layout detection, loading, errors."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from segpipe.data import read_dataset
+from segpipe.data.decathlon import Dataset as DecathlonDataset
+from segpipe.data.dataset import Dataset
+from segpipe.data.figshare import FigshareMatReader, read_mat_field, write_figshare_mat
+from segpipe.data.inputs import discover_inputs
+from segpipe.data.loading import load_arrays, monai_reader
+from segpipe.errors import SegpipeError
+
+AFFINE = np.diag([1.0, 1.0, 2.0, 1.0])
+FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+# ---------------------------------------------------------------- generators (also used by test_verify)
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray = AFFINE) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(data), affine), str(path))
+    return path
+
+
+def label_volume(shape=(6, 5, 4), values=(1, 2)) -> np.ndarray:
+    lab = np.zeros(shape, np.uint8)
+    for i, v in enumerate(values):
+        lab[i + 1, 1:3, 1:3] = v
+    return lab
+
+
+def make_brats(root: Path, cases=("BraTS2021_00001", "BraTS2021_00002"), naming="2021", shape=(6, 5, 4)) -> Path:
+    chans = ["_flair", "_t1", "_t1ce", "_t2"] if naming == "2021" else ["-t2f", "-t1n", "-t1c", "-t2w"]
+    seg = "_seg" if naming == "2021" else "-seg"
+    enhancing = 4 if naming == "2021" else 3
+    for cid in cases:
+        for c, suffix in enumerate(chans):
+            write_nifti(root / cid / f"{cid}{suffix}.nii.gz", np.full(shape, c + 1, np.int16) + np.arange(shape[0])[:, None, None].astype(np.int16))
+        write_nifti(root / cid / f"{cid}{seg}.nii.gz", label_volume(shape, (1, 2, enhancing)))
+    return root
+
+
+def make_slices(root: Path, patients=("BRATS_001", "BRATS_002"), slices=(10, 20), size=(5, 7)) -> Path:
+    for folder in ("training_images", "training_labels"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for p in patients:
+        for z in slices:
+            img = np.arange(size[0] * size[1], dtype=np.uint8).reshape(size)
+            lab = np.zeros(size, np.uint8)
+            lab[1, 2] = 3
+            Image.fromarray(img).save(root / "training_images" / f"{p}_z{z}.png")
+            Image.fromarray(lab).save(root / "training_labels" / f"{p}_z{z}.png")
+    return root
+
+
+def make_figshare(root: Path, n=4, size=(6, 8)) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(1, n + 1):
+        image = np.arange(size[0] * size[1], dtype=np.int16).reshape(size) + i
+        mask = np.zeros(size, np.uint8)
+        mask[1:3, 2:5] = 1
+        write_figshare_mat(root / f"{i}.mat", image, mask, label=1 + i % 3, pid=f"P{(i + 1) // 2}", border=[3, 2, 5, 2, 5, 3])
+    return root
+
+
+def make_generic(root: Path, nnunet=False, images="images", labels="labels", cases=("a", "b")) -> Path:
+    for cid in cases:
+        if nnunet:
+            for c in range(2):
+                write_nifti(root / images / f"{cid}_{c:04d}.nii.gz", np.full((6, 5, 4), c + 1.0, np.float32))
+        else:
+            write_nifti(root / images / f"{cid}.nii.gz", np.random.default_rng(0).random((6, 5, 4)).astype(np.float32))
+        write_nifti(root / labels / f"{cid}.nii.gz", label_volume())
+    return root
+
+
+def write_dicom_series(folder: Path, n=5, spacing=2.0, skip=(), series_uid=None, patient="P1", shape=(8, 6)) -> Path:
+    from pydicom.dataset import Dataset as DicomDataset
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    uid = series_uid or generate_uid()
+    study, frame = generate_uid(), generate_uid()
+    for i in range(n):
+        if i in skip:
+            continue
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = DicomDataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.PatientID, ds.Modality = patient, "CT"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, uid, frame
+        ds.InstanceNumber = i + 1
+        ds.ImagePositionPatient = [0.0, 0.0, i * spacing]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], spacing
+        ds.Rows, ds.Columns = shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.PixelData = np.full(shape, i * 10, np.int16).tobytes()
+        # files written in reverse order so the reader must sort by position
+        ds.save_as(folder / f"IM{n - i:04d}", enforce_file_format=True)
+    return folder
+
+
+# ---------------------------------------------------------------- Dataset record
+
+
+def test_dataset_moved_with_new_defaults():
+    assert DecathlonDataset is Dataset
+    ds = Dataset(root=Path("."), name="x", modalities=[], labels={0: "bg"}, training=[])
+    assert (ds.spatial_dims, ds.label_mapping, ds.folds, ds.layout) == (3, None, None, "decathlon")
+
+
+# ---------------------------------------------------------------- BraTS
+
+
+def test_brats_2021_channels_in_decathlon_order_and_msd_labels(tmp_path):
+    ds = read_dataset(make_brats(tmp_path / "brats"))
+    assert ds.layout == "brats" and len(ds.training) == 2 and ds.modalities == ["FLAIR", "T1w", "t1gd", "T2w"]
+    case = ds.training[0]
+    assert case.case_id == case.patient == "BraTS2021_00001"
+    assert [p.name.split("_")[-1] for p in case.images] == ["flair.nii.gz", "t1.nii.gz", "t1ce.nii.gz", "t2.nii.gz"]
+    image, label = load_arrays(ds, case)
+    assert image.shape == (4, 6, 5, 4) and [image[c, 0, 0, 0] for c in range(4)] == [1, 2, 3, 4]
+    # BraTS 1 core, 2 edema, 4 enhancing -> MSD 2 non-enhancing, 1 edema, 3 enhancing
+    assert (label[0, 1, 1, 1], label[0, 2, 1, 1], label[0, 3, 1, 1]) == (2, 1, 3)
+    assert set(np.unique(label)) <= set(ds.labels)
+
+
+def test_brats_2023_naming_and_brats_label_set(tmp_path):
+    root = make_brats(tmp_path / "b23", cases=("BraTS-GLI-00005-000", "BraTS-GLI-00005-001"), naming="2023")
+    ds = read_dataset(root, label_set="brats")
+    assert [c.patient for c in ds.training] == ["BraTS-GLI-00005"] * 2
+    assert ds.label_mapping == {1: 1, 2: 2, 3: 4} and 4 in ds.labels
+    _, label = load_arrays(ds, ds.training[0])
+    assert sorted(np.unique(label)) == [0, 1, 2, 4]
+    ds = read_dataset(root)
+    _, label = load_arrays(ds, ds.training[0])
+    assert (label[0, 1, 1, 1], label[0, 2, 1, 1], label[0, 3, 1, 1]) == (2, 1, 3)
+
+
+def test_brats_single_case_folder_and_errors(tmp_path):
+    root = make_brats(tmp_path / "b", cases=("C1",))
+    assert [c.case_id for c in read_dataset(root / "C1").training] == ["C1"]
+    with pytest.raises(SegpipeError, match="label_set"):
+        read_dataset(root, label_set="nope")
+    (root / "C1" / "C1_t1ce.nii.gz").unlink()
+    with pytest.raises(SegpipeError, match=r"C1: missing channel file\(s\) \*_t1ce"):
+        read_dataset(root)
+    make_brats(tmp_path / "mix", cases=("A",))
+    make_brats(tmp_path / "mix", cases=("B",), naming="2023")
+    with pytest.raises(SegpipeError, match="mixes BraTS 2021"):
+        read_dataset(tmp_path / "mix")
+
+
+def test_brats_case_without_seg_is_a_test_case(tmp_path):
+    root = make_brats(tmp_path / "b", cases=("A", "B"))
+    (root / "B" / "B_seg.nii.gz").unlink()
+    ds = read_dataset(root)
+    assert [c.case_id for c in ds.training] == ["A"] and [c.case_id for c in ds.test] == ["B"]
+
+
+# ---------------------------------------------------------------- 2D slices
+
+
+def test_slices_patients_orientation_and_labels(tmp_path):
+    ds = read_dataset(make_slices(tmp_path / "s"))
+    assert ds.layout == "slices" and ds.spatial_dims == 2 and len(ds.training) == 4
+    assert {c.patient for c in ds.training} == {"BRATS_001", "BRATS_002"}
+    assert ds.labels[3] == "enhancing tumour"
+    image, label = load_arrays(ds, ds.training[0])
+    png = np.asarray(Image.open(ds.training[0].images[0]))
+    assert png.shape == (5, 7) and image.shape == (1, 7, 5)  # PILReader: (x, y), the transpose
+    np.testing.assert_array_equal(image[0], png.T)
+    assert label[0, 2, 1] == 3
+    # writing a mask back: PIL.Image.fromarray(mask[0].T) restores the file's own layout
+    assert np.asarray(Image.fromarray(label[0].T.astype(np.uint8))).shape == png.shape
+
+
+def test_slices_pattern_labels_and_errors(tmp_path):
+    root = make_slices(tmp_path / "s", patients=("case7",))
+    with pytest.raises(SegpipeError, match="does not match the patient pattern"):
+        read_dataset(root)
+    ds = read_dataset(root, patient_pattern=r"^(?P<patient>case\d+)_z", labels={0: "bg", 3: "t"})
+    assert {c.patient for c in ds.training} == {"case7"} and ds.labels == {0: "bg", 3: "t"}
+    (root / "training_labels" / "case7_z10.png").unlink()
+    with pytest.raises(SegpipeError, match=r"case7_z10.png: no label case7_z10.png"):
+        read_dataset(root, patient_pattern="case7")
+    with pytest.raises(SegpipeError, match="do not apply to the slices layout"):
+        read_dataset(root, label_set="msd")
+
+
+# ---------------------------------------------------------------- figshare MAT-files
+
+
+def test_figshare_reader_header_pid_type_and_transpose(tmp_path):
+    root = make_figshare(tmp_path / "f")
+    assert (root / "1.mat").read_bytes()[:10] == b"MATLAB 7.3"
+    ds = read_dataset(root)
+    assert ds.layout == "figshare" and ds.spatial_dims == 2 and ds.labels == {0: "background", 1: "tumour"}
+    assert [c.case_id for c in ds.training] == ["1", "2", "3", "4"]
+    assert [c.patient for c in ds.training] == ["P1", "P1", "P2", "P2"]
+    assert [c.attrs["tumour_type"] for c in ds.training] == ["glioma", "pituitary", "meningioma", "glioma"]
+    assert ds.folds is None
+    import h5py
+
+    with h5py.File(root / "1.mat") as fh:  # stored transposed, as MATLAB does
+        assert fh["cjdata/image"].shape == (8, 6)
+    image, label = load_arrays(ds, ds.training[0])
+    assert image.shape == label.shape == (1, 6, 8)
+    assert image[0, 0, 1] == 2 and label[0, 1, 2] == 1 and label[0, 2, 1] == 0
+    np.testing.assert_array_equal(read_mat_field(root / "1.mat", "tumorBorder"), [3, 2, 5, 2, 5, 3])
+
+
+def test_figshare_cvind_folds(tmp_path):
+    import h5py
+
+    root = make_figshare(tmp_path / "f")
+    with h5py.File(root / "cvind.mat", "w", userblock_size=512) as fh:
+        fh["cvind"] = np.array([[1.0, 2.0, 3.0, 1.0]])
+    ds = read_dataset(root)
+    assert ds.folds == {"1": 1, "2": 2, "3": 3, "4": 1} and len(ds.training) == 4
+
+
+def test_figshare_monai_reader_contract(tmp_path):
+    from monai.transforms import EnsureChannelFirstd, LoadImaged
+
+    root = make_figshare(tmp_path / "f", n=1)
+    reader = monai_reader("figshare", "label")
+    assert isinstance(reader, FigshareMatReader) and reader.field == "tumorMask"
+    assert reader.verify_suffix(str(root / "1.mat")) and not reader.verify_suffix("x.png")
+    arr, meta = reader.get_data(reader.read(root / "1.mat"))
+    assert arr.shape == (6, 8) and meta["original_channel_dim"] == "no_channel"
+    np.testing.assert_array_equal(meta["spatial_shape"], [6, 8])
+    np.testing.assert_array_equal(meta["affine"], np.eye(4))
+    out = EnsureChannelFirstd("l")(LoadImaged("l", reader=reader)({"l": str(root / "1.mat")}))
+    assert tuple(out["l"].shape) == (1, 6, 8)
+
+
+def test_figshare_errors_name_the_file(tmp_path):
+    root = make_figshare(tmp_path / "f", n=2)
+    (root / "2.mat").write_bytes(b"MATLAB 5.0 MAT-file" + b"\0" * 200)
+    with pytest.raises(SegpipeError, match=r"2.mat: not a MATLAB v7.3"):
+        read_dataset(root)
+    import h5py
+
+    with h5py.File(root / "2.mat", "w") as fh:
+        fh["cjdata/image"] = np.zeros((4, 4), np.int16)
+    with pytest.raises(SegpipeError, match=r"2.mat: cjdata.tumorMask is missing"):
+        read_dataset(root)
+    write_figshare_mat(root / "2.mat", np.zeros((4, 4)), np.zeros((4, 5)), pid="x")
+    with pytest.raises(SegpipeError, match=r"2.mat: cjdata.image is \(4, 4\) but cjdata.tumorMask is \(4, 5\)"):
+        read_dataset(root)
+    write_figshare_mat(root / "2.mat", np.zeros((4, 4)), np.zeros((4, 4)), pid="x", label=7)
+    with pytest.raises(SegpipeError, match=r"2.mat: cjdata.label is 7"):
+        read_dataset(root)
+
+
+# ---------------------------------------------------------------- generic folders
+
+
+def test_generic_same_names_and_sampled_labels(tmp_path):
+    ds = read_dataset(make_generic(tmp_path / "g"))
+    assert ds.layout == "generic" and [c.case_id for c in ds.training] == ["a", "b"]
+    assert ds.labels == {0: "background", 1: "label 1", 2: "label 2"} and ds.modalities == ["channel 0"]
+    image, label = load_arrays(ds, ds.training[0])
+    assert image.shape == (1, 6, 5, 4) and label.shape == (1, 6, 5, 4)
+
+
+def test_generic_nnunet_channels_need_explicit_layout_for_imagesTr(tmp_path):
+    root = make_generic(tmp_path / "g", nnunet=True, images="imagesTr", labels="labelsTr")
+    with pytest.raises(SegpipeError, match="no dataset.json.*layout='generic'"):
+        read_dataset(root)
+    ds = read_dataset(root, layout="generic", labels={0: "bg", 1: "a", 2: "b"})
+    assert [len(c.images) for c in ds.training] == [2, 2] and ds.modalities == ["channel 0", "channel 1"]
+    assert [p.name for p in ds.training[0].images] == ["a_0000.nii.gz", "a_0001.nii.gz"]
+    image, _ = load_arrays(ds, ds.training[0])
+    assert image.shape == (2, 6, 5, 4) and image[1].max() == 2
+    (root / "imagesTr" / "b_0001.nii.gz").unlink()
+    with pytest.raises(SegpipeError, match="case 'b' has 1 channel files"):
+        read_dataset(root, layout="generic")
+
+
+def test_generic_nrrd_uses_itk_and_errors(tmp_path):
+    import itk
+
+    root = tmp_path / "g"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    itk.imwrite(itk.image_from_array(np.ones((4, 5, 6), np.float32)), str(root / "images" / "c.nrrd"))
+    itk.imwrite(itk.image_from_array(np.ones((4, 5, 6), np.uint8)), str(root / "labels" / "c.mha"))
+    ds = read_dataset(root)
+    assert monai_reader("generic", "image", ds.training[0].images[0]) == "ITKReader"
+    image, label = load_arrays(ds, ds.training[0])
+    assert image.shape == label.shape == (1, 6, 5, 4) and ds.labels == {0: "background", 1: "label 1"}
+    write_nifti(root / "images" / "d.nii.gz", np.zeros((2, 2, 2)))
+    with pytest.raises(SegpipeError, match=r"d.nii.gz: no label named 'd'"):
+        read_dataset(root)
+
+
+# ---------------------------------------------------------------- DICOM
+
+
+def test_dicom_series_folders(tmp_path):
+    write_dicom_series(tmp_path / "d" / "s1", n=5)
+    write_dicom_series(tmp_path / "d" / "s2", n=3, patient="P2")
+    ds = read_dataset(tmp_path / "d")
+    assert ds.layout == "dicom" and [c.case_id for c in ds.test] == ["s1", "s2"]
+    assert [c.patient for c in ds.test] == ["P1", "P2"] and ds.test[0].attrs["spacing"] == 2.0
+    assert ds.test[0].images == [tmp_path / "d" / "s1"] and monai_reader("dicom", "image") == "ITKReader"
+    image, label = load_arrays(ds, ds.test[0])
+    assert label is None and image.shape == (1, 6, 8, 5)
+    assert [image[0, 0, 0, k] for k in range(5)] == [0, 10, 20, 30, 40]  # sorted by position
+    single = read_dataset(tmp_path / "d" / "s2")
+    assert [c.case_id for c in single.test] == ["s2"]
+
+
+def test_dicom_missing_slice_and_mixed_series(tmp_path):
+    write_dicom_series(tmp_path / "gap" / "s", n=6, skip=(3,))
+    with pytest.raises(SegpipeError, match=r"gap/s: gap of 4 mm between slices at 4 mm .* and 8 mm .*expected 2 mm: about 1 missing"):
+        read_dataset(tmp_path / "gap")
+    write_dicom_series(tmp_path / "mix" / "s", n=3)
+    write_dicom_series(tmp_path / "other", n=3)
+    for f in (tmp_path / "other").iterdir():
+        f.rename(tmp_path / "mix" / "s" / f"X{f.name}")
+    with pytest.raises(SegpipeError, match=r"mix/s: holds 2 series"):
+        read_dataset(tmp_path / "mix")
+
+
+# ---------------------------------------------------------------- detection, inputs
+
+
+def test_detection_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SegpipeError, match="no dataset layout recognised.*decathlon.*slices.*figshare.*brats.*dicom.*generic"):
+        read_dataset(tmp_path / "empty")
+    with pytest.raises(SegpipeError, match="layout 'zip' unknown"):
+        read_dataset(tmp_path / "empty", layout="zip")
+    with pytest.raises(SegpipeError, match="unknown"):
+        monai_reader("zip", "image")
+
+
+def test_discover_inputs_new_kinds(tmp_path):
+    brats = make_brats(tmp_path / "b", cases=("C1",))
+    slices = make_slices(tmp_path / "s", patients=("BRATS_009",), slices=(1,))
+    fig = make_figshare(tmp_path / "f", n=2)
+    write_dicom_series(tmp_path / "dcm" / "ser", n=3)
+    cases = discover_inputs([brats / "C1", slices / "training_images", fig / "1.mat", tmp_path / "dcm" / "ser"])
+    assert [c.case_id for c in cases] == ["C1", "BRATS_009_z1", "1", "ser"]
+    by_id = {c.case_id: c for c in cases}
+    assert len(by_id["C1"].images) == 4 and by_id["C1"].label is None and by_id["C1"].attrs["layout"] == "brats"
+    assert by_id["BRATS_009_z1"].attrs == {"layout": "slices", "spatial_dims": 2}
+    assert by_id["1"].attrs["layout"] == "figshare" and by_id["ser"].images == [tmp_path / "dcm" / "ser"]
+    assert [c.case_id for c in discover_inputs([fig])] == ["1", "2"]
+    assert [c.case_id for c in discover_inputs([tmp_path / "dcm"])] == ["ser"]
+    (tmp_path / "nothing").mkdir()
+    (tmp_path / "nothing" / "readme.txt").write_text("x")
+    with pytest.raises(SegpipeError, match="nothing: holds no images"):
+        discover_inputs([tmp_path / "nothing"])
+    with pytest.raises(SegpipeError, match="readme.txt: not an image file"):
+        discover_inputs([tmp_path / "nothing" / "readme.txt"])
+
+
+# ---------------------------------------------------------------- fuzz: only SegpipeError escapes
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+_keyed = st.dictionaries(st.sampled_from(["labels", "modality", "training", "test", "name"]), _json, max_size=5)
+_entries = st.lists(
+    st.dictionaries(st.sampled_from(["image", "label"]), st.sampled_from(["./imagesTr/a.nii.gz", "../x", "", "a\x00b", "/etc/passwd", "._a.nii.gz"]) | _json),
+    max_size=3,
+)
+
+
+@FUZZ
+@given(meta=st.one_of(_json, _keyed, st.fixed_dictionaries({"labels": _json, "modality": _json, "training": _entries, "test": _json})))
+def test_fuzz_dataset_json(meta):
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "imagesTr").mkdir()
+        write_nifti(root / "imagesTr" / "a.nii.gz", np.zeros((2, 2, 2)))
+        (root / "dataset.json").write_text(json.dumps(meta))
+        try:
+            read_dataset(root)
+        except SegpipeError:
+            pass
+
+
+@FUZZ
+@given(data=st.binary(max_size=700), with_header=st.booleans())
+def test_fuzz_mat_bytes(data, with_header):
+    from segpipe.data.figshare import matlab_header
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "1.mat").write_bytes((matlab_header() + b"\x89HDF\r\n\x1a\n" if with_header else b"") + data)
+        try:
+            ds = read_dataset(root)
+            load_arrays(ds, ds.training[0])
+        except SegpipeError:
+            pass
+
+
+_array = st.sampled_from([np.int16, np.uint8, np.float64, np.uint16, np.int8]).flatmap(
+    lambda dt: st.lists(st.integers(0, 4), min_size=0, max_size=3).map(lambda shape: np.ones(shape, dt))
+)
+
+
+@FUZZ
+@given(fields=st.dictionaries(st.sampled_from(["image", "tumorMask", "label", "PID", "tumorBorder", "other"]), _array, max_size=6))
+def test_fuzz_mat_structure(fields):
+    import h5py
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        with h5py.File(root / "1.mat", "w", userblock_size=512) as fh:
+            group = fh.create_group("cjdata")
+            for name, arr in fields.items():
+                group.create_dataset(name, data=arr)
+        try:
+            ds = read_dataset(root)
+            load_arrays(ds, ds.training[0])
+        except SegpipeError:
+            pass
+
+
+@FUZZ
+@given(image=st.binary(max_size=300), label=st.binary(max_size=300), signature=st.booleans())
+def test_fuzz_slice_files(image, label, signature):
+    prefix = b"\x89PNG\r\n\x1a\n" if signature else b""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for folder, data in (("training_images", image), ("training_labels", label)):
+            (root / folder).mkdir()
+            (root / folder / "BRATS_001_z1.png").write_bytes(prefix + data)
+        try:
+            ds = read_dataset(root)
+            load_arrays(ds, ds.training[0])
+        except SegpipeError:
+            pass
