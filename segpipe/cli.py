@@ -123,25 +123,47 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--input", "-i", "input_dir", required=True, type=click.Path(path_type=Path),
-              help="Raw dataset folder (Decathlon layout with dataset.json).")
-@click.option("--output", "-o", "output_dir", required=True, type=click.Path(path_type=Path),
+              help="Raw dataset folder, in any layout segpipe reads.")
+@click.option("--output", "-o", "output_dir", default=None, type=click.Path(path_type=Path),
               help="Prepared-dataset folder to write (plan.json, splits.json, manifest.json, cases/).")
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
               help="Parallel worker processes. [default: all cores]")
+@click.option("--layout", type=click.Choice(["decathlon", "brats", "slices", "figshare", "generic", "dicom"]),
+              default=None, help="Dataset layout (preprocess.layout). [default: detected]")
+@click.option("--verify-only", is_flag=True,
+              help="Only check the dataset (missing files, shape/spacing/affine mismatches, undeclared labels, "
+                   "NaN/Inf, channel counts, duplicate ids, empty labels) and print the report; exit 1 if unusable.")
 @config_options
 @common_options
-def preprocess(input_dir: Path, output_dir: Path, workers: int | None, config_path: str | None,
-               overrides: tuple[str, ...], quiet: bool) -> None:
+def preprocess(input_dir: Path, output_dir: Path | None, workers: int | None, layout: str | None, verify_only: bool,
+               config_path: str | None, overrides: tuple[str, ...], quiet: bool) -> None:
     """Verify, fingerprint, normalise and cache a dataset.
 
-    Reads every training case, reorients to RAS, crops to the brain, z-scores each channel
-    over the brain and resamples to the target spacing (the median spacing unless
-    preprocess.target_spacing is set). Re-running only touches new or changed cases.
+    \b
+    Layouts: Decathlon (dataset.json), BraTS case folders (2021 and 2023 naming), 2D slice
+    folders (training_images/ + training_labels/), figshare MAT-files, image/label folders
+    (NIfTI, NRRD, MHA) and DICOM series.
+
+    Reads every training case, reorients 3D images to RAS, crops to the brain, z-scores
+    each channel over the brain and resamples to the target spacing (the median spacing
+    unless preprocess.target_spacing is set). Re-running only touches new or changed cases.
     """
     _quiet_libraries()
+    from segpipe.pipeline.preprocess import open_dataset
     from segpipe.pipeline.preprocess import preprocess as run
 
-    cfg = _config(config_path, overrides)
+    extra = (*overrides, f"preprocess.layout={layout}") if layout else overrides
+    cfg = _config(config_path, extra)
+    if verify_only:
+        from segpipe.data.verify import verify_dataset
+
+        report = verify_dataset(open_dataset(input_dir, cfg), progress=not quiet)
+        click.echo(report.format())
+        if not report.usable:
+            raise click.exceptions.Exit(1)
+        return
+    if output_dir is None:
+        raise SegpipeError("option --output: required unless --verify-only")
     started = time.perf_counter()
     result = run(input_dir, output_dir, cfg, workers=workers or os.cpu_count() or 1, quiet=quiet)
     if not quiet:
@@ -228,26 +250,51 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, epochs: int | Non
 @click.option("--sw-batch-size", type=click.IntRange(min=1), default=None, help="Windows per forward pass. [default: 2]")
 @click.option("--device", default=None, help="torch device, e.g. cpu or cuda:0. [default: cpu]")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default=None, help="Which weights. [default: best]")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
+              help="Arithmetic: bf16 autocast on CPU or CUDA, fp16 on CUDA only. [default: fp32]")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads. [default: torch's choice]")
+@click.option("--tta/--no-tta", default=None, help="Average over mirrored copies along every spatial axis. [default: off]")
+@click.option("--folds", default=None, metavar="all|K,K,...",
+              help="MODEL holds fold_<k>/ model folders (fit --fold all): ensemble these. [default: all]")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Segment only every N-th case starting at the I-th, so N processes or machines split a cohort.")
+@click.option("--probabilities", is_flag=True,
+              help="Also write class probabilities (<case>_probabilities.nii.gz, or .npy for slices) in the input's geometry.")
+@click.option("--keep-largest", default=None, metavar="LABEL,...",
+              help="Keep only the largest connected component of these labels.")
+@click.option("--min-size", type=click.IntRange(min=0), default=None,
+              help="Remove connected components smaller than this many voxels. [default: 0]")
+@click.option("--skip-empty/--no-skip-empty", default=None,
+              help="Skip windows that hold only background (zeros after normalisation). [default: on]")
+@click.option("--channels-last/--no-channels-last", default=None, help="Channels-last memory format. [default: off]")
 @click.option("--overwrite", is_flag=True, help="Replace masks that already exist (they are skipped otherwise).")
 @click.option("--labels", type=click.Path(path_type=Path), default=None,
               help="Reference masks (folder or dataset): evaluate the masks in the same run, reports in OUTPUT/evaluation/.")
 @common_options
 def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_window: bool, roi_size: str | None,
           overlap: float | None, mode: str | None, sw_batch_size: int | None, device: str | None,
-          checkpoint: str | None, overwrite: bool, labels: Path | None, quiet: bool) -> None:
-    """Segment images and write masks with the input's own shape and affine.
+          checkpoint: str | None, precision: str | None, threads: int | None, tta: bool | None, folds: str | None,
+          shard: str | None, probabilities: bool, keep_largest: str | None, min_size: int | None,
+          skip_empty: bool | None, channels_last: bool | None, overwrite: bool, labels: Path | None, quiet: bool) -> None:
+    """Segment images and write masks with the input's own shape and geometry.
 
-    Each image goes through the model's preprocessing, the network, and the exact inverse
-    of the preprocessing (resampling, cropping, reorientation).
+    Each image goes through the model's preprocessing, the network (MONAI
+    sliding_window_inference with gaussian blending by default) and the exact inverse of
+    the preprocessing (resampling, cropping, reorientation). NIfTI in, NIfTI out; NRRD/MHA
+    in, the same out; PNG slices or MAT-files in, PNG masks out; DICOM series in, NIfTI in
+    the series' geometry out. A 2D model given volumes segments them slice by slice.
     """
     _quiet_libraries()
     from segpipe.pipeline.infer import infer as run
 
     overrides = {
         "roi_size": _parse_ints(roi_size, "--roi-size"), "overlap": overlap, "mode": mode,
-        "sw_batch_size": sw_batch_size, "device": device, "checkpoint": checkpoint,
+        "sw_batch_size": sw_batch_size, "device": device, "checkpoint": checkpoint, "precision": precision,
+        "threads": threads, "tta": tta, "keep_largest": _parse_ints(keep_largest, "--keep-largest"),
+        "min_component_size": min_size, "skip_empty": skip_empty, "channels_last": channels_last,
     }
-    result = run(model_dir, list(inputs), output_dir, overrides, sliding_window=sliding_window, overwrite=overwrite, quiet=quiet)
+    result = run(model_dir, list(inputs), output_dir, overrides, sliding_window=sliding_window, overwrite=overwrite,
+                 quiet=quiet, folds=folds, shard=shard, probabilities=probabilities)
     if not quiet:
         click.echo(
             f"wrote {len(result.written)} mask(s) to {output_dir}"
@@ -258,7 +305,7 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
         from segpipe.pipeline.evaluate import evaluate as run_evaluate
         from segpipe.pipeline.model_folder import read_model_config
 
-        model_cfg = read_model_config(model_dir)
+        model_cfg = read_model_config(next(iter(sorted(model_dir.glob("fold_*"))), model_dir) if not (model_dir / "config.yaml").is_file() else model_dir)
         names = {int(k): v for k, v in model_cfg[1]["labels"].items()}
         report = run_evaluate(output_dir, labels, output_dir / "evaluation", model_cfg[0].evaluate, names, quiet=quiet)
         if not quiet:

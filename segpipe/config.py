@@ -30,6 +30,9 @@ class PreprocessConfig:
     seed: int = 0
     patch_size: list[int] | None = None  # None: chosen from the fingerprint
     patch_budget_voxels: int = 128**3  # upper bound on the voxels of an automatic patch
+    layout: str | None = None  # None: detected (decathlon, brats, slices, figshare, generic, dicom)
+    label_set: str = "msd"  # BraTS layout: map labels 1/2/4 to "msd" (1 edema, 2 non-enh., 3 enh.) or keep "brats"
+    patient_pattern: str | None = None  # slices: regex with (?P<patient>...) on the file name
 
 
 @dataclass
@@ -90,6 +93,13 @@ class InferConfig:
     sw_batch_size: int = 2
     device: str = "cpu"
     checkpoint: str = "best"
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (CUDA)
+    threads: int = 0  # torch CPU threads; 0: torch's default
+    tta: bool = False  # average over mirrored copies along every spatial axis
+    skip_empty: bool = True  # windows holding only background (zeros) are not run through the network
+    channels_last: bool = False  # channels-last memory format for the network and windows
+    keep_largest: list[int] = field(default_factory=list)  # labels reduced to their largest component
+    min_component_size: int = 0  # components of any label smaller than this (voxels) are removed
 
 
 @dataclass

@@ -47,10 +47,10 @@ def test_oblique_anisotropic_input_round_trips(tiny_model, tmp_path, monkeypatch
     # oracle model: the "prediction" is the reference label, preprocessed like the image
     from segpipe.transforms.preprocessing import preprocessing_chain
 
-    def oracle(model, img, icfg, sliding_window):
-        s = model.plan["preprocess"]
+    def oracle(segmenter, img, sliding_window):
+        s = segmenter.plan["preprocess"]
         chain = preprocessing_chain(s["target_spacing"], orientation=s["orientation"])
-        return chain({"image": str(image), "label": str(label)})["label"].as_tensor()
+        return chain({"image": str(image), "label": str(label)})["label"].as_tensor(), None
 
     monkeypatch.setattr(infer_module, "predict_labels", oracle)
     (tmp_path / "in" / "OBL_001_label.nii.gz").rename(tmp_path / "OBL_001_label.nii.gz")

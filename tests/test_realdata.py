@@ -29,9 +29,9 @@ def test_task01_sample_preprocess_then_infer_keeps_geometry(tmp_path, monkeypatc
     # an oracle model (the reference label itself) comes back voxel for voxel
     label_path = root / "labelsTr" / "BRATS_900.nii.gz"
 
-    def oracle(model, image, icfg, sliding_window):
-        chain = preprocessing_chain(model.plan["preprocess"]["target_spacing"])
-        return chain({"image": str(root / "imagesTr" / "BRATS_900.nii.gz"), "label": str(label_path)})["label"].as_tensor()
+    def oracle(segmenter, image, sliding_window):
+        chain = preprocessing_chain(segmenter.plan["preprocess"]["target_spacing"])
+        return chain({"image": str(root / "imagesTr" / "BRATS_900.nii.gz"), "label": str(label_path)})["label"].as_tensor(), None
 
     monkeypatch.setattr(infer_module, "predict_labels", oracle)
     out = infer(tmp_path / "model", [root / "imagesTr" / "BRATS_900.nii.gz"], tmp_path / "oracle", quiet=True).written[0]

@@ -31,6 +31,7 @@ class Reference:
     mask: Path
     patient: str
     image: Path | None = None
+    mapping: dict[int, int] | None = None  # label values as stored -> as scored (BraTS layout)
 
 
 @dataclass
@@ -41,6 +42,14 @@ class EvaluateResult:
     per_case: pd.DataFrame
     summary: pd.DataFrame
     files: list[Path] = field(default_factory=list)
+
+
+def map_labels(mask: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
+    """Substitute label values (all at once, so 1->2 and 2->1 swap rather than merge)."""
+    out = mask.copy()
+    for src, dst in mapping.items():
+        out[mask == src] = dst
+    return out
 
 
 def default_regions(label_ids: list[int]) -> dict[str, list[int]]:
@@ -68,7 +77,11 @@ def reference_masks(labels: Path, patient_pattern: str | None = None) -> tuple[d
             refs[cid] = Reference(path, match.group("patient") if match else cid)
         return refs, None
     ds = read_dataset(labels)
-    refs = {c.case_id: Reference(c.label, c.patient, c.images[0] if c.images else None) for c in ds.training if c.label}
+    refs = {
+        c.case_id: Reference(c.label, c.patient, c.images[0] if c.images else None, ds.label_mapping)
+        for c in ds.training
+        if c.label
+    }
     return refs, ds.labels
 
 
@@ -126,7 +139,9 @@ def evaluate(
     loaded = {}
     label_ids: set[int] = {k for k in names if k != 0}
     for cid in tqdm(matched, desc="evaluate", unit="case", disable=quiet):
-        (pred, spacing_p), (ref, spacing) = load_mask(preds[cid]), load_mask(refs[cid].mask)
+        (pred, _), (ref, spacing) = load_mask(preds[cid]), load_mask(refs[cid].mask)
+        if refs[cid].mapping:
+            ref = map_labels(ref, refs[cid].mapping)
         if pred.shape != ref.shape:
             raise SegpipeError(f"{preds[cid]}: shape {pred.shape} differs from the reference's {ref.shape} ({refs[cid].mask})")
         if not names:

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 from tqdm import tqdm
 
-from segpipe.atomic import write_with
 from segpipe.config import InferConfig, merge_dict
 from segpipe.data.case import Case
 from segpipe.data.inputs import discover_inputs
 from segpipe.errors import SegpipeError
 from segpipe.pipeline.model_folder import ModelFolder, load_model_folder
-from segpipe.transforms.preprocessing import invert_prediction, preprocessing_chain
+from segpipe.pipeline.writers import output_name, probability_name, write_mask, write_probabilities
+from segpipe.transforms.postprocess import postprocess
+from segpipe.transforms.inversion import invert_to_input
+from segpipe.transforms.preprocessing import chain_for
+
+BACKGROUND_LOGIT = 20.0  # softmax(20, 0, ...) is background with certainty to float32 precision
 
 
 @dataclass
@@ -31,42 +36,119 @@ class InferResult:
     seconds_per_case: float = 0.0
 
 
-def predict_labels(model: ModelFolder, image: torch.Tensor, icfg: InferConfig, sliding_window: bool) -> torch.Tensor:
-    """Argmax labels (1, ...) of a preprocessed channel-first image."""
-    device = torch.device(icfg.device)
-    net = model.net.to(device)
-    x = image[None].to(device)
-    with torch.inference_mode():
-        if sliding_window:
-            roi = icfg.roi_size or model.config.train.patch_size or model.plan["patch_size"]
-            logits = sliding_window_inference(
-                x, roi_size=list(roi), sw_batch_size=icfg.sw_batch_size, predictor=net,
-                overlap=icfg.overlap, mode=icfg.mode,
-            )
-        else:
-            logits = net(x)
-    return logits.argmax(1).cpu().to(torch.uint8)
+class SkipEmptyWindows(torch.nn.Module):
+    """Runs the network only on windows holding some non-zero input.
+
+    After z-scoring over the brain, everything outside it is exactly zero; such windows
+    get a confident background prediction without a forward pass.
+    """
+
+    def __init__(self, net: torch.nn.Module, out_channels: int) -> None:
+        super().__init__()
+        self.net = net
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep = x.flatten(1).abs().amax(1) > 0
+        if bool(keep.all()):
+            return self.net(x)
+        out = x.new_zeros((x.shape[0], self.out_channels, *x.shape[2:]))
+        out[:, 0] = BACKGROUND_LOGIT
+        if bool(keep.any()):
+            out[keep] = self.net(x[keep]).to(out.dtype)
+        return out
 
 
-def _save_like(reference: Path, labels: np.ndarray, path: Path) -> None:
-    """Write `labels` as NIfTI with the reference image's affine and orientation codes."""
-    ref = nib.load(str(reference))
-    out = nib.Nifti1Image(labels.astype(np.uint8), ref.affine)
-    out.header.set_xyzt_units(*ref.header.get_xyzt_units())
-    sform, scode = ref.header.get_sform(coded=True)
-    qform, qcode = ref.header.get_qform(coded=True)
-    out.header.set_sform(ref.affine if sform is None else sform, code=int(scode) or 1)
-    out.header.set_qform(ref.affine if qform is None else qform, code=int(qcode) or 1)
-    write_with(path, lambda tmp: nib.save(out, str(tmp)))
+class Segmenter:
+    """One model folder, or an ensemble of fold models, with the inference settings applied."""
+
+    def __init__(self, models: list[ModelFolder], icfg: InferConfig) -> None:
+        self.models = models
+        self.icfg = icfg
+        self.device = torch.device(icfg.device)
+        if icfg.precision not in ("fp32", "bf16", "fp16"):
+            raise SegpipeError(f"option --precision: expected fp32, bf16 or fp16, got {icfg.precision!r}")
+        if icfg.precision == "fp16" and self.device.type != "cuda":
+            raise SegpipeError("option --precision: fp16 needs a CUDA device; use bf16 on CPU")
+        if icfg.threads > 0:
+            torch.set_num_threads(icfg.threads)
+        first = models[0]
+        self.plan, self.network = first.plan, first.network
+        for m in models[1:]:
+            if m.network != first.network or m.plan["labels"] != first.plan["labels"]:
+                raise SegpipeError(f"{m.root}: fold models differ in architecture or labels from {first.root}")
+        self.nets = []
+        for m in models:
+            net = m.net.to(self.device).eval()
+            if icfg.channels_last:
+                fmt = torch.channels_last_3d if first.network["spatial_dims"] == 3 else torch.channels_last
+                net = net.to(memory_format=fmt)
+            self.nets.append(net)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.icfg.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.icfg.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _logits(self, net: torch.nn.Module, x: torch.Tensor, sliding_window: bool) -> torch.Tensor:
+        """Logits (1, C, ...) on the CPU; a 2D model on a volume runs slice by slice."""
+        icfg = self.icfg
+        model_dims, image_dims = self.network["spatial_dims"], x.ndim - 2
+        predictor: Any = SkipEmptyWindows(net, self.network["out_channels"]) if icfg.skip_empty else net
+        roi = list(icfg.roi_size or self.models[0].config.train.patch_size or self.plan["patch_size"])
+        if model_dims == 2 and image_dims == 3:
+            inner = predictor
+
+            def predictor(batch: torch.Tensor) -> torch.Tensor:  # noqa: F811 - slice-wise wrapper
+                return inner(batch[..., 0])[..., None]
+
+            roi = [*roi[:2], 1]
+        elif model_dims != image_dims:
+            raise SegpipeError(f"a {model_dims}D model cannot segment {image_dims}D images")
+        if not sliding_window:
+            if model_dims == image_dims:
+                return predictor(x).float().cpu()
+            return torch.cat([predictor(x[..., z : z + 1]) for z in range(x.shape[-1])], dim=-1).float().cpu()
+        return sliding_window_inference(
+            x, roi_size=roi, sw_batch_size=icfg.sw_batch_size, predictor=predictor, overlap=icfg.overlap,
+            mode=icfg.mode, sw_device=self.device, device=torch.device("cpu"),
+        ).float()
+
+    @torch.inference_mode()
+    def probabilities(self, image: torch.Tensor, sliding_window: bool) -> torch.Tensor:
+        """Softmax probabilities (C, ...) averaged over fold models and mirrored copies."""
+        x = image[None].to(self.device)
+        if self.icfg.channels_last and x.ndim in (4, 5):
+            x = x.contiguous(memory_format=torch.channels_last_3d if x.ndim == 5 else torch.channels_last)
+        spatial = list(range(2, x.ndim))
+        flips = [()] + ([c for r in range(1, len(spatial) + 1) for c in itertools.combinations(spatial, r)] if self.icfg.tta else [])
+        total = None
+        with self._autocast():
+            for net in self.nets:
+                for axes in flips:
+                    xi = torch.flip(x, axes) if axes else x
+                    p = torch.softmax(self._logits(net, xi, sliding_window), dim=1)
+                    p = torch.flip(p, axes) if axes else p
+                    total = p if total is None else total + p
+        return total[0] / (len(self.nets) * len(flips))
 
 
-def segment_case(model: ModelFolder, case: Case, icfg: InferConfig, sliding_window: bool) -> np.ndarray:
-    """Preprocess, predict and invert one case; labels on the input's voxel grid."""
-    settings = model.plan["preprocess"]
-    chain = preprocessing_chain(
-        settings["target_spacing"], with_label=False, orientation=settings["orientation"],
-        crop_foreground=settings["crop_foreground"], normalize_nonzero=settings["normalize_nonzero"],
-    )
+def predict_labels(segmenter: Segmenter, image: torch.Tensor, sliding_window: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Argmax labels (1, ...) of a preprocessed channel-first image, and the probabilities."""
+    probs = segmenter.probabilities(image, sliding_window)
+    return probs.argmax(0, keepdim=True).to(torch.uint8), probs
+
+
+def segment_case(segmenter: Segmenter, case: Case, sliding_window: bool, with_probabilities: bool = False) -> tuple[np.ndarray, Any, np.ndarray | None]:
+    """Preprocess, predict, invert and post-process one case.
+
+    Returns:
+        Labels on the input's voxel grid, the input's original affine (RAS) as read, and
+        (if asked) the class probabilities on the input's grid, channel last.
+    """
+    layout = str(case.attrs.get("layout", "generic"))
+    chain = chain_for(segmenter.plan["preprocess"], layout, with_label=False, path=case.images[0])
     source = str(case.images[0]) if len(case.images) == 1 else [str(p) for p in case.images]
     try:
         data = chain({"image": source})
@@ -74,14 +156,51 @@ def segment_case(model: ModelFolder, case: Case, icfg: InferConfig, sliding_wind
         root = exc
         while root.__cause__ is not None:
             root = root.__cause__
-        raise SegpipeError(f"{case.images[0]}: cannot read image ({root})") from None
+        first = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
+        raise SegpipeError(f"{case.images[0]}: cannot read image ({first})") from None
     channels = data["image"].shape[0]
-    if channels != model.network["in_channels"]:
+    if channels != segmenter.network["in_channels"]:
         raise SegpipeError(
-            f"{case.images[0]}: has {channels} channel(s), the model expects {model.network['in_channels']}"
+            f"{case.images[0]}: has {channels} channel(s), the model expects {segmenter.network['in_channels']}"
         )
-    pred = predict_labels(model, data["image"].as_tensor(), icfg, sliding_window)
-    return invert_prediction(chain, data, pred)[0].numpy()
+    pred, probs = predict_labels(segmenter, data["image"].as_tensor(), sliding_window)
+    labels = invert_to_input(chain, data, pred)[0].numpy()
+    icfg = segmenter.icfg
+    labels = postprocess(labels, icfg.keep_largest, icfg.min_component_size)
+    inverted_probs = None
+    if with_probabilities and probs is not None:
+        inverted_probs = invert_to_input(chain, data, probs, nearest=False).numpy()
+        inverted_probs = np.moveaxis(inverted_probs, 0, -1)
+    return labels, data["image"].meta.get("original_affine"), inverted_probs
+
+
+def load_models(model_dir: str | Path, checkpoint: str | None, folds: str | None) -> list[ModelFolder]:
+    """A model folder, or the fold_<k> model folders inside it (`folds`: "all" or "0,2,4")."""
+    root = Path(model_dir)
+    fold_dirs = sorted(root.glob("fold_*"), key=lambda p: p.name)
+    if not (root / "config.yaml").is_file() and fold_dirs:
+        wanted = None if folds in (None, "all") else {f"fold_{k.strip()}" for k in folds.split(",")}
+        chosen = [d for d in fold_dirs if wanted is None or d.name in wanted]
+        if wanted is not None and len(chosen) != len(wanted):
+            missing = sorted(wanted - {d.name for d in chosen})
+            raise SegpipeError(f"option --folds: {root} has no {', '.join(missing)}")
+        return [load_model_folder(d, checkpoint) for d in chosen]
+    if folds not in (None, "all"):
+        raise SegpipeError(f"option --folds: {root} is a single model folder, not a folder of fold_<k> models")
+    return [load_model_folder(root, checkpoint)]
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """`i/n` -> (i, n), checked; None -> (0, 1)."""
+    if text is None:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise SegpipeError(f"option --shard: expected i/n such as 0/4, got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise SegpipeError(f"option --shard: {text!r} needs 0 <= i < n")
+    return i, n
 
 
 def infer(
@@ -93,21 +212,28 @@ def infer(
     sliding_window: bool = True,
     overwrite: bool = False,
     quiet: bool = False,
+    folds: str | None = None,
+    shard: str | None = None,
+    probabilities: bool = False,
 ) -> InferResult:
-    """Segment every input case into `output_dir/<case_id>.nii.gz`.
+    """Segment every input case into `output_dir`, one mask per case in the input's form.
 
     `overrides` are `infer.*` config keys given on the command line; the rest comes
-    from the model folder's config.yaml. Cases whose output exists are skipped unless `overwrite`. Each mask is written to a
-    temporary name and renamed into place, so an interrupted run leaves no partial file.
+    from the model folder's config.yaml. Cases whose output exists are skipped unless
+    `overwrite`. `shard` "i/n" takes every n-th case from the i-th, so n processes split
+    a cohort without overlap. Each mask is written to a temporary name and renamed into
+    place, so an interrupted run leaves no partial file.
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    model = load_model_folder(model_dir, overrides.get("checkpoint"))
-    icfg = merge_dict(model.config, {"infer": overrides}, "command line").infer
-    cases = discover_inputs(inputs)
+    models = load_models(model_dir, overrides.get("checkpoint"), folds)
+    icfg = merge_dict(models[0].config, {"infer": overrides}, "command line").infer
+    segmenter = Segmenter(models, icfg)
+    index, count = parse_shard(shard)
+    cases = discover_inputs(inputs)[index::count]
     out = Path(output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".segpipe-write-test"
+        probe = out / f".segpipe-write-test-{id(out)}"
         probe.touch()
         probe.unlink()
     except OSError as exc:
@@ -115,12 +241,15 @@ def infer(
     result = InferResult()
     started = time.perf_counter()
     for case in tqdm(cases, desc="infer", unit="case", disable=quiet):
-        target = out / f"{case.case_id}.nii.gz"
+        layout = str(case.attrs.get("layout", "generic"))
+        target = out / output_name(case.case_id, layout, case.images[0])
         if target.exists() and not overwrite:
             result.skipped.append(target)
             continue
-        labels = segment_case(model, case, icfg, sliding_window)
-        _save_like(case.images[0], labels, target)
+        labels, original_affine, probs = segment_case(segmenter, case, sliding_window, probabilities)
+        if probs is not None:
+            write_probabilities(layout, case.images[0], probs, out / probability_name(case.case_id, layout), original_affine)
+        write_mask(layout, case.images[0], labels, target, original_affine)
         result.written.append(target)
     if result.written:
         result.seconds_per_case = (time.perf_counter() - started) / len(result.written)

@@ -33,6 +33,31 @@ def header_geometry(path: Path) -> tuple[list[int], list[float]]:
     return ras_shape, ras_spacing
 
 
+def case_geometry(dataset: Any, case: Any) -> tuple[list[int], list[float]]:
+    """Spatial shape and spacing of a case's image in RAS axis order (3D), or as stored (2D).
+
+    NIfTI headers are read without the voxels; other formats are loaded through the
+    layout's MONAI reader.
+    """
+    first = case.images[0]
+    if dataset.spatial_dims == 3 and len(case.images) >= 1 and str(first).lower().endswith((".nii", ".nii.gz")):
+        return header_geometry(first)
+    from segpipe.data.loading import load_case
+
+    image = load_case(dataset, case, with_label=False)["image"]
+    shape = [int(v) for v in image.shape[1:]]
+    affine = np.asarray(image.affine, dtype=float)
+    spacing = np.sqrt((affine[:-1, :-1] ** 2).sum(0)).tolist()
+    if dataset.spatial_dims == 2:
+        return shape, [float(v) for v in spacing]
+    ornt = nib.io_orientation(affine)
+    ras_shape, ras_spacing = [0] * 3, [0.0] * 3
+    for axis in range(3):
+        ras_shape[int(ornt[axis, 0])] = shape[axis]
+        ras_spacing[int(ornt[axis, 0])] = float(spacing[axis])
+    return ras_shape, ras_spacing
+
+
 def median_spacing(spacings: Sequence[Sequence[float]]) -> list[float]:
     """Per-axis median spacing, the default target spacing."""
     return [round(float(v), 4) for v in np.median(np.asarray(spacings, dtype=float), axis=0)]
@@ -88,11 +113,12 @@ def build_plan(
     *,
     dataset_name: str,
     layout: str,
+    spatial_dims: int,
     modalities: list[str],
     labels: dict[int, str],
     spacings: list[list[float]],
     shapes: list[list[int]],
-    target_spacing: list[float],
+    target_spacing: list[float] | None,
     prepared_shapes: list[list[int]],
     intensity: list[list[dict[str, float]]],
     label_counts: list[dict[str, int]],
@@ -101,11 +127,11 @@ def build_plan(
     preprocess_settings: dict[str, Any],
 ) -> dict[str, Any]:
     """Assemble plan.json's content."""
-    median_prepared = [int(v) for v in np.median(np.asarray(prepared_shapes), axis=0)] if prepared_shapes else [0, 0, 0]
+    median_prepared = [int(v) for v in np.median(np.asarray(prepared_shapes), axis=0)] if prepared_shapes else []
     return {
         "dataset": dataset_name,
         "layout": layout,
-        "spatial_dims": 3,
+        "spatial_dims": spatial_dims,
         "modalities": modalities,
         "in_channels": len(modalities),
         "labels": {str(k): v for k, v in labels.items()},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,11 @@ from tqdm import tqdm
 from segpipe.atomic import write_json, write_with
 from segpipe.config import Config
 from segpipe.data import Case, read_dataset
+from segpipe.data.dataset import Dataset
+from segpipe.data.loading import layout_of
 from segpipe.errors import SegpipeError
-from segpipe.pipeline.plan import build_plan, header_geometry, median_spacing
-from segpipe.pipeline.splits import patient_folds
+from segpipe.pipeline.plan import build_plan, case_geometry, median_spacing
+from segpipe.pipeline.splits import dataset_folds, patient_folds
 
 CASES_DIR = "cases"
 
@@ -43,38 +46,53 @@ def file_digest(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _settings(cfg: Config, target_spacing: list[float]) -> dict[str, Any]:
+def _settings(cfg: Config, dataset: Dataset, target_spacing: list[float] | None) -> dict[str, Any]:
     p = cfg.preprocess
     return {
+        "spatial_dims": dataset.spatial_dims,
         "target_spacing": target_spacing,
-        "orientation": p.orientation,
+        "orientation": p.orientation if dataset.spatial_dims == 3 else None,
         "crop_foreground": p.crop_foreground,
         "normalize_nonzero": p.normalize_nonzero,
+        "label_mapping": {str(k): v for k, v in (dataset.label_mapping or {}).items()},
     }
 
 
-def _prepare_case(case: Case, settings: dict[str, Any], out_dir: Path, digest: str) -> dict[str, Any]:
+def open_dataset(path: str | Path, cfg: Config) -> Dataset:
+    """Read a raw dataset with the layout and reader options the config gives."""
+    from segpipe.data import detect_layout
+
+    p = cfg.preprocess
+    root = Path(path)
+    layout = p.layout or (detect_layout(root) if root.is_dir() else None)
+    options: dict[str, Any] = {}
+    if layout == "brats":
+        options["label_set"] = p.label_set
+    if layout == "slices" and p.patient_pattern:
+        options["patient_pattern"] = p.patient_pattern
+    return read_dataset(root, layout=p.layout, **options)
+
+
+def _prepare_case(case: Case, settings: dict[str, Any], layout: str, out_dir: Path, digest: str) -> dict[str, Any]:
     """Run the chain on one case and cache image and label as .npy (atomically)."""
     import torch
 
-    from segpipe.transforms.preprocessing import preprocessing_chain
+    from segpipe.transforms.preprocessing import chain_for
 
     torch.set_num_threads(1)
-    chain = preprocessing_chain(
-        settings["target_spacing"],
-        orientation=settings["orientation"],
-        crop_foreground=settings["crop_foreground"],
-        normalize_nonzero=settings["normalize_nonzero"],
-        record_stats=True,
-    )
-    source = case.images[0] if len(case.images) == 1 else case.images
+    mapping = {int(k): int(v) for k, v in settings["label_mapping"].items()}
+    chain = chain_for(settings, layout, with_label=True, record_stats=True, label_mapping=mapping, path=case.images[0])
+    source = str(case.images[0]) if len(case.images) == 1 else [str(p) for p in case.images]
     try:
-        data = chain({"image": str(source) if isinstance(source, Path) else [str(p) for p in source], "label": str(case.label)})
+        data = chain({"image": source, "label": str(case.label)})
     except Exception as exc:  # MONAI wraps reader errors in RuntimeError
         root = exc
         while root.__cause__ is not None:
             root = root.__cause__
-        raise SegpipeError(f"{case.images[0]}: cannot preprocess case {case.case_id} ({root})") from None
+        if isinstance(root, SegpipeError):
+            raise root from None
+        first = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
+        raise SegpipeError(f"{case.images[0]}: cannot preprocess case {case.case_id} ({first})") from None
     image = np.ascontiguousarray(torch.as_tensor(data["image"]).numpy().astype(np.float32))
     label = np.ascontiguousarray(torch.as_tensor(data["label"]).numpy().astype(np.uint8))
     if image.shape[1:] != label.shape[1:]:
@@ -133,7 +151,7 @@ def preprocess(
     content hash) is reused from the cache. Every file is written atomically and the
     manifest is updated after each case, so an interrupted run resumes where it stopped.
     """
-    dataset = read_dataset(dataset_dir)
+    dataset = open_dataset(dataset_dir, cfg)
     if not dataset.training:
         raise SegpipeError(f"{dataset_dir}: lists no training cases with labels to preprocess")
     out = Path(output_dir)
@@ -141,11 +159,16 @@ def preprocess(
     if not os.access(out, os.W_OK):
         raise SegpipeError(f"{out}: output folder is not writable")
 
-    geometry = [header_geometry(case.images[0]) for case in dataset.training]
+    geometry = [case_geometry(dataset, case) for case in tqdm(dataset.training, desc="fingerprint", unit="case", disable=quiet, leave=False)]
     shapes = [g[0] for g in geometry]
     spacings = [g[1] for g in geometry]
-    target = list(cfg.preprocess.target_spacing or median_spacing(spacings))
-    settings = _settings(cfg, target)
+    if dataset.spatial_dims == 2:
+        target = list(cfg.preprocess.target_spacing) if cfg.preprocess.target_spacing else None
+    else:
+        target = list(cfg.preprocess.target_spacing or median_spacing(spacings))
+    if target is not None and len(target) != dataset.spatial_dims:
+        raise SegpipeError(f"config key 'preprocess.target_spacing': {target} has {len(target)} values for {dataset.spatial_dims}D data")
+    settings = _settings(cfg, dataset, target)
     settings_key = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=8).hexdigest()
 
     manifest_path = out / "manifest.json"
@@ -162,13 +185,19 @@ def preprocess(
             todo.append((case, digest))
     reused = len(entries)
 
-    def save_manifest() -> None:
-        write_json(manifest_path, {"settings_key": settings_key, "settings": settings, "cases": entries})
+    last_save = [0.0]
+
+    def save_manifest(force: bool = False) -> None:
+        # the manifest indexes finished cases only, so saving it every few seconds (not after
+        # every case, which is quadratic in the dataset size) costs at most a few cases on a crash
+        if force or time.monotonic() - last_save[0] > 2.0:
+            write_json(manifest_path, {"settings_key": settings_key, "settings": settings, "cases": entries})
+            last_save[0] = time.monotonic()
 
     bar = tqdm(total=len(todo), desc="preprocess", unit="case", disable=quiet)
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(_prepare_case, case, settings, out, digest) for case, digest in todo]
+            futures = [pool.submit(_prepare_case, case, settings, layout_of(dataset, case), out, digest) for case, digest in todo]
             for future in futures:
                 entry = future.result()
                 entries[entry["case_id"]] = entry
@@ -176,7 +205,7 @@ def preprocess(
                 bar.update()
     else:
         for case, digest in todo:
-            entry = _prepare_case(case, settings, out, digest)
+            entry = _prepare_case(case, settings, layout_of(dataset, case), out, digest)
             entries[entry["case_id"]] = entry
             save_manifest()
             bar.update()
@@ -184,14 +213,15 @@ def preprocess(
 
     order = [c.case_id for c in dataset.training]
     entries = {cid: entries[cid] for cid in order}
+    save_manifest(force=True)
     for entry in entries.values():
         _check_labels(entry, dataset.labels)
-    save_manifest()
     _remove_orphans(out, entries)
 
     plan = build_plan(
         dataset_name=dataset.name,
         layout=dataset.layout,
+        spatial_dims=dataset.spatial_dims,
         modalities=dataset.modalities,
         labels=dataset.labels,
         spacings=spacings,
@@ -206,7 +236,7 @@ def preprocess(
     )
     plan["source"] = str(Path(dataset_dir).resolve())
     write_json(out / "plan.json", plan)
-    splits = patient_folds(dataset.training, cfg.preprocess.folds, cfg.preprocess.seed)
+    splits = dataset_folds(dataset) or patient_folds(dataset.training, cfg.preprocess.folds, cfg.preprocess.seed)
     write_json(out / "splits.json", splits)
     return PreprocessResult(output=out, cases=len(entries), reused=reused, plan=plan)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from typing import Any
 
 from segpipe.data.case import Case
 
@@ -40,3 +41,30 @@ def patient_folds(cases: list[Case], folds: int = 5, seed: int = 0) -> list[dict
         train = sorted(cid for j in range(k) if j != i for p in groups[j] for cid in by_patient[p])
         splits.append({"fold": i, "train": train, "val": val})
     return splits
+
+
+def dataset_folds(dataset: Any) -> list[dict[str, list[str]]] | None:
+    """Folds the dataset itself defines (figshare `cvind.mat`), if they keep patients whole.
+
+    Returns None when the dataset defines none, or when its folds would put one patient's
+    cases in two folds (then patient-grouped folds are made instead).
+    """
+    assignment: dict[str, int] | None = getattr(dataset, "folds", None)
+    if not assignment:
+        return None
+    fold_of_patient: dict[str, set[int]] = defaultdict(set)
+    for case in dataset.training:
+        if case.case_id not in assignment:
+            return None
+        fold_of_patient[case.patient].add(assignment[case.case_id])
+    if any(len(f) > 1 for f in fold_of_patient.values()):
+        return None
+    folds = sorted(set(assignment[c.case_id] for c in dataset.training))
+    return [
+        {
+            "fold": i,
+            "train": sorted(c.case_id for c in dataset.training if assignment[c.case_id] != k),
+            "val": sorted(c.case_id for c in dataset.training if assignment[c.case_id] == k),
+        }
+        for i, k in enumerate(folds)
+    ]

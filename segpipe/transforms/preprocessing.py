@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from segpipe.transforms.stats import IntensityStatsd
 from monai.transforms import (
     CastToTyped,
     Compose,
@@ -15,10 +15,13 @@ from monai.transforms import (
     EnsureTyped,
     Invertd,
     LoadImaged,
+    MapLabelValued,
     NormalizeIntensityd,
     Orientationd,
     Spacingd,
 )
+
+from segpipe.transforms.stats import IntensityStatsd
 
 
 def _nonzero_any_channel(image: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
@@ -27,13 +30,16 @@ def _nonzero_any_channel(image: torch.Tensor | np.ndarray) -> torch.Tensor | np.
 
 
 def preprocessing_chain(
-    target_spacing: Sequence[float],
+    target_spacing: Sequence[float] | None,
     *,
     with_label: bool = True,
-    orientation: str = "RAS",
+    orientation: str | None = "RAS",
     crop_foreground: bool = True,
     normalize_nonzero: bool = True,
     record_stats: bool = False,
+    image_reader: Any = None,
+    label_reader: Any = None,
+    label_mapping: dict[int, int] | None = None,
 ) -> Compose:
     """Load, channel-first, reorient, crop to the foreground, normalise, resample.
 
@@ -42,31 +48,56 @@ def preprocessing_chain(
     input's own grid.
 
     Args:
-        target_spacing: voxel size in mm after resampling, in `orientation` axis order.
+        target_spacing: voxel size in mm after resampling, in `orientation` axis order;
+            None keeps the input grid (2D slices).
         with_label: also load and transform the "label" key.
-        orientation: axis codes to reorient to.
-        crop_foreground: crop to the bounding box of non-zero voxels.
+        orientation: axis codes to reorient to; None keeps the stored axes (2D slices).
+        crop_foreground: crop to the bounding box of voxels non-zero in any channel.
         normalize_nonzero: z-score each channel over its non-zero voxels only.
         record_stats: store raw per-channel intensity statistics (before normalisation)
             under the "intensity_stats" key, for the dataset fingerprint.
+        image_reader, label_reader: MONAI readers for LoadImaged (None: by file suffix).
+        label_mapping: label value substitutions applied on load (e.g. BraTS 1/2/4).
     """
     keys = ["image", "label"] if with_label else ["image"]
     modes = ["bilinear", "nearest"] if with_label else ["bilinear"]
-    steps = [
-        LoadImaged(keys, image_only=True),
-        EnsureChannelFirstd(keys),
-        EnsureTyped(keys, dtype=torch.float32, track_meta=True),
-        Orientationd(keys, axcodes=orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-    ]
+    steps: list = [LoadImaged("image", reader=image_reader, image_only=True)]
+    if with_label:
+        steps.append(LoadImaged("label", reader=label_reader, image_only=True))
+    steps += [EnsureChannelFirstd(keys), EnsureTyped(keys, dtype=torch.float32, track_meta=True)]
+    if with_label and label_mapping:
+        src = sorted(label_mapping)
+        steps.append(MapLabelValued("label", orig_labels=src, target_labels=[label_mapping[k] for k in src], dtype=np.float32))
+    if orientation:
+        steps.append(Orientationd(keys, axcodes=orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))))
     if crop_foreground:
         steps.append(CropForegroundd(keys, source_key="image", select_fn=_nonzero_any_channel, allow_smaller=True))
     if record_stats:
         steps.append(IntensityStatsd("image", mask_key="label" if with_label else None))
     steps.append(NormalizeIntensityd("image", nonzero=normalize_nonzero, channel_wise=True))
-    steps.append(Spacingd(keys, pixdim=tuple(float(s) for s in target_spacing), mode=modes))
+    if target_spacing:
+        steps.append(Spacingd(keys, pixdim=tuple(float(s) for s in target_spacing), mode=modes))
     if with_label:
         steps.append(CastToTyped("label", dtype=torch.uint8))
     return Compose(steps)
+
+
+def chain_for(settings: dict[str, Any], layout: str, *, with_label: bool, record_stats: bool = False,
+              label_mapping: dict[int, int] | None = None, path: Any = None) -> Compose:
+    """The chain a prepared dataset's recorded settings describe, for files of `layout`."""
+    from segpipe.data.loading import monai_reader
+
+    return preprocessing_chain(
+        settings["target_spacing"],
+        with_label=with_label,
+        orientation=settings["orientation"],
+        crop_foreground=settings["crop_foreground"],
+        normalize_nonzero=settings["normalize_nonzero"],
+        record_stats=record_stats,
+        image_reader=monai_reader(layout, "image", path),
+        label_reader=monai_reader(layout, "label", path),
+        label_mapping=label_mapping,
+    )
 
 
 def invert_prediction(chain: Compose, data: dict, pred: torch.Tensor) -> torch.Tensor:

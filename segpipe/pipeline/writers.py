@@ -1,0 +1,99 @@
+"""Writing masks in the input's own form and geometry (every file atomically)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from segpipe.atomic import write_with
+
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def output_name(case_id: str, layout: str, source: Path) -> str:
+    """File name of a case's mask: PNG for slices and MAT-files, NRRD/MHA kept, else NIfTI."""
+    if layout in ("slices", "figshare"):
+        return f"{case_id}.png"
+    name = source.name.lower()
+    for suffix in (".nrrd", ".mha"):
+        if layout != "dicom" and name.endswith(suffix):
+            return f"{case_id}{suffix}"
+    return f"{case_id}.nii.gz"
+
+
+def write_nifti_like(reference: Path, labels: np.ndarray, path: Path) -> None:
+    """NIfTI mask with the reference's affine, sform/qform codes and units."""
+    ref = nib.load(str(reference))
+    out = nib.Nifti1Image(labels.astype(np.uint8), ref.affine)
+    out.header.set_xyzt_units(*ref.header.get_xyzt_units())
+    sform, scode = ref.header.get_sform(coded=True)
+    qform, qcode = ref.header.get_qform(coded=True)
+    out.header.set_sform(ref.affine if sform is None else sform, code=int(scode) or 1)
+    out.header.set_qform(ref.affine if qform is None else qform, code=int(qcode) or 1)
+    write_with(path, lambda tmp: nib.save(out, str(tmp)))
+
+
+def write_nifti_affine(affine: np.ndarray, labels: np.ndarray, path: Path) -> None:
+    """NIfTI mask with a given RAS affine (e.g. a DICOM series' geometry as MONAI read it)."""
+    out = nib.Nifti1Image(labels.astype(np.uint8), np.asarray(affine, dtype=float))
+    out.header.set_sform(out.affine, code=1)
+    out.header.set_qform(out.affine, code=1)
+    write_with(path, lambda tmp: nib.save(out, str(tmp)))
+
+
+def write_itk_like(reference: Path, labels: np.ndarray, path: Path) -> None:
+    """NRRD/MHA mask with the reference's origin, spacing and direction (through ITK)."""
+    import itk
+
+    reader = itk.ImageFileReader.New(FileName=str(reference))
+    reader.UpdateOutputInformation()
+    info = reader.GetOutput()
+    out = itk.image_from_array(np.ascontiguousarray(labels.astype(np.uint8).T))  # ITK arrays are z, y, x
+    out.SetOrigin(info.GetOrigin())
+    out.SetSpacing(info.GetSpacing())
+    out.SetDirection(info.GetDirection())
+    write_with(path, lambda tmp: itk.imwrite(out, str(tmp), compression=True))
+
+
+def write_png(labels: np.ndarray, path: Path, transpose: bool) -> None:
+    """8-bit PNG mask; `transpose` undoes MONAI PILReader's (x, y) axis order."""
+    from PIL import Image
+
+    array = labels.T if transpose else labels
+    write_with(path, lambda tmp: Image.fromarray(np.ascontiguousarray(array.astype(np.uint8))).save(tmp, format="PNG"))
+
+
+def write_mask(layout: str, source: Path, labels: np.ndarray, path: Path, original_affine: np.ndarray | None) -> None:
+    """Write `labels` (on the input's own voxel grid) in the form that suits `layout`."""
+    name = source.name.lower()
+    if layout == "slices":
+        write_png(labels, path, transpose=True)
+    elif layout == "figshare":
+        write_png(labels, path, transpose=False)
+    elif layout == "dicom" or not name.endswith((".nii", ".nii.gz", *ITK_SUFFIXES)):
+        write_nifti_affine(original_affine if original_affine is not None else np.eye(4), labels, path)
+    elif name.endswith(ITK_SUFFIXES):
+        write_itk_like(source, labels, path)
+    else:
+        write_nifti_like(source, labels, path)
+
+
+def probability_name(case_id: str, layout: str) -> str:
+    """File name of a case's probability map: NIfTI for volumes, .npy for 2D slices."""
+    return f"{case_id}_probabilities.npy" if layout in ("slices", "figshare") else f"{case_id}_probabilities.nii.gz"
+
+
+def write_probabilities(layout: str, source: Path, probs: np.ndarray, path: Path, original_affine: np.ndarray | None) -> None:
+    """Class probabilities (spatial..., C) on the input's grid: 4D NIfTI, or .npy for slices."""
+    probs = probs.astype(np.float32)
+    if layout in ("slices", "figshare"):
+        write_with(path, lambda tmp: np.save(tmp, probs))
+        return
+    name = source.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        affine = nib.load(str(source)).affine
+    else:
+        affine = original_affine if original_affine is not None else np.eye(4)
+    write_with(path, lambda tmp: nib.save(nib.Nifti1Image(probs, affine), str(tmp)))
