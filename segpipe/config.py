@@ -75,6 +75,7 @@ class TrainConfig:
     fold: int = 0
     val_every: int = 1
     early_stopping: int = 0  # validations without improvement before stopping; 0 disables
+    max_seconds: float = 0.0  # training-time budget; >0: the schedule follows elapsed time and training stops at the budget
     seed: int = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms; exact resume
     device: str = "cpu"
@@ -191,7 +192,11 @@ def _apply(cfg: Config, section: str, key: str, value: Any, source: str) -> None
         raise SegpipeError(
             f"{source}: unknown config key '{section}.{key}' (known: {', '.join(hints)})"
         )
-    setattr(obj, key, _coerce(value, hints[key], f"{section}.{key}"))
+    try:
+        coerced = _coerce(value, hints[key], f"{section}.{key}")
+    except SegpipeError as exc:  # name the file (or the --set override) the value came from
+        raise SegpipeError(f"{source}: {exc}") from None
+    setattr(obj, key, coerced)
 
 
 def merge_dict(cfg: Config, data: Any, source: str) -> Config:

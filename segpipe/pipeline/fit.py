@@ -19,7 +19,7 @@ from monai.losses import DiceCELoss
 from monai.transforms import Compose, LoadImaged
 from tqdm import tqdm
 
-from segpipe.atomic import write_json, write_with, write_yaml
+from segpipe.atomic import remove_stale_partials, write_json, write_with, write_yaml
 from segpipe.config import Config
 from segpipe.errors import SegpipeError
 from segpipe.pipeline.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -108,15 +108,25 @@ def validate(
     return {k: _nanmean(v) for k, v in scores.items()}
 
 
-def _prepare_model_dir(model_dir: Path, resume: bool) -> None:
+def _can_resume(model_dir: Path, resume: bool) -> bool:
+    """Whether to continue from last.pt. A folder that `fit` started (it has checkpoints/)
+    but that was stopped before its first checkpoint starts afresh; a folder that `fit`
+    never touched is refused, so a mistyped --output is not silently trained from scratch."""
     last = model_dir / "checkpoints" / "last.pt"
     if resume and not last.is_file():
+        if (model_dir / "checkpoints").is_dir():
+            return False
         raise SegpipeError(f"{last}: nothing to resume from")
+    return resume
+
+
+def _prepare_model_dir(model_dir: Path, resume: bool) -> None:
+    last = model_dir / "checkpoints" / "last.pt"
     if not resume and last.is_file():
         raise SegpipeError(f"{model_dir}: already holds a trained model; pass --resume to continue it or choose another --output")
     (model_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    for stale in (model_dir / "checkpoints").glob(".*.partial*"):  # left by a process killed mid-write
-        stale.unlink()
+    for folder in (model_dir, model_dir / "checkpoints"):  # temporaries of a process killed mid-write
+        remove_stale_partials(folder)
 
 
 def _tensorboard(model_dir: Path) -> Any:
@@ -165,6 +175,8 @@ def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.de
     t = cfg.train
     if not 0 <= t.fold < len(splits):
         raise SegpipeError(f"option train.fold={t.fold}: {prepared / 'splits.json'} has folds 0..{len(splits) - 1}")
+    resume = _can_resume(model_dir, resume)
+    d.barrier()  # every rank decides before rank 0 creates the folder
     if d.main:
         _prepare_model_dir(model_dir, resume)
     d.barrier()
@@ -232,6 +244,7 @@ def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.de
 
     net.train()
     stopped_early = False
+    budget = TimeBudget(t.max_seconds, optimizer, t.schedule, already=sum(r.get("seconds", 0.0) for r in rows))
     end_epoch = t.epochs if epochs_this_run is None else min(t.epochs, start_epoch + epochs_this_run)
     for epoch in range(start_epoch, end_epoch):
         started = time.perf_counter()
@@ -240,6 +253,8 @@ def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.de
         losses = []
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", unit="it", disable=quiet, leave=False)
         for batch in bar:
+            if budget.spent():
+                break
             x = batch["image"].to(device)
             y = batch["label"].to(device)
             optimizer.zero_grad(set_to_none=True)
@@ -249,9 +264,11 @@ def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.de
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": d.mean(float(np.mean(losses))), "lr": lr}
-        is_val_epoch = bool(val_cases) and ((epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs)
+        if not budget.active:
+            scheduler.step()
+        mean_loss = float(np.mean(losses)) if losses else float("nan")
+        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": d.mean(mean_loss), "iterations": len(losses), "lr": lr}
+        is_val_epoch = bool(val_cases) and ((epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs or budget.spent())
         if is_val_epoch:
             metric = float("nan")
             if d.main:
@@ -280,6 +297,10 @@ def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.de
                 dice_txt = f", val Dice {row['val_dice_mean']:.3f}" if "val_dice_mean" in row else ""
                 tqdm.write(f"epoch {epoch + 1}/{t.epochs}: loss {row['train_loss']:.4f}{dice_txt} ({row['seconds']:.1f} s)")
         d.barrier()
+        if budget.spent():
+            if not quiet:
+                tqdm.write(f"time budget of {t.max_seconds:.0f} s spent after epoch {epoch + 1}")
+            break
         if t.early_stopping > 0 and stale >= t.early_stopping:
             stopped_early = True
             if not quiet:
@@ -292,16 +313,49 @@ def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.de
     return FitResult(model_dir, t.epochs, best_metric, best_epoch, stopped_early)
 
 
+class TimeBudget:
+    """A training-time budget: the learning rate follows the schedule over elapsed time.
+
+    Inactive when `seconds` is 0; then the per-epoch scheduler drives the learning rate.
+    Time-driven runs are not bit-exact on `--resume` (elapsed time is not reproducible).
+    """
+
+    def __init__(self, seconds: float, optimizer: torch.optim.Optimizer, schedule: str, already: float = 0.0) -> None:
+        self.seconds = seconds
+        self.active = seconds > 0
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.base = [g["lr"] for g in optimizer.param_groups]
+        self.start = time.perf_counter() - already
+
+    def spent(self) -> bool:
+        """True once the budget is used; otherwise sets the learning rate for the time left."""
+        if not self.active:
+            return False
+        progress = (time.perf_counter() - self.start) / self.seconds
+        if progress >= 1.0:
+            return True
+        if self.schedule == "poly":
+            factor = (1 - progress) ** 0.9
+        elif self.schedule == "cosine":
+            factor = 0.5 * (1 + math.cos(math.pi * progress))
+        else:
+            factor = 1.0
+        for group, base in zip(self.optimizer.param_groups, self.base):
+            group["lr"] = base * factor
+        return False
+
+
 def _save_epoch(model_dir: Path, rows: list[dict[str, Any]], state: dict[str, Any], is_best: bool, writer: Any) -> None:
     """metrics.csv, last.pt (and best.pt), TensorBoard scalars: each written atomically."""
     metrics = pd.DataFrame(rows)
     write_with(model_dir / "metrics.csv", lambda tmp: metrics.to_csv(tmp, index=False))
     ckpt_dir = model_dir / "checkpoints"
-    save_checkpoint(ckpt_dir / "last.pt", state)
-    if is_best:
-        partial = ckpt_dir / ".best.pt.partial"
-        shutil.copyfile(ckpt_dir / "last.pt", partial)
-        partial.replace(ckpt_dir / "best.pt")
+    if is_best:  # best.pt before last.pt: a run killed between the two redoes this epoch on --resume
+        save_checkpoint(ckpt_dir / "best.pt", state)
+        write_with(ckpt_dir / "last.pt", lambda tmp: shutil.copyfile(ckpt_dir / "best.pt", tmp))
+    else:
+        save_checkpoint(ckpt_dir / "last.pt", state)
     if writer is not None:
         for key, value in rows[-1].items():
             if key != "epoch" and isinstance(value, (int, float)) and not math.isnan(value):

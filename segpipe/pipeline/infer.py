@@ -85,6 +85,16 @@ class Segmenter:
                 net = net.to(memory_format=fmt)
             self.nets.append(net)
 
+        self._chains: dict[tuple[str, str], Any] = {}
+
+    def chain(self, layout: str, path: Path) -> Any:
+        """The preprocessing chain for files of `layout` (built once per layout and file kind)."""
+        kind = "".join(path.suffixes[-2:]).lower()
+        key = (layout, kind)
+        if key not in self._chains:
+            self._chains[key] = chain_for(self.plan["preprocess"], layout, with_label=False, path=path)
+        return self._chains[key]
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.icfg.precision == "fp32":
             return contextlib.nullcontext()
@@ -148,7 +158,7 @@ def segment_case(segmenter: Segmenter, case: Case, sliding_window: bool, with_pr
         (if asked) the class probabilities on the input's grid, channel last.
     """
     layout = str(case.attrs.get("layout", "generic"))
-    chain = chain_for(segmenter.plan["preprocess"], layout, with_label=False, path=case.images[0])
+    chain = segmenter.chain(layout, case.images[0])
     source = str(case.images[0]) if len(case.images) == 1 else [str(p) for p in case.images]
     try:
         data = chain({"image": source})

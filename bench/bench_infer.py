@@ -1,0 +1,178 @@
+"""Inference benchmark (issue 6): seconds per 240x240x155x4 case, segpipe against plain MONAI.
+
+Both run the same network (segpipe's UNet, 16 filters, depth 4, trained briefly on the
+case so that Dice means something), the same ROI, overlap, gaussian blending and
+sliding-window batch size, at the same precision. Plain MONAI is the usual recipe:
+nibabel load, z-score over non-zero voxels per channel, `sliding_window_inference` over
+the whole volume, argmax. segpipe is `segpipe infer` end to end (load, preprocess, crop
+to the brain, skip empty windows, invert, write the NIfTI mask). Every configuration runs
+in a fresh process, so peak resident memory is its own.
+
+    python bench/bench_infer.py --case ../shared/data/Task01_BrainTumour_sample --work /tmp/bench_infer
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROI, OVERLAP, SW_BATCH = 96, 0.5, 2
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bf16_peak_gflops(seconds: float = 3.0) -> float:
+    """This machine's bf16 matrix-multiply rate, the yardstick for convolution efficiency."""
+    import torch
+
+    a = torch.randn(2048, 2048, dtype=torch.bfloat16)
+    b = torch.randn(2048, 2048, dtype=torch.bfloat16)
+    a @ b
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        n += 1
+    return 2 * 2048**3 * n / (time.perf_counter() - start) / 1e9
+
+
+def window_gflop(model_dir: Path) -> float:
+    """GFLOP of one forward pass over one ROI window (torch's FLOP counter, convolutions)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from segpipe.pipeline.model_folder import load_model_folder
+
+    net = load_model_folder(model_dir).net
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        net(torch.zeros(1, 4, ROI, ROI, ROI))
+    return counter.get_total_flops() / 1e9
+
+
+def run_plain(image: Path, model_dir: Path, precision: str, out: Path) -> dict:
+    """The plain MONAI way, timed from file to label map."""
+    import contextlib
+
+    import nibabel as nib
+    import numpy as np
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    from segpipe.pipeline.model_folder import load_model_folder
+
+    net = load_model_folder(model_dir).net
+    start = time.perf_counter()
+    data = np.asanyarray(nib.load(str(image)).dataobj, dtype=np.float32)
+    x = torch.from_numpy(np.moveaxis(data, -1, 0).copy())
+    for c in range(x.shape[0]):
+        mask = x[c] != 0
+        x[c][mask] = (x[c][mask] - x[c][mask].mean()) / x[c][mask].std()
+    calls = [0]
+
+    def counted(batch: torch.Tensor) -> torch.Tensor:
+        calls[0] += batch.shape[0]
+        return net(batch)
+
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    with torch.inference_mode(), ctx:
+        sw_start = time.perf_counter()
+        logits = sliding_window_inference(x[None], (ROI,) * 3, SW_BATCH, counted, overlap=OVERLAP, mode="gaussian")
+        sw_seconds = time.perf_counter() - sw_start
+    labels = logits.argmax(1)[0].numpy().astype(np.uint8)
+    seconds = time.perf_counter() - start
+    nib.save(nib.Nifti1Image(labels, nib.load(str(image)).affine), str(out))
+    return {"seconds": seconds, "sw_seconds": sw_seconds, "windows": calls[0], "peak_rss_mib": _peak_rss_mib()}
+
+
+def run_segpipe(image: Path, model_dir: Path, precision: str, out: Path) -> dict:
+    """`segpipe infer` on one file, timed from file to written mask."""
+    from segpipe.pipeline import infer as infer_module
+
+    calls = [0]
+    real_forward = infer_module.SkipEmptyWindows.forward
+
+    def counted(self, x):  # count windows that reach the network
+        calls[0] += int((x.flatten(1).abs().amax(1) > 0).sum())
+        return real_forward(self, x)
+
+    infer_module.SkipEmptyWindows.forward = counted
+    start = time.perf_counter()
+    infer_module.infer(model_dir, [image], out.parent, {"roi_size": [ROI] * 3, "overlap": OVERLAP, "mode": "gaussian",
+                       "sw_batch_size": SW_BATCH, "precision": precision}, overwrite=True, quiet=True)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "windows": calls[0], "peak_rss_mib": _peak_rss_mib()}
+
+
+def dice_vs_reference(pred: Path, ref: Path) -> float:
+    """Mean Dice over labels 1-3 against the manual segmentation."""
+    import nibabel as nib
+    import numpy as np
+
+    from segpipe.reports.metrics import dice
+
+    p = np.asarray(nib.load(str(pred)).dataobj)
+    r = np.asarray(nib.load(str(ref)).dataobj)
+    return float(np.nanmean([dice(p == k, r == k) for k in (1, 2, 3)]))
+
+
+def prepare_model(case_root: Path, work: Path) -> Path:
+    """A model folder with the benchmark's network, trained briefly on the case."""
+    model = work / "model"
+    if (model / "checkpoints" / "best.pt").is_file():
+        return model
+    common = ["--set", "model.filters=16", "--set", "model.depth=4", "--set", "train.patch_size=[64,64,64]"]
+    subprocess.run([sys.executable, "-m", "segpipe", "preprocess", "-i", str(case_root), "-o", str(work / "prepared"), "-q", *common], check=True)
+    subprocess.run([sys.executable, "-m", "segpipe", "fit", "-d", str(work / "prepared"), "-o", str(model), "-q", "--epochs", "1",
+                    "--set", "train.iterations_per_epoch=80", "--set", "train.lr=0.003", "--set", "train.samples_per_volume=2",
+                    "--set", "train.pos_neg_ratio=3", *common], check=True)
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/Task01_BrainTumour_sample")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bench_infer"))
+    parser.add_argument("--one", nargs=2, metavar=("WAY", "PRECISION"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    image = args.case / "imagesTr" / "BRATS_900.nii.gz"
+    model = args.work / "model"
+    if args.one:
+        way, precision = args.one
+        out = args.work / f"{way}_{precision}" / "BRATS_900.nii.gz"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result = (run_plain if way == "plain" else run_segpipe)(image, model, precision, out)
+        result["dice"] = dice_vs_reference(out, args.case / "labelsTr" / "BRATS_900.nii.gz")
+        print(json.dumps(result))
+        return
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    prepare_model(args.case, args.work)
+    gflop = window_gflop(model)
+    peak = bf16_peak_gflops()
+    rows = {}
+    for precision in ("fp32", "bf16"):
+        for way in ("plain", "segpipe"):
+            proc = subprocess.run([sys.executable, __file__, "--case", str(args.case), "--work", str(args.work), "--one", way, precision],
+                                  capture_output=True, text=True, check=True)
+            rows[(way, precision)] = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"\nnetwork: segpipe UNet 16..256 (depth 4), ROI {ROI}^3, overlap {OVERLAP}, gaussian, sw batch {SW_BATCH}; "
+          f"{gflop:.1f} GFLOP per window; bf16 matmul peak {peak:.0f} GFLOP/s\n")
+    print("| precision | way | s/case | speed-up | windows run | GFLOP/s (whole case) | % bf16 peak | peak RSS MiB | Dice vs manual |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for precision in ("fp32", "bf16"):
+        base = rows[("plain", precision)]["seconds"]
+        for way in ("plain", "segpipe"):
+            r = rows[(way, precision)]
+            rate = r["windows"] * gflop / r["seconds"]
+            print(f"| {precision} | {way} | {r['seconds']:.1f} | {base / r['seconds']:.2f}x | {r['windows']} | {rate:.0f} | "
+                  f"{100 * rate / peak:.0f}% | {r['peak_rss_mib']:.0f} | {r['dice']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""segpipe infer: every input form, ensembles, TTA, shards, post-processing, probabilities."""
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segpipe.errors import SegpipeError
+from segpipe.pipeline import infer as infer_module
+from segpipe.pipeline.fit import fit, fit_folds
+from segpipe.pipeline.infer import SkipEmptyWindows, infer, parse_shard
+from segpipe.pipeline.preprocess import preprocess
+from segpipe.transforms.postprocess import keep_largest_component, remove_small_components
+from tests.conftest import shared_data, tiny_config
+
+
+@pytest.fixture(scope="module")
+def slice_dataset(tmp_path_factory):
+    """A 2D slice dataset (PNG pairs named BRATS_<id>_z<k>.png), 3 slices from each of 6 volumes."""
+    from segpipe.data.synthetic import synthetic_case
+
+    root = tmp_path_factory.mktemp("slices")
+    (root / "training_images").mkdir()
+    (root / "training_labels").mkdir()
+    rng = np.random.default_rng(3)
+    for pid in range(6):
+        image, label = synthetic_case(rng, (40, 36, 12))
+        for z in (4, 6, 8):
+            img = np.clip(image[:, :, z, 2] / 3, 0, 255).astype(np.uint8)  # one channel, like the MSD 2D set
+            Image.fromarray(img).save(root / "training_images" / f"BRATS_{pid:03d}_z{z}.png")
+            Image.fromarray(label[:, :, z]).save(root / "training_labels" / f"BRATS_{pid:03d}_z{z}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_2d(slice_dataset, tmp_path_factory):
+    base = tmp_path_factory.mktemp("m2d")
+    cfg = tiny_config(**{"model.spatial_dims": "2", "train.patch_size": "[16,16]", "train.batch_size": "4"})
+    preprocess(slice_dataset, base / "prep", cfg, quiet=True)
+    fit(base / "prep", base / "model", cfg, quiet=True)
+    return base / "model"
+
+
+def test_png_slices_in_png_masks_out(model_2d, slice_dataset, tmp_path):
+    result = infer(model_2d, [slice_dataset / "training_images"], tmp_path / "out", quiet=True)
+    assert len(result.written) == 18
+    for path in result.written:
+        assert path.suffix == ".png"
+        src = np.asarray(Image.open(slice_dataset / "training_images" / path.name))
+        mask = np.asarray(Image.open(path))
+        assert mask.shape == src.shape and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1, 2, 3}
+
+
+def test_png_orientation_round_trips_with_an_oracle(model_2d, slice_dataset, tmp_path, monkeypatch):
+    name = "BRATS_002_z6.png"
+    ref = np.asarray(Image.open(slice_dataset / "training_labels" / name))
+
+    def oracle(segmenter, image, sliding_window):
+        from segpipe.transforms.preprocessing import chain_for
+
+        chain = chain_for(segmenter.plan["preprocess"], "slices", with_label=True)
+        out = chain({"image": str(slice_dataset / "training_images" / name), "label": str(slice_dataset / "training_labels" / name)})
+        return out["label"].as_tensor(), None
+
+    monkeypatch.setattr(infer_module, "predict_labels", oracle)
+    written = infer(model_2d, [slice_dataset / "training_images" / name], tmp_path / "o", quiet=True).written[0]
+    assert np.array_equal(np.asarray(Image.open(written)), ref)
+
+
+def test_2d_model_on_a_volume_runs_slice_by_slice(model_2d, tmp_path):
+    vol = np.random.default_rng(0).uniform(1, 200, (20, 18, 5)).astype(np.float32)
+    affine = np.diag([0.9, 0.9, 3.0, 1.0])
+    nib.save(nib.Nifti1Image(vol, affine), str(tmp_path / "vol.nii.gz"))
+    out = infer(model_2d, [tmp_path / "vol.nii.gz"], tmp_path / "o", quiet=True).written[0]
+    mask = nib.load(str(out))
+    assert mask.shape == (20, 18, 5) and np.allclose(mask.affine, affine)
+
+
+def test_tta_ensemble_shards_and_probabilities(tiny_model, synthetic_dataset, prepared_dataset, tmp_path):
+    plain = infer(tiny_model, [synthetic_dataset], tmp_path / "plain", quiet=True).written
+    tta = infer(tiny_model, [synthetic_dataset], tmp_path / "tta", {"tta": True}, quiet=True, probabilities=True).written
+    assert [p.name for p in plain] == [p.name for p in tta]
+    probs = nib.load(str(tmp_path / "tta" / "SYN_006_probabilities.nii.gz"))
+    src = nib.load(str(synthetic_dataset / "imagesTs" / "SYN_006.nii.gz"))
+    assert probs.shape == (*src.shape[:3], 4) and np.allclose(probs.affine, src.affine)
+    p = np.asarray(probs.dataobj)
+    inside = np.asarray(src.dataobj)[..., 0] > 0
+    assert np.allclose(p[inside].sum(-1), 1.0, atol=1e-3)
+    # shards split the cohort without overlap
+    a = infer(tiny_model, [synthetic_dataset], tmp_path / "s", quiet=True, shard="0/2").written
+    b = infer(tiny_model, [synthetic_dataset], tmp_path / "s", quiet=True, shard="1/2").written
+    assert len(a) == len(b) == 1 and a[0] != b[0]
+    # an ensemble of fold models
+    fit_folds(prepared_dataset, tmp_path / "cv", tiny_config(**{"train.epochs": "1"}), [0, 1], quiet=True)
+    ens = infer(tmp_path / "cv", [synthetic_dataset], tmp_path / "ens", quiet=True).written
+    assert len(ens) == 2
+    with pytest.raises(SegpipeError, match="no fold_7"):
+        infer(tmp_path / "cv", [synthetic_dataset], tmp_path / "ens2", quiet=True, folds="0,7")
+    with pytest.raises(SegpipeError, match="single model folder"):
+        infer(tiny_model, [synthetic_dataset], tmp_path / "x", quiet=True, folds="0")
+
+
+def test_skip_empty_windows_changes_nothing_but_work(tiny_model, synthetic_dataset, tmp_path):
+    on = infer(tiny_model, [synthetic_dataset], tmp_path / "on", {"skip_empty": True}, quiet=True).written
+    off = infer(tiny_model, [synthetic_dataset], tmp_path / "off", {"skip_empty": False}, quiet=True).written
+    for a, b in zip(on, off):
+        agree = np.mean(np.asarray(nib.load(str(a)).dataobj) == np.asarray(nib.load(str(b)).dataobj))
+        assert agree > 0.999
+    net = torch.nn.Conv3d(2, 3, 1)
+    wrapped = SkipEmptyWindows(net, 3)
+    x = torch.zeros(3, 2, 4, 4, 4)
+    x[1] = 1.0
+    out = wrapped(x)
+    assert torch.allclose(out[1], net(x[1:2])[0]) and out[0, 0].min() > 10 and out[0, 1:].abs().max() == 0
+
+
+def test_bf16_precision_and_channels_last_agree_with_fp32(tiny_model, synthetic_dataset, tmp_path):
+    fp32 = infer(tiny_model, [synthetic_dataset], tmp_path / "a", quiet=True).written[0]
+    bf16 = infer(tiny_model, [synthetic_dataset], tmp_path / "b", {"precision": "bf16", "channels_last": True}, quiet=True).written[0]
+    agree = np.mean(np.asarray(nib.load(str(fp32)).dataobj) == np.asarray(nib.load(str(bf16)).dataobj))
+    assert agree > 0.98
+    with pytest.raises(SegpipeError, match="fp16 needs a CUDA device"):
+        infer(tiny_model, [synthetic_dataset], tmp_path / "c", {"precision": "fp16"}, quiet=True)
+
+
+def test_nrrd_in_nrrd_out_with_its_geometry(tiny_model, synthetic_dataset, tmp_path):
+    import itk
+
+    src = nib.load(str(synthetic_dataset / "imagesTs" / "SYN_006.nii.gz"))
+    # a 4-channel vector image; ITK arrays are (z, y, x, channel)
+    image = itk.image_from_array(np.ascontiguousarray(np.asarray(src.dataobj).transpose(2, 1, 0, 3)), is_vector=True)
+    image.SetSpacing((1.1, 0.9, 1.3))
+    image.SetOrigin((5.0, -3.0, 2.0))
+    itk.imwrite(image, str(tmp_path / "case.nrrd"))
+    out = infer(tiny_model, [tmp_path / "case.nrrd"], tmp_path / "o", quiet=True).written[0]
+    assert out.name == "case.nrrd"
+    mask = itk.imread(str(out))
+    assert tuple(mask.GetSpacing()) == pytest.approx((1.1, 0.9, 1.3))
+    assert tuple(mask.GetOrigin()) == pytest.approx((5.0, -3.0, 2.0))
+    assert itk.array_view_from_image(mask).shape == np.asarray(src.dataobj).shape[:3][::-1]
+
+
+def test_postprocessing():
+    labels = np.zeros((10, 10), np.uint8)
+    labels[1:4, 1:4] = 1  # 9 voxels
+    labels[6, 6] = 1  # 1 voxel
+    labels[7:9, 0:2] = 2  # 4 voxels
+    kept = keep_largest_component(labels, [1])
+    assert kept[6, 6] == 0 and kept[2, 2] == 1 and (kept == 2).sum() == 4
+    cleaned = remove_small_components(labels, 5)
+    assert (cleaned == 1).sum() == 9 and (cleaned == 2).sum() == 0
+
+
+def test_shard_parsing():
+    assert parse_shard("1/3") == (1, 3) and parse_shard(None) == (0, 1)
+    for bad in ("3/3", "a/b", "1"):
+        with pytest.raises(SegpipeError, match="--shard"):
+            parse_shard(bad)
+
+
+def test_brats_layout_oracle_returns_the_label_voxel_for_voxel(tmp_path, monkeypatch):
+    root = shared_data("BraTS2021")
+    case = root / "BraTS2021_00006"
+    from segpipe.data import read_dataset
+    from segpipe.data.loading import load_arrays
+
+    ds = read_dataset(root)
+    _, label = load_arrays(ds, ds.training[0])  # BraTS labels mapped to 1 edema, 2 non-enhancing, 3 enhancing
+    cfg = tiny_config(**{"train.epochs": "1", "train.iterations_per_epoch": "1", "train.patch_size": "[32,32,32]"})
+    preprocess(root, tmp_path / "prep", cfg, quiet=True)
+    fit(tmp_path / "prep", tmp_path / "model", cfg, quiet=True)
+    from segpipe.transforms.preprocessing import chain_for
+
+    def oracle(segmenter, image, sliding_window):
+        chain = chain_for(segmenter.plan["preprocess"], "brats", with_label=True, label_mapping=ds.label_mapping)
+        src = [str(p) for p in ds.training[0].images]
+        return chain({"image": src, "label": str(ds.training[0].label)})["label"].as_tensor(), None
+
+    monkeypatch.setattr(infer_module, "predict_labels", oracle)
+    out = infer(tmp_path / "model", [case], tmp_path / "o", quiet=True).written[0]
+    mask = nib.load(str(out))
+    flair = nib.load(str(ds.training[0].images[0]))
+    assert mask.shape == flair.shape and np.allclose(mask.affine, flair.affine)
+    assert np.array_equal(np.asarray(mask.dataobj), label[0].astype(np.uint8))
