@@ -260,6 +260,8 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, epochs: int | Non
               help="Segment only every N-th case starting at the I-th, so N processes or machines split a cohort.")
 @click.option("--probabilities", is_flag=True,
               help="Also write class probabilities (<case>_probabilities.nii.gz, or .npy for slices) in the input's geometry.")
+@click.option("--dicom-seg", is_flag=True,
+              help="For DICOM series inputs, also write a DICOM-SEG (<case>_seg.dcm) referencing the series (needs highdicom).")
 @click.option("--keep-largest", default=None, metavar="LABEL,...",
               help="Keep only the largest connected component of these labels.")
 @click.option("--min-size", type=click.IntRange(min=0), default=None,
@@ -274,7 +276,7 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, epochs: int | Non
 def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_window: bool, roi_size: str | None,
           overlap: float | None, mode: str | None, sw_batch_size: int | None, device: str | None,
           checkpoint: str | None, precision: str | None, threads: int | None, tta: bool | None, folds: str | None,
-          shard: str | None, probabilities: bool, keep_largest: str | None, min_size: int | None,
+          shard: str | None, probabilities: bool, dicom_seg: bool, keep_largest: str | None, min_size: int | None,
           skip_empty: bool | None, channels_last: bool | None, overwrite: bool, labels: Path | None, quiet: bool) -> None:
     """Segment images and write masks with the input's own shape and geometry.
 
@@ -294,7 +296,7 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
         "min_component_size": min_size, "skip_empty": skip_empty, "channels_last": channels_last,
     }
     result = run(model_dir, list(inputs), output_dir, overrides, sliding_window=sliding_window, overwrite=overwrite,
-                 quiet=quiet, folds=folds, shard=shard, probabilities=probabilities)
+                 quiet=quiet, folds=folds, shard=shard, probabilities=probabilities, dicom_seg=dicom_seg)
     if not quiet:
         click.echo(
             f"wrote {len(result.written)} mask(s) to {output_dir}"

@@ -183,3 +183,33 @@ def test_brats_layout_oracle_returns_the_label_voxel_for_voxel(tmp_path, monkeyp
     flair = nib.load(str(ds.training[0].images[0]))
     assert mask.shape == flair.shape and np.allclose(mask.affine, flair.affine)
     assert np.array_equal(np.asarray(mask.dataobj), label[0].astype(np.uint8))
+
+
+def test_dicom_seg_references_the_series(tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    pytest.importorskip("highdicom")
+    from segpipe.pipeline.dicom_seg import write_dicom_seg
+    from tests.test_readers import write_dicom_series
+
+    series = write_dicom_series(tmp_path / "series", n=4, spacing=2.5, shape=(8, 6))
+    labels = np.zeros((6, 8, 4), np.uint8)  # (column, row, slice) as segpipe reads a series
+    labels[1:3, 2:5, 1] = 1
+    labels[4, 6, 3] = 2
+    with pytest.raises(SegpipeError, match="cannot make a DICOM-SEG"):
+        write_dicom_seg(series, labels, {0: "background", 1: "tumour", 2: "edema"}, tmp_path / "seg.dcm")
+    for path in series.iterdir():  # what every clinical series carries
+        ds = pydicom.dcmread(path)
+        ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "Test^Patient", "19700101", "O"
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20260101", "120000", "1", "A1"
+        ds.ReferringPhysicianName, ds.SeriesNumber = "", 1
+        ds.save_as(path)
+    write_dicom_seg(series, labels, {0: "background", 1: "tumour", 2: "edema"}, tmp_path / "seg.dcm")
+    seg = pydicom.dcmread(tmp_path / "seg.dcm")
+    assert seg.Modality == "SEG" and [s.SegmentLabel for s in seg.SegmentSequence] == ["tumour", "edema"]
+    source_uids = {pydicom.dcmread(p).SOPInstanceUID for p in series.iterdir()}
+    referenced = {r.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence for r in s.ReferencedInstanceSequence}
+    assert referenced == source_uids
+    frames = seg.pixel_array  # one binary frame per (segment, slice)
+    assert frames.shape == (8, 8, 6) and int(frames.sum()) == int((labels > 0).sum())
+    # frames run segment by segment, slices by position: the tumour sits at rows 2-4, columns 1-2 of slice 1
+    assert frames[1][2:5, 1:3].all() and frames[1].sum() == 6 and frames[4 + 3][6, 4] == 1

@@ -225,13 +225,15 @@ def infer(
     folds: str | None = None,
     shard: str | None = None,
     probabilities: bool = False,
+    dicom_seg: bool = False,
 ) -> InferResult:
     """Segment every input case into `output_dir`, one mask per case in the input's form.
 
     `overrides` are `infer.*` config keys given on the command line; the rest comes
     from the model folder's config.yaml. Cases whose output exists are skipped unless
     `overwrite`. `shard` "i/n" takes every n-th case from the i-th, so n processes split
-    a cohort without overlap. Each mask is written to a temporary name and renamed into
+    a cohort without overlap. With `dicom_seg`, DICOM series also get a DICOM-SEG
+    (`<case>_seg.dcm`, through highdicom) beside the NIfTI mask. Each mask is written to a temporary name and renamed into
     place, so an interrupted run leaves no partial file.
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -259,6 +261,11 @@ def infer(
         labels, original_affine, probs = segment_case(segmenter, case, sliding_window, probabilities)
         if probs is not None:
             write_probabilities(layout, case.images[0], probs, out / probability_name(case.case_id, layout), original_affine)
+        if dicom_seg and layout == "dicom":
+            from segpipe.pipeline.dicom_seg import write_dicom_seg
+
+            names = {int(k): v for k, v in segmenter.plan["labels"].items()}
+            write_dicom_seg(case.images[0], labels, names, out / f"{case.case_id}_seg.dcm")
         write_mask(layout, case.images[0], labels, target, original_affine)
         result.written.append(target)
     if result.written:
