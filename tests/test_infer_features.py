@@ -211,5 +211,10 @@ def test_dicom_seg_references_the_series(tmp_path):
     assert referenced == source_uids
     frames = seg.pixel_array  # one binary frame per (segment, slice)
     assert frames.shape == (8, 8, 6) and int(frames.sum()) == int((labels > 0).sum())
-    # frames run segment by segment, slices by position: the tumour sits at rows 2-4, columns 1-2 of slice 1
-    assert frames[1][2:5, 1:3].all() and frames[1].sum() == 6 and frames[4 + 3][6, 4] == 1
+    # find each frame by its segment and plane position: slice k of the series lies at z = 2.5 k mm
+    where = {}
+    for i, group in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        z = float(group.PlanePositionSequence[0].ImagePositionPatient[2])
+        where[(int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber), round(z / 2.5))] = frames[i]
+    assert where[(1, 1)][2:5, 1:3].all() and where[(1, 1)].sum() == 6  # tumour: rows 2-4, columns 1-2, slice 1
+    assert where[(2, 3)][6, 4] == 1 and where[(2, 3)].sum() == 1  # edema: row 6, column 4, slice 3
