@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -118,6 +121,40 @@ def _prepare_case(case: Case, settings: dict[str, Any], layout: str, out_dir: Pa
     }
 
 
+def _die_with_parent() -> None:
+    """Worker initializer: end this worker when the process that started it dies.
+
+    Without it, a preprocess run killed with SIGKILL leaves its pool workers behind, idle
+    forever or still writing into the output folder while a re-run works there.
+    """
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:  # portable fallback, and covers a parent that died before prctl
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="segpipe-parent-watch", daemon=True).start()
+
+
+def _remove_partials(out: Path) -> None:
+    """Delete temporary files a killed run left behind (see `segpipe.atomic.atomic_path`)."""
+    for folder in (out, out / CASES_DIR):
+        if folder.is_dir():
+            for path in folder.glob(".*.partial*"):
+                if path.is_file():
+                    path.unlink(missing_ok=True)
+
+
 def _load_manifest(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
@@ -158,6 +195,7 @@ def preprocess(
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise SegpipeError(f"{out}: output folder is not writable")
+    _remove_partials(out)
 
     geometry = [case_geometry(dataset, case) for case in tqdm(dataset.training, desc="fingerprint", unit="case", disable=quiet, leave=False)]
     shapes = [g[0] for g in geometry]
@@ -196,7 +234,7 @@ def preprocess(
 
     bar = tqdm(total=len(todo), desc="preprocess", unit="case", disable=quiet)
     if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
             futures = [pool.submit(_prepare_case, case, settings, layout_of(dataset, case), out, digest) for case, digest in todo]
             for future in futures:
                 entry = future.result()

@@ -21,7 +21,7 @@ from monai.transforms import (
     Spacingd,
 )
 
-from segpipe.transforms.stats import IntensityStatsd
+from segpipe.transforms.stats import Contiguousd, IntensityStatsd, NormalizeNonzeroChannelwised
 
 
 def _nonzero_any_channel(image: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
@@ -72,9 +72,16 @@ def preprocessing_chain(
         steps.append(Orientationd(keys, axcodes=orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))))
     if crop_foreground:
         steps.append(CropForegroundd(keys, source_key="image", select_fn=_nonzero_any_channel, allow_smaller=True))
+    # NIfTI volumes load channel-last in memory and cropping yields a strided view; one copy
+    # of the (smaller) cropped block into channel-first order makes the per-channel masked
+    # statistics and normalisation below several times faster. Values are unchanged.
+    steps.append(Contiguousd(keys))
     if record_stats:
         steps.append(IntensityStatsd("image", mask_key="label" if with_label else None))
-    steps.append(NormalizeIntensityd("image", nonzero=normalize_nonzero, channel_wise=True))
+    if normalize_nonzero:  # MONAI's NormalizeIntensityd(nonzero=True, channel_wise=True), bit for bit, faster
+        steps.append(NormalizeNonzeroChannelwised("image"))
+    else:
+        steps.append(NormalizeIntensityd("image", nonzero=False, channel_wise=True))
     if target_spacing:
         steps.append(Spacingd(keys, pixdim=tuple(float(s) for s in target_spacing), mode=modes))
     if with_label:
