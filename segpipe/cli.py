@@ -270,6 +270,7 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, epochs: int | Non
               help="Skip windows that hold only background (zeros after normalisation). [default: on]")
 @click.option("--channels-last/--no-channels-last", default=None, help="Channels-last memory format. [default: off]")
 @click.option("--overwrite", is_flag=True, help="Replace masks that already exist (they are skipped otherwise).")
+@click.option("--keep-going", is_flag=True, help="Skip a case that cannot be read, go on, and list the skipped cases at the end.")
 @click.option("--labels", type=click.Path(path_type=Path), default=None,
               help="Reference masks (folder or dataset): evaluate the masks in the same run, reports in OUTPUT/evaluation/.")
 @common_options
@@ -277,7 +278,8 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
           overlap: float | None, mode: str | None, sw_batch_size: int | None, device: str | None,
           checkpoint: str | None, precision: str | None, threads: int | None, tta: bool | None, folds: str | None,
           shard: str | None, probabilities: bool, dicom_seg: bool, keep_largest: str | None, min_size: int | None,
-          skip_empty: bool | None, channels_last: bool | None, overwrite: bool, labels: Path | None, quiet: bool) -> None:
+          skip_empty: bool | None, channels_last: bool | None, overwrite: bool, keep_going: bool, labels: Path | None,
+          quiet: bool) -> None:
     """Segment images and write masks with the input's own shape and geometry.
 
     Each image goes through the model's preprocessing, the network (MONAI
@@ -296,13 +298,15 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
         "min_component_size": min_size, "skip_empty": skip_empty, "channels_last": channels_last,
     }
     result = run(model_dir, list(inputs), output_dir, overrides, sliding_window=sliding_window, overwrite=overwrite,
-                 quiet=quiet, folds=folds, shard=shard, probabilities=probabilities, dicom_seg=dicom_seg)
+                 quiet=quiet, folds=folds, shard=shard, probabilities=probabilities, dicom_seg=dicom_seg,
+                 keep_going=keep_going)
     if not quiet:
         click.echo(
             f"wrote {len(result.written)} mask(s) to {output_dir}"
             + (f", {result.seconds_per_case:.1f} s per case" if result.written else "")
             + (f"; skipped {len(result.skipped)} existing (use --overwrite)" if result.skipped else "")
         )
+    _report_failures(result.failed)
     if labels is not None:
         from segpipe.pipeline.evaluate import evaluate as run_evaluate
         from segpipe.pipeline.model_folder import read_model_config
@@ -345,6 +349,16 @@ def evaluate(pred_dir: Path, labels: Path, output_dir: Path, images: Path | None
     if not quiet:
         _print_summary(result.per_patient)
         click.echo(f"reports in {output_dir}: " + ", ".join(f.name for f in result.files))
+
+
+def _report_failures(failed: list) -> None:
+    """List the cases --keep-going skipped, then exit 1 so scripts notice."""
+    if not failed:
+        return
+    click.echo(f"skipped {len(failed)} case(s) that could not be processed:", err=True)
+    for path, message in failed:
+        click.echo(f"  {path}: {' '.join(message.split())}", err=True)
+    raise click.exceptions.Exit(1)
 
 
 def _print_summary(per_patient) -> None:

@@ -218,3 +218,22 @@ def test_dicom_seg_references_the_series(tmp_path):
         where[(int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber), round(z / 2.5))] = frames[i]
     assert where[(1, 1)][2:5, 1:3].all() and where[(1, 1)].sum() == 6  # tumour: rows 2-4, columns 1-2, slice 1
     assert where[(2, 3)][6, 4] == 1 and where[(2, 3)].sum() == 1  # edema: row 6, column 4, slice 3
+
+
+def test_keep_going_skips_bad_cases_and_lists_them(tiny_model, synthetic_dataset, tmp_path):
+    from click.testing import CliRunner
+
+    from segpipe.cli import cli
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("SYN_006.nii.gz", "SYN_007.nii.gz"):
+        (inputs / name).write_bytes((synthetic_dataset / "imagesTs" / name).read_bytes())
+    (inputs / "BROKEN.nii.gz").write_text("not an image")
+    out = tmp_path / "out"
+    strict = CliRunner().invoke(cli, ["infer", "-m", str(tiny_model), "-i", str(inputs), "-o", str(out), "-q"])
+    assert strict.exit_code == 1 and "BROKEN.nii.gz" in strict.output
+    result = CliRunner().invoke(cli, ["infer", "-m", str(tiny_model), "-i", str(inputs), "-o", str(out), "-q", "--keep-going"])
+    assert result.exit_code == 1
+    assert "skipped 1 case(s)" in result.output and "BROKEN.nii.gz" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["SYN_006.nii.gz", "SYN_007.nii.gz"]

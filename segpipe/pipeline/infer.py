@@ -33,6 +33,7 @@ class InferResult:
 
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # with keep_going: (input, error)
     seconds_per_case: float = 0.0
 
 
@@ -226,6 +227,7 @@ def infer(
     shard: str | None = None,
     probabilities: bool = False,
     dicom_seg: bool = False,
+    keep_going: bool = False,
 ) -> InferResult:
     """Segment every input case into `output_dir`, one mask per case in the input's form.
 
@@ -233,7 +235,8 @@ def infer(
     from the model folder's config.yaml. Cases whose output exists are skipped unless
     `overwrite`. `shard` "i/n" takes every n-th case from the i-th, so n processes split
     a cohort without overlap. With `dicom_seg`, DICOM series also get a DICOM-SEG
-    (`<case>_seg.dcm`, through highdicom) beside the NIfTI mask. Each mask is written to a temporary name and renamed into
+    (`<case>_seg.dcm`, through highdicom) beside the NIfTI mask. With `keep_going`, a case
+    that fails with a user error is recorded in `failed` and the run goes on. Each mask is written to a temporary name and renamed into
     place, so an interrupted run leaves no partial file.
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -258,7 +261,13 @@ def infer(
         if target.exists() and not overwrite:
             result.skipped.append(target)
             continue
-        labels, original_affine, probs = segment_case(segmenter, case, sliding_window, probabilities)
+        try:
+            labels, original_affine, probs = segment_case(segmenter, case, sliding_window, probabilities)
+        except SegpipeError as exc:
+            if not keep_going:
+                raise
+            result.failed.append((case.images[0], str(exc)))
+            continue
         if probs is not None:
             write_probabilities(layout, case.images[0], probs, out / probability_name(case.case_id, layout), original_affine)
         if dicom_seg and layout == "dicom":
