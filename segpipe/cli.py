@@ -130,12 +130,13 @@ def cli() -> None:
               help="Parallel worker processes. [default: all cores]")
 @click.option("--layout", type=click.Choice(["decathlon", "brats", "slices", "figshare", "generic", "dicom"]),
               default=None, help="Dataset layout (preprocess.layout). [default: detected]")
+@click.option("--keep-going", is_flag=True, help="Skip a case that cannot be preprocessed, go on, and list the skipped cases at the end.")
 @click.option("--verify-only", is_flag=True,
               help="Only check the dataset (missing files, shape/spacing/affine mismatches, undeclared labels, "
                    "NaN/Inf, channel counts, duplicate ids, empty labels) and print the report; exit 1 if unusable.")
 @config_options
 @common_options
-def preprocess(input_dir: Path, output_dir: Path | None, workers: int | None, layout: str | None, verify_only: bool,
+def preprocess(input_dir: Path, output_dir: Path | None, workers: int | None, layout: str | None, keep_going: bool, verify_only: bool,
                config_path: str | None, overrides: tuple[str, ...], quiet: bool) -> None:
     """Verify, fingerprint, normalise and cache a dataset.
 
@@ -165,7 +166,7 @@ def preprocess(input_dir: Path, output_dir: Path | None, workers: int | None, la
     if output_dir is None:
         raise SegpipeError("option --output: required unless --verify-only")
     started = time.perf_counter()
-    result = run(input_dir, output_dir, cfg, workers=workers or os.cpu_count() or 1, quiet=quiet)
+    result = run(input_dir, output_dir, cfg, workers=workers or os.cpu_count() or 1, quiet=quiet, keep_going=keep_going)
     if not quiet:
         plan = result.plan
         click.echo(
@@ -175,6 +176,7 @@ def preprocess(input_dir: Path, output_dir: Path | None, workers: int | None, la
             f"  plan:     {output_dir / 'plan.json'}\n  splits:   {output_dir / 'splits.json'}\n"
             f"  manifest: {output_dir / 'manifest.json'}"
         )
+    _report_failures(result.failed)
 
 
 @cli.command()

@@ -77,3 +77,27 @@ def test_load_prepared_errors(tmp_path):
     (tmp_path / "p").mkdir()
     with pytest.raises(SegpipeError, match="plan.json: missing"):
         load_prepared(tmp_path / "p")
+
+
+def test_keep_going_leaves_bad_cases_out(synthetic_dataset, tmp_path):
+    from click.testing import CliRunner
+
+    from segpipe.cli import cli
+
+    data = shutil.copytree(synthetic_dataset, tmp_path / "ds")
+    (data / "imagesTr" / "SYN_004.nii.gz").write_text("truncated")
+    img = nib.load(str(data / "labelsTr" / "SYN_001.nii.gz"))
+    arr = np.asarray(img.dataobj).copy()
+    arr[tuple(np.argwhere(arr == 1)[0])] = 9  # inside the brain, so the crop keeps it
+    nib.save(nib.Nifti1Image(arr, img.affine), str(data / "labelsTr" / "SYN_001.nii.gz"))
+    strict = CliRunner().invoke(cli, ["preprocess", "-i", str(data), "-o", str(tmp_path / "p1"), "-q", "--workers", "1"])
+    assert strict.exit_code == 1 and strict.output.count("\n") == 1
+    result = CliRunner().invoke(cli, ["preprocess", "-i", str(data), "-o", str(tmp_path / "p2"), "-q", "--keep-going", "--workers", "1"])
+    assert result.exit_code == 1
+    assert "skipped 2 case(s)" in result.output and "SYN_004" in result.output and "SYN_001" in result.output
+    _, splits, manifest = load_prepared(tmp_path / "p2")
+    assert sorted(manifest["cases"]) == ["SYN_000", "SYN_002", "SYN_003", "SYN_005"]
+    assert sorted(c for f in splits for c in f["val"]) == sorted(manifest["cases"])
+    assert sorted(p.name for p in (tmp_path / "p2" / "cases").iterdir()) == sorted(
+        f"{c}_{k}.npy" for c in manifest["cases"] for k in ("image", "label")
+    )

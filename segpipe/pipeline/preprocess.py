@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ class PreprocessResult:
     cases: int
     reused: int
     plan: dict[str, Any]
+    failed: list[tuple[str, str]] = field(default_factory=list)  # with keep_going: (case id, error)
 
 
 def file_digest(paths: list[Path]) -> str:
@@ -181,12 +182,15 @@ def preprocess(
     *,
     workers: int = 1,
     quiet: bool = False,
+    keep_going: bool = False,
 ) -> PreprocessResult:
     """Read, fingerprint, preprocess and cache a dataset into `output_dir`.
 
     Re-running is incremental: a case whose sources and settings are unchanged (same
     content hash) is reused from the cache. Every file is written atomically and the
     manifest is updated after each case, so an interrupted run resumes where it stopped.
+    With `keep_going`, a case that fails with a user error is left out (and listed in the
+    result's `failed`) instead of stopping the run.
     """
     dataset = open_dataset(dataset_dir, cfg)
     if not dataset.training:
@@ -197,7 +201,22 @@ def preprocess(
         raise SegpipeError(f"{out}: output folder is not writable")
     _remove_partials(out)
 
-    geometry = [case_geometry(dataset, case) for case in tqdm(dataset.training, desc="fingerprint", unit="case", disable=quiet, leave=False)]
+    failed: list[tuple[str, str]] = []
+
+    def fail(case: Case, exc: SegpipeError) -> None:
+        if not keep_going:
+            raise exc
+        failed.append((case.case_id, str(exc)))
+
+    geometry = []
+    for case in tqdm(list(dataset.training), desc="fingerprint", unit="case", disable=quiet, leave=False):
+        try:
+            geometry.append(case_geometry(dataset, case))
+        except SegpipeError as exc:
+            fail(case, exc)
+            dataset.training.remove(case)
+    if not dataset.training:
+        raise SegpipeError(f"{dataset_dir}: no case could be read ({len(failed)} failed)")
     shapes = [g[0] for g in geometry]
     spacings = [g[1] for g in geometry]
     if dataset.spatial_dims == 2:
@@ -236,24 +255,38 @@ def preprocess(
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
             futures = [pool.submit(_prepare_case, case, settings, layout_of(dataset, case), out, digest) for case, digest in todo]
-            for future in futures:
-                entry = future.result()
+            for (case, _), future in zip(todo, futures):
+                try:
+                    entry = future.result()
+                except SegpipeError as exc:
+                    fail(case, exc)
+                    continue
                 entries[entry["case_id"]] = entry
                 save_manifest()
                 bar.update()
     else:
         for case, digest in todo:
-            entry = _prepare_case(case, settings, layout_of(dataset, case), out, digest)
+            try:
+                entry = _prepare_case(case, settings, layout_of(dataset, case), out, digest)
+            except SegpipeError as exc:
+                fail(case, exc)
+                continue
             entries[entry["case_id"]] = entry
             save_manifest()
             bar.update()
     bar.close()
 
-    order = [c.case_id for c in dataset.training]
-    entries = {cid: entries[cid] for cid in order}
+    for entry in list(entries.values()):
+        try:
+            _check_labels(entry, dataset.labels)
+        except SegpipeError as exc:
+            fail(next(c for c in dataset.training if c.case_id == entry["case_id"]), exc)
+            del entries[entry["case_id"]]
+    survivors = [c for c in dataset.training if c.case_id in entries]
+    if not survivors:
+        raise SegpipeError(f"{dataset_dir}: no case could be preprocessed ({len(failed)} failed)")
+    entries = {c.case_id: entries[c.case_id] for c in survivors}
     save_manifest(force=True)
-    for entry in entries.values():
-        _check_labels(entry, dataset.labels)
     _remove_orphans(out, entries)
 
     plan = build_plan(
@@ -274,9 +307,11 @@ def preprocess(
     )
     plan["source"] = str(Path(dataset_dir).resolve())
     write_json(out / "plan.json", plan)
-    splits = dataset_folds(dataset) or patient_folds(dataset.training, cfg.preprocess.folds, cfg.preprocess.seed)
+    if failed:
+        dataset.training = survivors
+    splits = dataset_folds(dataset) or patient_folds(survivors, cfg.preprocess.folds, cfg.preprocess.seed)
     write_json(out / "splits.json", splits)
-    return PreprocessResult(output=out, cases=len(entries), reused=reused, plan=plan)
+    return PreprocessResult(output=out, cases=len(entries), reused=reused, plan=plan, failed=failed)
 
 
 def _remove_orphans(out: Path, entries: dict[str, dict[str, Any]]) -> None:
