@@ -402,6 +402,11 @@ def demo(output_dir: Path, cases: int, epochs: int | None, seed: int, quiet: boo
             click.echo(f"  {name:<12} {path}")
 
 
+from segpipe.cli_export import export  # noqa: E402 - defined beside, registered here
+
+cli.add_command(export)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="segpipe")
