@@ -149,3 +149,21 @@ def test_hd95_conventions_and_pooling():
     tally.add(a, np.zeros_like(a), (1.0, 1.0))
     scores = tally.scores()
     assert scores["dice"] == pytest.approx(2 * 9 / (18 + 9)) and scores["precision"] == pytest.approx(0.5)
+
+
+def test_figshare_slices_pool_by_pid(tmp_path):
+    root = shared_data("figshare_format_lgg")
+    from segpipe.data import read_dataset
+    from segpipe.data.loading import load_arrays
+
+    ds = read_dataset(root)
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for case in ds.training[:30]:
+        _, label = load_arrays(ds, case)  # (1, rows, cols) as MATLAB shows it
+        Image.fromarray(label[0].astype(np.uint8)).save(preds / f"{case.case_id}.png")
+    result = evaluate(preds, root, tmp_path / "out")
+    patients = {c.patient for c in ds.training[:30]}
+    assert set(result.per_patient["patient"]) == patients and len(result.per_case) == 30
+    assert "dice_tumour" in result.per_patient.columns
+    assert (result.per_patient["dice_tumour"] == 1.0).all()

@@ -67,8 +67,10 @@ def reference_masks(labels: Path, patient_pattern: str | None = None) -> tuple[d
         raise SegpipeError(f"{labels}: no such file or folder")
     if not labels.is_dir():
         raise SegpipeError(f"{labels}: expected a folder of reference masks or a dataset folder")
+    from segpipe.data import detect_layout
+
     files = sorted(p for p in labels.iterdir() if is_mask_file(p))
-    if files and not (labels / "dataset.json").is_file():
+    if files and detect_layout(labels) is None:
         pattern = re.compile(patient_pattern) if patient_pattern else None
         refs = {}
         for path in files:
