@@ -16,9 +16,14 @@ from segpipe.errors import SegpipeError
 
 
 def _quiet_libraries() -> None:
-    """Silence import-time chatter of optional MONAI back-ends that users cannot act on."""
+    """Silence import-time chatter of optional MONAI back-ends that users cannot act on
+    (unless --verbose)."""
     import logging
     import warnings
+
+    if _meta("segpipe.verbose"):
+        logging.basicConfig(level=logging.INFO)
+        return
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     for name in ("monai", "nvimgcodec", "monai.data.image_reader"):
@@ -60,13 +65,41 @@ def _set_meta(key: str):
 
 
 def common_options(func):
-    """--quiet and --debug on every command."""
+    """--quiet, --verbose, --json and --debug on every command."""
     func = click.option(
         "--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_meta("segpipe.debug"),
         help="Show the full traceback of an error instead of one line.",
     )(func)
+    func = click.option(
+        "--json", "as_json", is_flag=True, expose_value=False, is_eager=True, callback=_set_meta("segpipe.json"),
+        help="Print a machine-readable JSON summary on standard output (no progress bars, no tables).",
+    )(func)
+    func = click.option(
+        "--verbose", "-v", is_flag=True, expose_value=False, is_eager=True, callback=_set_meta("segpipe.verbose"),
+        help="Also show the warnings and log messages of MONAI and the other libraries.",
+    )(func)
     func = click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables; errors only.")(func)
     return func
+
+
+def _meta(key: str) -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.meta.get(key))
+
+
+def _silent(quiet: bool) -> bool:
+    """Progress bars and tables off: --quiet, or --json (standard output is for the JSON)."""
+    return quiet or _meta("segpipe.json")
+
+
+def _emit_json(summary: dict[str, Any]) -> bool:
+    """With --json, print `summary` and return True (the caller then prints no text)."""
+    if not _meta("segpipe.json"):
+        return False
+    import json
+
+    click.echo(json.dumps(summary, indent=2, default=str))
+    return True
 
 
 def config_options(func):
@@ -153,13 +186,18 @@ def preprocess(input_dir: Path, output_dir: Path | None, workers: int | None, la
     from segpipe.pipeline.preprocess import open_dataset
     from segpipe.pipeline.preprocess import preprocess as run
 
+    quiet = _silent(quiet)
     extra = (*overrides, f"preprocess.layout={layout}") if layout else overrides
     cfg = _config(config_path, extra)
     if verify_only:
         from segpipe.data.verify import verify_dataset
 
         report = verify_dataset(open_dataset(input_dir, cfg), progress=not quiet)
-        click.echo(report.format())
+        summary = {"usable": report.usable, "cases": report.cases,
+                   "errors": [{"path": str(f.path), "message": f.message} for f in report.errors],
+                   "warnings": [{"path": str(f.path), "message": f.message} for f in report.warnings]}
+        if not _emit_json(summary):
+            click.echo(report.format())
         if not report.usable:
             raise click.exceptions.Exit(1)
         return
@@ -167,7 +205,11 @@ def preprocess(input_dir: Path, output_dir: Path | None, workers: int | None, la
         raise SegpipeError("option --output: required unless --verify-only")
     started = time.perf_counter()
     result = run(input_dir, output_dir, cfg, workers=workers or os.cpu_count() or 1, quiet=quiet, keep_going=keep_going)
-    if not quiet:
+    if _emit_json({"output": result.output, "cases": result.cases, "reused": result.reused,
+                   "seconds": round(time.perf_counter() - started, 2), "target_spacing": result.plan["target_spacing"],
+                   "patch_size": result.plan["patch_size"], "failed": [{"case": c, "error": e} for c, e in result.failed]}):
+        pass
+    elif not quiet:
         plan = result.plan
         click.echo(
             f"prepared {result.cases} case(s) ({result.reused} reused from the cache) in "
@@ -212,6 +254,7 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, epochs: int | Non
     from segpipe.pipeline.fit import fit_folds
     from segpipe.pipeline.preprocess import load_prepared
 
+    quiet = _silent(quiet)
     all_folds = fold == "all"
     if fold is not None and not all_folds and not fold.isdigit():
         raise SegpipeError(f"option --fold: expected a fold number or 'all', got {fold!r}")
@@ -230,7 +273,11 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, epochs: int | Non
         results = fit_folds(prepared_dir, model_dir, cfg, folds, resume=resume, quiet=quiet)
     else:
         results = [run(prepared_dir, model_dir, cfg, resume=resume, quiet=quiet, epochs_this_run=epochs_this_run)]
-    if not quiet:
+    if _emit_json({"models": [{"model_dir": r.model_dir, "epochs": r.epochs, "best_epoch": r.best_epoch,
+                               "best_val_dice": None if r.best_metric != r.best_metric else r.best_metric,
+                               "stopped_early": r.stopped_early} for r in results]}):
+        pass
+    elif not quiet:
         for result in results:
             best = (f"best validation Dice {result.best_metric:.4f} at epoch {result.best_epoch}"
                     if result.best_metric == result.best_metric else "no validation cases in this fold")
@@ -293,6 +340,7 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
     _quiet_libraries()
     from segpipe.pipeline.infer import infer as run
 
+    quiet = _silent(quiet)
     overrides = {
         "roi_size": _parse_ints(roi_size, "--roi-size"), "overlap": overlap, "mode": mode,
         "sw_batch_size": sw_batch_size, "device": device, "checkpoint": checkpoint, "precision": precision,
@@ -302,7 +350,12 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
     result = run(model_dir, list(inputs), output_dir, overrides, sliding_window=sliding_window, overwrite=overwrite,
                  quiet=quiet, folds=folds, shard=shard, probabilities=probabilities, dicom_seg=dicom_seg,
                  keep_going=keep_going)
-    if not quiet:
+    summary: dict[str, Any] = {"written": result.written, "skipped_existing": result.skipped,
+                               "failed": [{"input": p, "error": e} for p, e in result.failed],
+                               "seconds_per_case": round(result.seconds_per_case, 3)}
+    if labels is None and _emit_json(summary):
+        pass
+    elif not quiet:
         click.echo(
             f"wrote {len(result.written)} mask(s) to {output_dir}"
             + (f", {result.seconds_per_case:.1f} s per case" if result.written else "")
@@ -316,7 +369,10 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
         model_cfg = read_model_config(next(iter(sorted(model_dir.glob("fold_*"))), model_dir) if not (model_dir / "config.yaml").is_file() else model_dir)
         names = {int(k): v for k, v in model_cfg[1]["labels"].items()}
         report = run_evaluate(output_dir, labels, output_dir / "evaluation", model_cfg[0].evaluate, names, quiet=quiet)
-        if not quiet:
+        summary["evaluation"] = _evaluation_summary(report)
+        if _emit_json(summary):
+            pass
+        elif not quiet:
             _print_summary(report.per_patient)
             click.echo(f"reports in {output_dir / 'evaluation'}")
 
@@ -346,11 +402,21 @@ def evaluate(pred_dir: Path, labels: Path, output_dir: Path, images: Path | None
     _quiet_libraries()
     from segpipe.pipeline.evaluate import evaluate as run
 
+    quiet = _silent(quiet)
     cfg = _config(config_path, overrides)
     result = run(pred_dir, labels, output_dir, cfg.evaluate, images=images, model_dir=model_dir, quiet=quiet)
-    if not quiet:
+    if _emit_json(_evaluation_summary(result)):
+        pass
+    elif not quiet:
         _print_summary(result.per_patient)
         click.echo(f"reports in {output_dir}: " + ", ".join(f.name for f in result.files))
+
+
+def _evaluation_summary(result: Any) -> dict[str, Any]:
+    """Patients, files and the mean of every per-patient column, for --json."""
+    means = result.summary.set_index("metric")["mean"]
+    return {"patients": int(len(result.per_patient)), "files": result.files,
+            "mean": {k: (None if v != v else float(v)) for k, v in means.items()}}
 
 
 def _report_failures(failed: list) -> None:

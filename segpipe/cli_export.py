@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from segpipe.cli import _quiet_libraries, common_options
+from segpipe.cli import _emit_json, _quiet_libraries, _silent, common_options
 
 
 @click.command()
@@ -39,8 +39,11 @@ def export(model_dir: Path, fmt: str, output: Path, checkpoint: str | None, over
     _quiet_libraries()
     from segpipe.pipeline.export import export as run
 
+    quiet = _silent(quiet)
     result = run(model_dir, fmt, output, checkpoint=checkpoint, overwrite=overwrite)
-    if not quiet:
+    if _emit_json({"format": fmt, "output": result.output, "files": result.files, "max_abs_diff": result.max_abs_diff}):
+        pass
+    elif not quiet:
         shape = "x".join(str(s) for s in result.input_shape)
         click.echo(f"exported {fmt} to {result.output} (checked on a {shape} input and an odd size: "
                    f"max |difference| {result.max_abs_diff:.2e})")

@@ -98,3 +98,20 @@ def test_pipeline_through_the_cli(synthetic_dataset, tmp_path):
     assert result.exit_code == 0, result.output
     assert "SYN_006" in result.output and (rep / "per_patient.csv").is_file()
     _assert_one_line_error(run("fit", "-d", prepared, "-o", model, "--epochs", "1", "-q"), "already holds a trained model")
+
+
+def test_json_summaries_are_machine_readable(synthetic_dataset, tiny_model, tmp_path):
+    prep = run("preprocess", "-i", synthetic_dataset, "-o", tmp_path / "prep", "--json", "--set", "preprocess.folds=3")
+    assert prep.exit_code == 0, prep.output
+    summary = json.loads(prep.output)
+    assert summary["cases"] == 6 and summary["failed"] == [] and len(summary["target_spacing"]) == 3
+    verify = json.loads(run("preprocess", "-i", synthetic_dataset, "--verify-only", "--json").output)
+    assert verify["usable"] is True and verify["cases"] == 8  # 6 training + 2 test cases
+    inf = run("infer", "-m", tiny_model, "-i", synthetic_dataset, "-o", tmp_path / "pred", "--json",
+              "--labels", synthetic_dataset / "labelsTs")
+    assert inf.exit_code == 0, inf.output
+    summary = json.loads(inf.output)
+    assert len(summary["written"]) == 2 and summary["evaluation"]["patients"] == 2
+    assert 0.0 <= summary["evaluation"]["mean"]["dice_mean"] <= 1.0
+    ev = json.loads(run("evaluate", "-p", tmp_path / "pred", "-l", synthetic_dataset / "labelsTs", "-o", tmp_path / "rep", "--json").output)
+    assert ev["patients"] == 2 and any(str(f).endswith("per_patient.csv") for f in ev["files"])
