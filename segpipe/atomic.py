@@ -12,6 +12,10 @@ from typing import Any
 
 import yaml
 
+from segpipe.errors import SegpipeError
+
+PARTIAL = ".partial"  # marks a temporary file: `.<name>.<pid>.<random>.partial<suffixes>`
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -22,20 +26,59 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     `path` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) if path.suffixes else ""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=f"{PARTIAL}{suffix}", dir=path.parent)
+    except OSError as exc:
+        raise SegpipeError(f"{path.parent}: cannot write to the folder ({exc.strerror or exc})") from exc
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the user's usual mode
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the user's usual mode
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a quota, a read-only file system: name the file, not the temporary
+        raise SegpipeError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_stale_partials(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that killed processes left in `folder` (not in sub-folders).
+
+    A temporary file whose writer (the PID in its name) is still running is kept, so two
+    processes writing into one folder at once do not delete each other's work. Returns
+    the paths removed.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.glob(f".*{PARTIAL}*"):
+        if path.is_file() and not _writer_alive(path):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _writer_alive(path: Path) -> bool:
+    """Whether the process named in a temporary file's name is running (False if none is named)."""
+    parts = path.name.split(".")
+    where = parts.index(PARTIAL[1:]) if PARTIAL[1:] in parts else -1
+    pid = int(parts[where - 2]) if where >= 3 and parts[where - 2].isdigit() else None
+    if pid is None or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _umask() -> int:

@@ -22,6 +22,7 @@ from segpipe.errors import SegpipeError
 DEFAULT_PATIENT_PATTERN = r"^(?P<patient>BRATS_\d+)_z\d+"
 DEFAULT_LABELS = {0: "background", 1: "edema", 2: "non-enhancing tumour", 3: "enhancing tumour"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+COLOUR_TYPES = {2: "RGB", 4: "grayscale+alpha", 6: "RGBA"}  # refused: several channels per pixel
 
 
 def is_slices_folder(root: Path) -> bool:
@@ -35,11 +36,17 @@ def _pngs(folder: Path) -> list[Path]:
 def _check_png(path: Path) -> None:
     try:
         with open(path, "rb") as fh:
-            head = fh.read(8)
+            head = fh.read(26)
     except OSError as exc:
         raise SegpipeError(f"{path}: cannot read ({exc})") from None
-    if head != PNG_SIGNATURE:
+    if head[:8] != PNG_SIGNATURE:
         raise SegpipeError(f"{path}: not a PNG file (bad signature)")
+    # IHDR: length, "IHDR", width, height, bit depth, colour type (PNG spec 11.2.2)
+    if len(head) >= 26 and head[12:16] == b"IHDR" and head[25] in COLOUR_TYPES:
+        raise SegpipeError(
+            f"{path}: PNG in {COLOUR_TYPES[head[25]]} colour mode; slices must be single-channel grayscale "
+            "(or palette) images, e.g. convert with PIL.Image.open(path).convert('L')"
+        )
 
 
 def _cases(images_dir: Path, labels_dir: Path | None, pattern: re.Pattern[str], *, need_labels: bool) -> list[Case]:

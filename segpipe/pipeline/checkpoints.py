@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 import random
+import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -51,15 +53,32 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise SegpipeError(f"{path}: checkpoint not found")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. torch's note on a foreign pickle protocol: the error says it all
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
-        raise SegpipeError(f"{path}: refused to load: the checkpoint holds more than weights ({first})") from None
+        raise SegpipeError(
+            f"{path}: refused to load: the checkpoint holds more than weights ({_unsafe_reason(exc)}); "
+            "segpipe loads only tensors and plain data, so a checkpoint can never run code"
+        ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
         raise SegpipeError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise SegpipeError(f"{path}: not a segpipe checkpoint")
     return data
+
+
+def _unsafe_reason(exc: Exception) -> str:
+    """The part of torch's weights-only refusal that says what was found (not its advice to
+    load with `weights_only=False`, which would run the code)."""
+    text = str(exc)
+    found = re.search(r"unsupported GLOBAL ([\w.]+)", text, re.IGNORECASE)
+    if found:
+        return f"a reference to {found.group(1)}"
+    found = re.search(r"Unsupported (?:global|operand)[^\n.]*", text, re.IGNORECASE)
+    if found:
+        return found.group(0).strip()
+    return "objects other than tensors and plain data"
 
 
 def check_compatible(path: Path, checkpoint: dict[str, Any], network: dict[str, Any], labels: dict[str, str]) -> None:
