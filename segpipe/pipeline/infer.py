@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from tqdm import tqdm
 
+from segpipe.atomic import remove_stale_partials
 from segpipe.config import InferConfig, merge_dict
 from segpipe.data.case import Case
 from segpipe.data.inputs import discover_inputs
@@ -167,6 +169,8 @@ def segment_case(segmenter: Segmenter, case: Case, sliding_window: bool, with_pr
         root = exc
         while root.__cause__ is not None:
             root = root.__cause__
+        if isinstance(root, SegpipeError):
+            raise root from None
         first = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
         raise SegpipeError(f"{case.images[0]}: cannot read image ({first})") from None
     channels = data["image"].shape[0]
@@ -248,9 +252,10 @@ def infer(
     out = Path(output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".segpipe-write-test-{id(out)}"
+        probe = out / f".segpipe-write-test-{os.getpid()}"
         probe.touch()
         probe.unlink()
+        remove_stale_partials(out)  # left by a run killed mid-write; live writers' files are kept
     except OSError as exc:
         raise SegpipeError(f"{out}: cannot write to the output folder ({exc.strerror})") from None
     result = InferResult()

@@ -166,6 +166,13 @@ def _load_manifest(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _check_channels(entry: dict[str, Any], modalities: int) -> None:
+    if entry["channels"] != modalities:
+        raise SegpipeError(
+            f"{entry['sources'][0]}: has {entry['channels']} channel(s), the dataset declares {modalities} modalities"
+        )
+
+
 def _check_labels(entry: dict[str, Any], declared: dict[int, str]) -> None:
     undeclared = sorted(int(v) for v in entry["label_counts"] if int(v) not in declared)
     if undeclared:
@@ -279,6 +286,7 @@ def preprocess(
     for entry in list(entries.values()):
         try:
             _check_labels(entry, dataset.labels)
+            _check_channels(entry, len(dataset.modalities))
         except SegpipeError as exc:
             fail(next(c for c in dataset.training if c.case_id == entry["case_id"]), exc)
             del entries[entry["case_id"]]

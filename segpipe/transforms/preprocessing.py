@@ -21,6 +21,7 @@ from monai.transforms import (
     Spacingd,
 )
 
+from segpipe.transforms.checks import CheckCased
 from segpipe.transforms.stats import Contiguousd, IntensityStatsd, NormalizeNonzeroChannelwised
 
 
@@ -64,7 +65,7 @@ def preprocessing_chain(
     steps: list = [LoadImaged("image", reader=image_reader, image_only=True)]
     if with_label:
         steps.append(LoadImaged("label", reader=label_reader, image_only=True))
-    steps += [EnsureChannelFirstd(keys), EnsureTyped(keys, dtype=torch.float32, track_meta=True)]
+    steps += [EnsureChannelFirstd(keys), EnsureTyped(keys, dtype=torch.float32, track_meta=True), CheckCased()]
     if with_label and label_mapping:
         src = sorted(label_mapping)
         steps.append(MapLabelValued("label", orig_labels=src, target_labels=[label_mapping[k] for k in src], dtype=np.float32))
