@@ -7,3 +7,16 @@ class SegpipeError(Exception):
     The message should name the file or option and say what is wrong (and, where it
     helps, how to fix it).
     """
+
+
+def reader_error(exc: BaseException, path: object, what: str) -> SegpipeError:
+    """One clear line from whatever a reader raised: MONAI wraps reader errors in
+    RuntimeError, so the root cause is found and named; a SegpipeError passes through."""
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    if isinstance(root, SegpipeError):
+        return root
+    text = str(root).strip()
+    first = text.splitlines()[0] if text else type(root).__name__
+    return SegpipeError(f"{path}: {what} ({first})")

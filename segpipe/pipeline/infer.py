@@ -19,7 +19,7 @@ from segpipe.atomic import remove_stale_partials
 from segpipe.config import InferConfig, merge_dict
 from segpipe.data.case import Case
 from segpipe.data.inputs import discover_inputs
-from segpipe.errors import SegpipeError
+from segpipe.errors import SegpipeError, reader_error
 from segpipe.pipeline.model_folder import ModelFolder, load_model_folder
 from segpipe.pipeline.writers import output_name, probability_name, write_mask, write_probabilities
 from segpipe.transforms.postprocess import postprocess
@@ -165,14 +165,8 @@ def segment_case(segmenter: Segmenter, case: Case, sliding_window: bool, with_pr
     source = str(case.images[0]) if len(case.images) == 1 else [str(p) for p in case.images]
     try:
         data = chain({"image": source})
-    except Exception as exc:  # MONAI wraps reader errors in RuntimeError
-        root = exc
-        while root.__cause__ is not None:
-            root = root.__cause__
-        if isinstance(root, SegpipeError):
-            raise root from None
-        first = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
-        raise SegpipeError(f"{case.images[0]}: cannot read image ({first})") from None
+    except Exception as exc:  # any reader failure is a bad file
+        raise reader_error(exc, case.images[0], "cannot read image") from None
     channels = data["image"].shape[0]
     if channels != segmenter.network["in_channels"]:
         raise SegpipeError(

@@ -22,7 +22,7 @@ from segpipe.config import Config
 from segpipe.data import Case, read_dataset
 from segpipe.data.dataset import Dataset
 from segpipe.data.loading import layout_of
-from segpipe.errors import SegpipeError
+from segpipe.errors import SegpipeError, reader_error
 from segpipe.pipeline.plan import build_plan, case_geometry, median_spacing
 from segpipe.pipeline.splits import dataset_folds, patient_folds
 
@@ -89,14 +89,8 @@ def _prepare_case(case: Case, settings: dict[str, Any], layout: str, out_dir: Pa
     source = str(case.images[0]) if len(case.images) == 1 else [str(p) for p in case.images]
     try:
         data = chain({"image": source, "label": str(case.label)})
-    except Exception as exc:  # MONAI wraps reader errors in RuntimeError
-        root = exc
-        while root.__cause__ is not None:
-            root = root.__cause__
-        if isinstance(root, SegpipeError):
-            raise root from None
-        first = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
-        raise SegpipeError(f"{case.images[0]}: cannot preprocess case {case.case_id} ({first})") from None
+    except Exception as exc:  # any reader failure is a bad file
+        raise reader_error(exc, case.images[0], f"cannot preprocess case {case.case_id}") from None
     image = np.ascontiguousarray(torch.as_tensor(data["image"]).numpy().astype(np.float32))
     label = np.ascontiguousarray(torch.as_tensor(data["label"]).numpy().astype(np.uint8))
     if image.shape[1:] != label.shape[1:]:
@@ -259,28 +253,24 @@ def preprocess(
             last_save[0] = time.monotonic()
 
     bar = tqdm(total=len(todo), desc="preprocess", unit="case", disable=quiet)
+    def collect(case: Case, result: Any) -> None:
+        try:
+            entry = result()
+        except SegpipeError as exc:
+            fail(case, exc)
+            return
+        entries[entry["case_id"]] = entry
+        save_manifest()
+        bar.update()
+
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
             futures = [pool.submit(_prepare_case, case, settings, layout_of(dataset, case), out, digest) for case, digest in todo]
             for (case, _), future in zip(todo, futures):
-                try:
-                    entry = future.result()
-                except SegpipeError as exc:
-                    fail(case, exc)
-                    continue
-                entries[entry["case_id"]] = entry
-                save_manifest()
-                bar.update()
+                collect(case, future.result)
     else:
         for case, digest in todo:
-            try:
-                entry = _prepare_case(case, settings, layout_of(dataset, case), out, digest)
-            except SegpipeError as exc:
-                fail(case, exc)
-                continue
-            entries[entry["case_id"]] = entry
-            save_manifest()
-            bar.update()
+            collect(case, lambda: _prepare_case(case, settings, layout_of(dataset, case), out, digest))
     bar.close()
 
     for entry in list(entries.values()):

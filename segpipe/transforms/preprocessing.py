@@ -13,7 +13,6 @@ from monai.transforms import (
     CropForegroundd,
     EnsureChannelFirstd,
     EnsureTyped,
-    Invertd,
     LoadImaged,
     MapLabelValued,
     NormalizeIntensityd,
@@ -45,7 +44,7 @@ def preprocessing_chain(
     """Load, channel-first, reorient, crop to the foreground, normalise, resample.
 
     Cropping comes before resampling so the resampler touches only the brain. Every
-    spatial step is invertible, so `invert_prediction` maps a prediction back onto the
+    spatial step is invertible, so `segpipe.transforms.inversion.invert_to_input` maps a prediction back onto the
     input's own grid.
 
     Args:
@@ -106,22 +105,3 @@ def chain_for(settings: dict[str, Any], layout: str, *, with_label: bool, record
         label_reader=monai_reader(layout, "label", path),
         label_mapping=label_mapping,
     )
-
-
-def invert_prediction(chain: Compose, data: dict, pred: torch.Tensor) -> torch.Tensor:
-    """Map a (1, ...) label map on the preprocessed grid back onto the input's voxel grid.
-
-    Args:
-        chain: the chain that produced `data["image"]` (with the image key only).
-        data: the chain's output, whose "image" carries the applied operations.
-        pred: integer labels on the preprocessed grid, channel-first.
-    """
-    from monai.data import MetaTensor
-
-    image = data["image"]
-    meta_pred = MetaTensor(pred.float(), meta=dict(image.meta))
-    meta_pred.applied_operations = list(image.applied_operations)
-    inverted = Invertd("pred", transform=chain, orig_keys="image", nearest_interp=True)(
-        {"image": image, "pred": meta_pred}
-    )["pred"]
-    return torch.as_tensor(inverted).round().to(torch.uint8)
