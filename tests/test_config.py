@@ -70,3 +70,13 @@ def test_round_trip_through_dict():
     cfg = load_config(None, ["train.epochs=3", "evaluate.regions={wt: [1, 2]}"])
     again = config_from_dict(cfg.to_dict(), "test")
     assert again == cfg
+
+
+def test_repository_configs_folder_holds_the_ready_configs():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    names = {p.name for p in root.glob("*.yaml")}
+    assert {"msd_2d.yaml", "msd_3d.yaml", "figshare_2d.yaml", "figshare_2d_linknet.yaml", "demo.yaml"} <= names
+    for name in names:
+        assert isinstance(load_config(root / name), Config)
