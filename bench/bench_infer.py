@@ -3,10 +3,13 @@
 Both run the same network (segpipe's UNet, 16 filters, depth 4, trained briefly on the
 case so that Dice means something), the same ROI, overlap, gaussian blending and
 sliding-window batch size, at the same precision. Plain MONAI is the usual recipe:
-nibabel load, z-score over non-zero voxels per channel, `sliding_window_inference` over
-the whole volume, argmax. segpipe is `segpipe infer` end to end (load, preprocess, crop
-to the brain, skip empty windows, invert, write the NIfTI mask). Every configuration runs
-in a fresh process, so peak resident memory is its own.
+nibabel load, reorientation to RAS (as the model was trained), z-score over non-zero
+voxels per channel, `sliding_window_inference` over the whole volume, argmax, back to the
+file's orientation. segpipe is `segpipe infer` end to end with its defaults (load,
+preprocess, crop to the brain, skip empty windows, channels-last, fused norms, freed
+memory kept for reuse, invert, write the NIfTI mask). Every configuration runs in a
+fresh process, so peak resident memory is its own. bf16 means
+`torch.autocast("cpu", dtype=torch.bfloat16)` for both.
 
     python bench/bench_infer.py --case ../shared/data/Task01_BrainTumour_sample --work /tmp/bench_infer
 """
@@ -28,12 +31,13 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bf16_peak_gflops(seconds: float = 3.0) -> float:
-    """This machine's bf16 matrix-multiply rate, the yardstick for convolution efficiency."""
+def matmul_peak_gflops(dtype_name: str, seconds: float = 3.0) -> float:
+    """This machine's matrix-multiply rate in `dtype_name`, the yardstick for convolution efficiency."""
     import torch
 
-    a = torch.randn(2048, 2048, dtype=torch.bfloat16)
-    b = torch.randn(2048, 2048, dtype=torch.bfloat16)
+    dtype = getattr(torch, dtype_name)
+    a = torch.randn(2048, 2048, dtype=dtype)
+    b = torch.randn(2048, 2048, dtype=dtype)
     a @ b
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -66,18 +70,24 @@ def run_plain(image: Path, model_dir: Path, precision: str, out: Path) -> dict:
 
     from segpipe.pipeline.model_folder import load_model_folder
 
-    net = load_model_folder(model_dir).net
+    net = load_model_folder(model_dir).net.eval()
     start = time.perf_counter()
-    data = np.asanyarray(nib.load(str(image)).dataobj, dtype=np.float32)
+    img = nib.load(str(image))
+    # the model was trained on RAS-oriented volumes, as MONAI's Orientationd gives them
+    to_ras = nib.orientations.io_orientation(img.affine)
+    data = nib.orientations.apply_orientation(np.asanyarray(img.dataobj, dtype=np.float32), to_ras)
     x = torch.from_numpy(np.moveaxis(data, -1, 0).copy())
     for c in range(x.shape[0]):
         mask = x[c] != 0
         x[c][mask] = (x[c][mask] - x[c][mask].mean()) / x[c][mask].std()
-    calls = [0]
+    calls, net_seconds = [0], [0.0]
 
     def counted(batch: torch.Tensor) -> torch.Tensor:
         calls[0] += batch.shape[0]
-        return net(batch)
+        tick = time.perf_counter()
+        out = net(batch)
+        net_seconds[0] += time.perf_counter() - tick
+        return out
 
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     with torch.inference_mode(), ctx:
@@ -85,28 +95,33 @@ def run_plain(image: Path, model_dir: Path, precision: str, out: Path) -> dict:
         logits = sliding_window_inference(x[None], (ROI,) * 3, SW_BATCH, counted, overlap=OVERLAP, mode="gaussian")
         sw_seconds = time.perf_counter() - sw_start
     labels = logits.argmax(1)[0].numpy().astype(np.uint8)
+    back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), to_ras)
+    labels = np.ascontiguousarray(nib.orientations.apply_orientation(labels, back))
     seconds = time.perf_counter() - start
-    nib.save(nib.Nifti1Image(labels, nib.load(str(image)).affine), str(out))
-    return {"seconds": seconds, "sw_seconds": sw_seconds, "windows": calls[0], "peak_rss_mib": _peak_rss_mib()}
+    nib.save(nib.Nifti1Image(labels, img.affine), str(out))
+    return {"seconds": seconds, "sw_seconds": sw_seconds, "net_seconds": net_seconds[0], "windows": calls[0], "peak_rss_mib": _peak_rss_mib()}
 
 
 def run_segpipe(image: Path, model_dir: Path, precision: str, out: Path) -> dict:
     """`segpipe infer` on one file, timed from file to written mask."""
     from segpipe.pipeline import infer as infer_module
 
-    calls = [0]
+    calls, net_seconds = [0], [0.0]
     real_forward = infer_module.SkipEmptyWindows.forward
 
-    def counted(self, x):  # count windows that reach the network
+    def counted(self, x):  # count and time the windows that reach the network
         calls[0] += int((x.flatten(1).abs().amax(1) > 0).sum())
-        return real_forward(self, x)
+        tick = time.perf_counter()
+        out = real_forward(self, x)
+        net_seconds[0] += time.perf_counter() - tick
+        return out
 
     infer_module.SkipEmptyWindows.forward = counted
     start = time.perf_counter()
     infer_module.infer(model_dir, [image], out.parent, {"roi_size": [ROI] * 3, "overlap": OVERLAP, "mode": "gaussian",
                        "sw_batch_size": SW_BATCH, "precision": precision}, overwrite=True, quiet=True)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "windows": calls[0], "peak_rss_mib": _peak_rss_mib()}
+    return {"seconds": seconds, "net_seconds": net_seconds[0], "windows": calls[0], "peak_rss_mib": _peak_rss_mib()}
 
 
 def dice_vs_reference(pred: Path, ref: Path) -> float:
@@ -154,7 +169,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     prepare_model(args.case, args.work)
     gflop = window_gflop(model)
-    peak = bf16_peak_gflops()
+    peaks = {name: matmul_peak_gflops(name) for name in ("bfloat16", "float32")}
     rows = {}
     for precision in ("fp32", "bf16"):
         for way in ("plain", "segpipe"):
@@ -162,16 +177,19 @@ def main() -> None:
                                   capture_output=True, text=True, check=True)
             rows[(way, precision)] = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"\nnetwork: segpipe UNet 16..256 (depth 4), ROI {ROI}^3, overlap {OVERLAP}, gaussian, sw batch {SW_BATCH}; "
-          f"{gflop:.1f} GFLOP per window; bf16 matmul peak {peak:.0f} GFLOP/s\n")
-    print("| precision | way | s/case | speed-up | windows run | GFLOP/s (whole case) | % bf16 peak | peak RSS MiB | Dice vs manual |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"{gflop:.1f} GFLOP of convolutions per window; 2048x2048 matmul: bf16 {peaks['bfloat16']:.0f} GFLOP/s, "
+          f"fp32 {peaks['float32']:.0f} GFLOP/s\n")
+    print("| precision | way | s/case | speed-up | windows run | network s | GFLOP/s in network calls | % of bf16 matmul | "
+          "% of fp32 matmul | peak RSS MiB | Dice vs manual |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for precision in ("fp32", "bf16"):
         base = rows[("plain", precision)]["seconds"]
         for way in ("plain", "segpipe"):
             r = rows[(way, precision)]
-            rate = r["windows"] * gflop / r["seconds"]
-            print(f"| {precision} | {way} | {r['seconds']:.1f} | {base / r['seconds']:.2f}x | {r['windows']} | {rate:.0f} | "
-                  f"{100 * rate / peak:.0f}% | {r['peak_rss_mib']:.0f} | {r['dice']:.3f} |")
+            rate = r["windows"] * gflop / r["net_seconds"]
+            print(f"| {precision} | {way} | {r['seconds']:.1f} | {base / r['seconds']:.2f}x | {r['windows']} | {r['net_seconds']:.1f} | "
+                  f"{rate:.0f} | {100 * rate / peaks['bfloat16']:.0f}% | {100 * rate / peaks['float32']:.0f}% | "
+                  f"{r['peak_rss_mib']:.0f} | {r['dice']:.3f} |")
 
 
 if __name__ == "__main__":

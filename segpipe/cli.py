@@ -317,7 +317,9 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, epochs: int | Non
               help="Remove connected components smaller than this many voxels. [default: 0]")
 @click.option("--skip-empty/--no-skip-empty", default=None,
               help="Skip windows that hold only background (zeros after normalisation). [default: on]")
-@click.option("--channels-last/--no-channels-last", default=None, help="Channels-last memory format. [default: off]")
+@click.option("--channels-last/--no-channels-last", default=None, help="Channels-last memory format for the network and windows. [default: on]")
+@click.option("--fuse/--no-fuse", default=None,
+              help="Fold batch norms into convolutions and run instance norm + ReLU in one in-place step; same masks, faster. [default: on]")
 @click.option("--overwrite", is_flag=True, help="Replace masks that already exist (they are skipped otherwise).")
 @click.option("--keep-going", is_flag=True, help="Skip a case that cannot be read, go on, and list the skipped cases at the end.")
 @click.option("--labels", type=click.Path(path_type=Path), default=None,
@@ -327,7 +329,7 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
           overlap: float | None, mode: str | None, sw_batch_size: int | None, device: str | None,
           checkpoint: str | None, precision: str | None, threads: int | None, tta: bool | None, folds: str | None,
           shard: str | None, probabilities: bool, dicom_seg: bool, keep_largest: str | None, min_size: int | None,
-          skip_empty: bool | None, channels_last: bool | None, overwrite: bool, keep_going: bool, labels: Path | None,
+          skip_empty: bool | None, channels_last: bool | None, fuse: bool | None, overwrite: bool, keep_going: bool, labels: Path | None,
           quiet: bool) -> None:
     """Segment images and write masks with the input's own shape and geometry.
 
@@ -346,6 +348,7 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
         "sw_batch_size": sw_batch_size, "device": device, "checkpoint": checkpoint, "precision": precision,
         "threads": threads, "tta": tta, "keep_largest": _parse_ints(keep_largest, "--keep-largest"),
         "min_component_size": min_size, "skip_empty": skip_empty, "channels_last": channels_last,
+        "fuse": fuse,
     }
     result = run(model_dir, list(inputs), output_dir, overrides, sliding_window=sliding_window, overwrite=overwrite,
                  quiet=quiet, folds=folds, shard=shard, probabilities=probabilities, dicom_seg=dicom_seg,

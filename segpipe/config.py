@@ -82,6 +82,7 @@ class TrainConfig:
     num_workers: int = 0
     thread_loader: bool = False  # MONAI ThreadDataLoader instead of worker processes
     threads: int = 0  # 0: leave torch's default
+    reuse_memory: bool = True  # CPU: keep freed memory for reuse instead of returning it to the system
 
 
 @dataclass
@@ -98,7 +99,9 @@ class InferConfig:
     threads: int = 0  # torch CPU threads; 0: torch's default
     tta: bool = False  # average over mirrored copies along every spatial axis
     skip_empty: bool = True  # windows holding only background (zeros) are not run through the network
-    channels_last: bool = False  # channels-last memory format for the network and windows
+    channels_last: bool = True  # channels-last memory format for the network and windows
+    fuse: bool = True  # fold batch norms into convolutions, instance norm + ReLU in one in-place step
+    reuse_memory: bool = True  # CPU: keep freed memory for reuse instead of returning it to the system
     keep_largest: list[int] = field(default_factory=list)  # labels reduced to their largest component
     min_component_size: int = 0  # components of any label smaller than this (voxels) are removed
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from segpipe.atomic import remove_stale_partials, write_json, write_with, write_yaml
 from segpipe.config import Config
 from segpipe.errors import SegpipeError
+from segpipe.pipeline.allocator import keep_freed_memory
 from segpipe.pipeline.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from segpipe.pipeline.distributed import Dist, init_distributed, shutdown
 from segpipe.pipeline.evaluate import default_regions
@@ -162,6 +163,8 @@ def fit(
     batches with DistributedDataParallel, and only rank 0 writes.
     """
     prepared, model_dir = Path(prepared_dir), Path(model_dir)
+    if cfg.train.reuse_memory and not cfg.train.device.startswith("cuda"):
+        keep_freed_memory()  # 3D steps ~15 % faster on CPU (docs/benchmarks.md)
     d, device = init_distributed(cfg.train.device)
     try:
         return _fit(prepared, model_dir, cfg, d, device, resume, quiet or not d.main, epochs_this_run)

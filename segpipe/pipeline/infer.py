@@ -20,6 +20,8 @@ from segpipe.config import InferConfig, merge_dict
 from segpipe.data.case import Case
 from segpipe.data.inputs import discover_inputs
 from segpipe.errors import SegpipeError, reader_error
+from segpipe.networks.inference import optimize_for_inference
+from segpipe.pipeline.allocator import keep_freed_memory
 from segpipe.pipeline.model_folder import ModelFolder, load_model_folder
 from segpipe.pipeline.writers import output_name, probability_name, write_mask, write_probabilities
 from segpipe.transforms.postprocess import postprocess
@@ -83,7 +85,9 @@ class Segmenter:
         self.nets = []
         for m in models:
             net = m.net.to(self.device).eval()
-            if icfg.channels_last:
+            if icfg.fuse:
+                net = optimize_for_inference(net, channels_last=icfg.channels_last)
+            elif icfg.channels_last:
                 fmt = torch.channels_last_3d if first.network["spatial_dims"] == 3 else torch.channels_last
                 net = net.to(memory_format=fmt)
             self.nets.append(net)
@@ -238,6 +242,8 @@ def infer(
     place, so an interrupted run leaves no partial file.
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if overrides.get("reuse_memory", True):
+        keep_freed_memory()  # before any large allocation: later it no longer takes effect
     models = load_models(model_dir, overrides.get("checkpoint"), folds)
     icfg = merge_dict(models[0].config, {"infer": overrides}, "command line").infer
     segmenter = Segmenter(models, icfg)
