@@ -22,6 +22,7 @@ from tqdm import tqdm
 from segpipe.atomic import remove_stale_partials, write_json, write_with, write_yaml
 from segpipe.config import Config
 from segpipe.errors import SegpipeError
+from segpipe.networks.inference import optimize_for_inference
 from segpipe.pipeline.allocator import keep_freed_memory
 from segpipe.pipeline.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from segpipe.pipeline.distributed import Dist, init_distributed, shutdown
@@ -89,15 +90,20 @@ def validate(
     net: torch.nn.Module, cases: list[dict[str, str]], cfg: Config, patch: list[int], labels: list[int],
     regions: dict[str, list[int]], device: torch.device, precision: Precision,
 ) -> dict[str, float]:
-    """Sliding-window prediction of whole validation cases; mean Dice per label and region."""
+    """Sliding-window prediction of whole validation cases; mean Dice per label and region.
+
+    Runs a copy of `net` rewritten for inference as `segpipe infer` does (infer.fuse,
+    infer.channels_last), so validation Dice is what infer will give.
+    """
     net.eval()
+    predictor = optimize_for_inference(net, channels_last=cfg.infer.channels_last) if cfg.infer.fuse else net
     scores: dict[str, list[float]] = {}
     for case in cases:
         image = torch.from_numpy(np.load(case["image"]))[None].to(device)
         ref = np.load(case["label"])[0]
         with precision.autocast():
             logits = sliding_window_inference(
-                image, roi_size=patch, sw_batch_size=cfg.infer.sw_batch_size, predictor=net,
+                image, roi_size=patch, sw_batch_size=cfg.infer.sw_batch_size, predictor=predictor,
                 overlap=cfg.infer.overlap, mode=cfg.infer.mode,
             )
         pred = logits.argmax(1)[0].cpu().numpy()
