@@ -264,8 +264,9 @@ def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.de
         for batch in bar:
             if budget.spent():
                 break
-            x = batch["image"].to(device)
-            y = batch["label"].to(device)
+            # plain tensors: MONAI's MetaTensor costs ~30 % of a 2D step in per-op overhead
+            x = batch["image"].as_subclass(torch.Tensor).to(device)
+            y = batch["label"].as_subclass(torch.Tensor).to(device)
             optimizer.zero_grad(set_to_none=True)
             with precision.autocast():
                 loss = deep_supervised_loss(loss_fn, net(x), y)
