@@ -10,8 +10,11 @@ Workloads: 2D 120x120 batch 16 and 3D 96^3 batch 2, 4 input and 4 output channel
 MONAI's UNet cannot take 120x120 (not a multiple of 16), so its 2D input is
 zero-padded to 128x128 - the size segpipe's UNet pads to internally.
 
+``--reuse-memory`` keeps freed memory in the process for reuse (what ``segpipe fit``
+does on CPU by default, see segpipe/pipeline/allocator.py), for every network alike.
+
 Usage:
-    python bench/bench_networks.py [--iters 3] [--warmup 1] [--only unet-2d ...]
+    python bench/bench_networks.py [--iters 3] [--warmup 1] [--only unet-2d ...] [--reuse-memory]
 """
 
 from __future__ import annotations
@@ -143,8 +146,15 @@ def main() -> None:
     parser.add_argument(
         "--only", nargs="*", default=None, help="restrict to workloads/models, e.g. 2d, 3d, monai-unet"
     )
+    parser.add_argument(
+        "--reuse-memory", action="store_true", help="keep freed memory for reuse (segpipe fit's CPU default), all networks"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.reuse_memory:
+        from segpipe.pipeline.allocator import keep_freed_memory
+
+        keep_freed_memory()
 
     if args.worker:
         model_name, workload, precision = args.worker.split(",")
@@ -166,7 +176,7 @@ def main() -> None:
                     str(args.iters),
                     "--warmup",
                     str(args.warmup),
-                ]
+                ] + (["--reuse-memory"] if args.reuse_memory else [])
                 done = subprocess.run(cmd, capture_output=True, text=True)
                 if done.returncode != 0:
                     tail = done.stderr.strip().splitlines()[-1:] or ["?"]
@@ -176,7 +186,8 @@ def main() -> None:
                 print(f"done: {model_name} {workload} {precision}", file=sys.stderr, flush=True)
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__}, {device}; {args.warmup} warm-up + {args.iters} timed iterations\n")
+    memory = "freed memory kept for reuse" if args.reuse_memory else "glibc's default allocator settings"
+    print(f"torch {torch.__version__}, {device}; {args.warmup} warm-up + {args.iters} timed iterations; {memory}\n")
     print("| workload | model | precision | params | samples/s | s/iter | peak RSS (MiB) | RSS increase (MiB) |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
