@@ -95,7 +95,7 @@ class InferConfig:
     sw_batch_size: int = 2
     device: str = "cpu"
     checkpoint: str = "best"
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (CUDA)
+    precision: str = "auto"  # auto (the faster of fp32/bf16 here; fp16/bf16 on CUDA) | fp32 | bf16 | fp16 (CUDA)
     threads: int = 0  # torch CPU threads; 0: torch's default
     tta: bool = False  # average over mirrored copies along every spatial axis
     skip_empty: bool = True  # windows holding only background (zeros) are not run through the network

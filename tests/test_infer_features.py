@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+import segpipe.pipeline.precision as precision_module
 from segpipe.errors import SegpipeError
 from segpipe.pipeline import infer as infer_module
 from segpipe.pipeline.fit import fit, fit_folds
@@ -102,8 +103,8 @@ def test_tta_ensemble_shards_and_probabilities(tiny_model, synthetic_dataset, pr
 
 
 def test_skip_empty_windows_changes_nothing_but_work(tiny_model, synthetic_dataset, tmp_path):
-    on = infer(tiny_model, [synthetic_dataset], tmp_path / "on", {"skip_empty": True}, quiet=True).written
-    off = infer(tiny_model, [synthetic_dataset], tmp_path / "off", {"skip_empty": False}, quiet=True).written
+    on = infer(tiny_model, [synthetic_dataset], tmp_path / "on", {"skip_empty": True, "precision": "fp32"}, quiet=True).written
+    off = infer(tiny_model, [synthetic_dataset], tmp_path / "off", {"skip_empty": False, "precision": "fp32"}, quiet=True).written
     for a, b in zip(on, off):
         agree = np.mean(np.asarray(nib.load(str(a)).dataobj) == np.asarray(nib.load(str(b)).dataobj))
         assert agree > 0.999
@@ -116,8 +117,10 @@ def test_skip_empty_windows_changes_nothing_but_work(tiny_model, synthetic_datas
 
 
 def test_bf16_precision_and_channels_last_agree_with_fp32(tiny_model, synthetic_dataset, tmp_path):
-    fp32 = infer(tiny_model, [synthetic_dataset], tmp_path / "a", quiet=True).written[0]
-    bf16 = infer(tiny_model, [synthetic_dataset], tmp_path / "b", {"precision": "bf16", "channels_last": True}, quiet=True).written[0]
+    fp32 = infer(tiny_model, [synthetic_dataset], tmp_path / "a", {"precision": "fp32"}, quiet=True)
+    bf16 = infer(tiny_model, [synthetic_dataset], tmp_path / "b", {"precision": "bf16", "channels_last": True}, quiet=True)
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    fp32, bf16 = fp32.written[0], bf16.written[0]
     agree = np.mean(np.asarray(nib.load(str(fp32)).dataobj) == np.asarray(nib.load(str(bf16)).dataobj))
     assert agree > 0.98
     with pytest.raises(SegpipeError, match="fp16 needs a CUDA device"):
@@ -240,11 +243,31 @@ def test_keep_going_skips_bad_cases_and_lists_them(tiny_model, synthetic_dataset
 
 
 def test_fused_channels_last_network_gives_the_masks_of_the_plain_one(tiny_model, synthetic_dataset, tmp_path):
-    fast = infer(tiny_model, [synthetic_dataset], tmp_path / "fast", quiet=True).written
+    fast = infer(tiny_model, [synthetic_dataset], tmp_path / "fast", {"precision": "fp32"}, quiet=True).written
     plain = infer(tiny_model, [synthetic_dataset], tmp_path / "plain",
-                  {"fuse": False, "channels_last": False, "reuse_memory": False}, quiet=True).written
+                  {"fuse": False, "channels_last": False, "reuse_memory": False, "precision": "fp32"}, quiet=True).written
     assert len(fast) == len(plain) > 0
     for a, b in zip(sorted(fast), sorted(plain)):
         x, y = np.asarray(nib.load(str(a)).dataobj), np.asarray(nib.load(str(b)).dataobj)
         assert x.shape == y.shape and np.mean(x == y) > 0.999  # float32 rounding may flip a tie
         assert len(np.unique(y)) > 1  # the tiny model predicts some tumour, so the comparison means something
+
+
+@pytest.mark.parametrize("speedup, chosen", [(3.0, "bf16"), (1.1, "fp32"), (0.5, "fp32")])
+def test_auto_precision_follows_the_measured_bf16_speed(tiny_model, synthetic_dataset, tmp_path, monkeypatch,
+                                                        speedup, chosen):
+    monkeypatch.setattr(precision_module, "cpu_bf16_speedup", lambda: speedup)
+    result = infer(tiny_model, [synthetic_dataset], tmp_path / "auto", {"precision": "auto"}, quiet=True)
+    assert result.precision == chosen and result.written
+    explicit = infer(tiny_model, [synthetic_dataset], tmp_path / "fp32", {"precision": "fp32"}, quiet=True)
+    assert explicit.precision == "fp32"  # an explicit choice is never second-guessed
+
+
+def test_bf16_speed_probe_and_resolution():
+    speedup = precision_module.cpu_bf16_speedup(size=256, repeats=2)
+    assert np.isfinite(speedup) and speedup > 0
+    cpu = torch.device("cpu")
+    for name in ("fp32", "bf16", "fp16"):
+        assert precision_module.resolve_precision(name, cpu) == name
+    assert precision_module.resolve_precision("auto", cpu) in ("fp32", "bf16")
+    assert precision_module.resolve_precision("auto", torch.device("meta")) == "fp32"

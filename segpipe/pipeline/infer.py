@@ -23,6 +23,7 @@ from segpipe.errors import SegpipeError, reader_error
 from segpipe.networks.inference import optimize_for_inference
 from segpipe.pipeline.allocator import keep_freed_memory
 from segpipe.pipeline.model_folder import ModelFolder, load_model_folder
+from segpipe.pipeline.precision import PRECISIONS, resolve_precision
 from segpipe.pipeline.writers import output_name, probability_name, write_mask, write_probabilities
 from segpipe.transforms.postprocess import postprocess
 from segpipe.transforms.inversion import invert_to_input
@@ -39,6 +40,7 @@ class InferResult:
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)  # with keep_going: (input, error)
     seconds_per_case: float = 0.0
+    precision: str = ""  # the arithmetic that ran (what "auto" chose)
 
 
 class SkipEmptyWindows(torch.nn.Module):
@@ -71,12 +73,13 @@ class Segmenter:
         self.models = models
         self.icfg = icfg
         self.device = torch.device(icfg.device)
-        if icfg.precision not in ("fp32", "bf16", "fp16"):
-            raise SegpipeError(f"option --precision: expected fp32, bf16 or fp16, got {icfg.precision!r}")
+        if icfg.precision not in PRECISIONS:
+            raise SegpipeError(f"option --precision: expected one of {', '.join(PRECISIONS)}, got {icfg.precision!r}")
         if icfg.precision == "fp16" and self.device.type != "cuda":
             raise SegpipeError("option --precision: fp16 needs a CUDA device; use bf16 on CPU")
         if icfg.threads > 0:
             torch.set_num_threads(icfg.threads)
+        self.precision = resolve_precision(icfg.precision, self.device)  # after the thread count: auto times kernels
         first = models[0]
         self.plan, self.network = first.plan, first.network
         for m in models[1:]:
@@ -103,9 +106,9 @@ class Segmenter:
         return self._chains[key]
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.icfg.precision == "fp32":
+        if self.precision == "fp32":
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.icfg.precision == "bf16" else torch.float16
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
     def _logits(self, net: torch.nn.Module, x: torch.Tensor, sliding_window: bool) -> torch.Tensor:
@@ -258,7 +261,7 @@ def infer(
         remove_stale_partials(out)  # left by a run killed mid-write; live writers' files are kept
     except OSError as exc:
         raise SegpipeError(f"{out}: cannot write to the output folder ({exc.strerror})") from None
-    result = InferResult()
+    result = InferResult(precision=segmenter.precision)
     started = time.perf_counter()
     for case in tqdm(cases, desc="infer", unit="case", disable=quiet):
         layout = str(case.attrs.get("layout", "generic"))
