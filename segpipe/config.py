@@ -65,7 +65,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "poly"  # poly | cosine | constant
     grad_clip: float = 12.0  # max gradient norm; 0 disables
-    precision: str = "fp32"  # fp32 | bf16 (autocast, CPU or CUDA) | fp16 (CUDA, with a gradient scaler)
+    # auto (bf16 where measured faster, else fp32; fp32 in deterministic mode) | fp32 | bf16 (autocast) | fp16 (CUDA)
+    precision: str = "auto"
     compile: bool = False  # torch.compile the network
     lambda_dice: float = 1.0
     lambda_ce: float = 1.0

@@ -23,12 +23,21 @@ def shared_data(name: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """segpipe's cache folder (precision "auto" remembers its measurement there) in the test's temp dir."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEGPIPE_CACHE_DIR", str(tmp_path_factory.mktemp("segpipe-cache")))
+        yield
+
+
 def tiny_config(**extra: str) -> Config:
     """A config small enough to train in seconds on 2 CPU cores."""
     overrides = [
         "model.filters=4", "model.depth=2", "train.epochs=2", "train.iterations_per_epoch=2",
         "train.batch_size=2", "train.samples_per_volume=2", "train.patch_size=[16,16,16]",
         "preprocess.folds=3", "infer.sw_batch_size=4",
+        "train.precision=fp32",  # not "auto": tests must not depend on a timing of this machine
     ]
     return load_config(None, overrides + [f"{k}={v}" for k, v in extra.items()])
 

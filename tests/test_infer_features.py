@@ -256,6 +256,7 @@ def test_fused_channels_last_network_gives_the_masks_of_the_plain_one(tiny_model
 @pytest.mark.parametrize("speedup, chosen", [(3.0, "bf16"), (1.1, "fp32"), (0.5, "fp32")])
 def test_auto_precision_follows_the_measured_bf16_speed(tiny_model, synthetic_dataset, tmp_path, monkeypatch,
                                                         speedup, chosen):
+    monkeypatch.setenv("SEGPIPE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(precision_module, "cpu_bf16_speedup", lambda: speedup)
     result = infer(tiny_model, [synthetic_dataset], tmp_path / "auto", {"precision": "auto"}, quiet=True)
     assert result.precision == chosen and result.written
@@ -263,9 +264,18 @@ def test_auto_precision_follows_the_measured_bf16_speed(tiny_model, synthetic_da
     assert explicit.precision == "fp32"  # an explicit choice is never second-guessed
 
 
-def test_bf16_speed_probe_and_resolution():
-    speedup = precision_module.cpu_bf16_speedup(size=256, repeats=2)
+def test_bf16_speed_probe_and_resolution(tmp_path, monkeypatch):
+    speedup = precision_module.cpu_bf16_speedup(size=256, rounds=2)
     assert np.isfinite(speedup) and speedup > 0
+    monkeypatch.setenv("SEGPIPE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(precision_module, "cpu_bf16_speedup", lambda: 3.0)
+    assert precision_module.cpu_prefers_bf16()
+    # measured once per machine: a later, different timing does not change the answer
+    monkeypatch.setattr(precision_module, "cpu_bf16_speedup", lambda: 0.5)
+    assert precision_module.cpu_prefers_bf16()
+    (tmp_path / "cache" / "cpu_precision.json").write_text("not json")
+    assert not precision_module.cpu_prefers_bf16()  # an unreadable cache is measured anew and rewritten
+    assert not precision_module.cpu_prefers_bf16()
     cpu = torch.device("cpu")
     for name in ("fp32", "bf16", "fp16"):
         assert precision_module.resolve_precision(name, cpu) == name

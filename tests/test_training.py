@@ -9,12 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
+import segpipe.pipeline.precision as precision_module
 from segpipe.errors import SegpipeError
 from segpipe.pipeline.checkpoints import load_checkpoint, save_checkpoint
 from segpipe.pipeline.fit import fit, fit_folds
 from segpipe.pipeline.training import Precision, epoch_indices, make_optimizer, make_scheduler
-from segpipe.config import TrainConfig
+from segpipe.config import TrainConfig, load_config
 from tests.conftest import REPO, tiny_config
 
 DETERMINISTIC = {"train.deterministic": "true", "train.iterations_per_epoch": "3", "model.dropout": "0.1",
@@ -59,6 +61,8 @@ def test_two_process_gloo_training_writes_one_model_folder(prepared_dataset, tmp
     assert (out / "checkpoints" / "last.pt").is_file() and (out / "checkpoints" / "best.pt").is_file()
     assert len(pd.read_csv(out / "metrics.csv")) == 1
     assert not list(out.rglob("*.partial*"))
+    # train.precision "auto": the main process decided and every process followed; the folder records it
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["precision"] in ("fp32", "bf16")
 
 
 KILL_DURING_SAVE = """
@@ -95,6 +99,22 @@ def test_optimizers_schedules_precision_and_clipping(prepared_dataset, tmp_path)
         assert (lr[1] < lr[0]) if schedule == "cosine" else (lr[1] == lr[0])
         assert metrics["train_loss"].notna().all()
     assert list((tmp_path / "m0" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("speedup, deterministic, chosen", [(3.0, False, "bf16"), (0.5, False, "fp32"), (3.0, True, "fp32")])
+def test_auto_training_precision_is_decided_once_and_recorded(prepared_dataset, tmp_path, monkeypatch,
+                                                              speedup, deterministic, chosen):
+    monkeypatch.setenv("SEGPIPE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(precision_module, "cpu_bf16_speedup", lambda: speedup)
+    cfg = tiny_config(**{"train.precision": "auto", "train.epochs": "1", "train.deterministic": str(deterministic).lower()})
+    fit(prepared_dataset, tmp_path / "m", cfg, quiet=True)
+    recorded = yaml.safe_load((tmp_path / "m" / "config.yaml").read_text())["train"]["precision"]
+    assert recorded == chosen  # --resume reads this, so a resumed run keeps the first run's arithmetic
+    (tmp_path / "cache" / "cpu_precision.json").unlink(missing_ok=True)
+    monkeypatch.setattr(precision_module, "cpu_bf16_speedup", lambda: 1 / speedup)
+    fit(prepared_dataset, tmp_path / "m", load_config(tmp_path / "m" / "config.yaml", ["train.epochs=2"]),
+        resume=True, quiet=True)
+    assert yaml.safe_load((tmp_path / "m" / "config.yaml").read_text())["train"]["precision"] == chosen
 
 
 def test_schedules_and_errors():

@@ -16,6 +16,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    device: torch.device = torch.device("cpu")  # where collective tensors live: NCCL takes only CUDA ones
 
     @property
     def enabled(self) -> bool:
@@ -34,7 +35,7 @@ class Dist:
         """Average a number over all processes."""
         if not self.enabled:
             return value
-        t = torch.tensor([value], dtype=torch.float64)
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return float(t.item()) / self.world
 
@@ -42,7 +43,7 @@ class Dist:
         """The main process's value, on every process."""
         if not self.enabled:
             return value
-        t = torch.tensor([value], dtype=torch.float64)
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.broadcast(t, src=0)
         return float(t.item())
 
@@ -59,7 +60,8 @@ def init_distributed(device: str) -> tuple[Dist, torch.device]:
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     if use_cuda:
         torch.cuda.set_device(local_rank)
-        return Dist(rank, world, local_rank), torch.device("cuda", local_rank)
+        cuda = torch.device("cuda", local_rank)
+        return Dist(rank, world, local_rank, cuda), cuda
     return Dist(rank, world, local_rank), torch.device("cpu")
 
 

@@ -20,7 +20,7 @@ from monai.transforms import Compose, LoadImaged
 from tqdm import tqdm
 
 from segpipe.atomic import remove_stale_partials, write_json, write_with, write_yaml
-from segpipe.config import Config
+from segpipe.config import Config, TrainConfig
 from segpipe.errors import SegpipeError
 from segpipe.networks.inference import optimize_for_inference
 from segpipe.pipeline.allocator import keep_freed_memory
@@ -28,8 +28,11 @@ from segpipe.pipeline.checkpoints import load_checkpoint, rng_state, save_checkp
 from segpipe.pipeline.distributed import Dist, init_distributed, shutdown
 from segpipe.pipeline.evaluate import default_regions
 from segpipe.pipeline.model import build_from_spec, network_spec
+from segpipe.pipeline.precision import resolve_precision
 from segpipe.pipeline.preprocess import load_prepared
-from segpipe.pipeline.training import ListSampler, Precision, epoch_indices, make_optimizer, make_scheduler
+from segpipe.pipeline.training import (
+    TRAIN_PRECISIONS, ListSampler, Precision, epoch_indices, make_optimizer, make_scheduler,
+)
 from segpipe.reports.figures import training_curves
 from segpipe.reports.metrics import dice_per_label, dice_per_region
 from segpipe.transforms.augment import KEYS, training_chain
@@ -178,6 +181,19 @@ def fit(
         shutdown(d)
 
 
+def _training_precision(t: TrainConfig, device: torch.device, d: Dist) -> str:
+    """train.precision, with "auto" decided once by the main process for all.
+
+    In deterministic mode "auto" is fp32: the run must not depend on a timing.
+    """
+    if t.precision != "auto":
+        return t.precision
+    if t.deterministic:
+        return "fp32"
+    choice = resolve_precision("auto", device) if d.main else "fp32"
+    return TRAIN_PRECISIONS[int(d.broadcast(TRAIN_PRECISIONS.index(choice)))]
+
+
 def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.device, resume: bool, quiet: bool,
          epochs_this_run: int | None) -> FitResult:
     plan, splits, manifest = load_prepared(prepared)
@@ -191,6 +207,7 @@ def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.de
     d.barrier()
     if t.threads > 0:
         torch.set_num_threads(t.threads)
+    t.precision = _training_precision(t, device, d)  # config.yaml records the concrete choice, for --resume
     split = splits[t.fold]
     patch = list(t.patch_size or plan["patch_size"])
     dims = cfg.model.spatial_dims

@@ -37,12 +37,15 @@ def make_scheduler(optimizer: torch.optim.Optimizer, t: TrainConfig) -> torch.op
     raise SegpipeError(f"config key 'train.schedule': expected poly, cosine or constant, got {t.schedule!r}")
 
 
+TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
+
+
 class Precision:
     """Autocast and (for fp16 on CUDA) gradient scaling, as one object the loop calls."""
 
     def __init__(self, precision: str, device: torch.device) -> None:
-        if precision not in ("fp32", "bf16", "fp16"):
-            raise SegpipeError(f"config key 'train.precision': expected fp32, bf16 or fp16, got {precision!r}")
+        if precision not in TRAIN_PRECISIONS:
+            raise SegpipeError(f"config key 'train.precision': expected auto, fp32, bf16 or fp16, got {precision!r}")
         if precision == "fp16" and device.type != "cuda":
             raise SegpipeError("config key 'train.precision': fp16 needs a CUDA device; use bf16 on CPU")
         self.precision = precision
