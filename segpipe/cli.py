@@ -275,13 +275,13 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, epochs: int | Non
         results = [run(prepared_dir, model_dir, cfg, resume=resume, quiet=quiet, epochs_this_run=epochs_this_run)]
     if _emit_json({"models": [{"model_dir": r.model_dir, "epochs": r.epochs, "best_epoch": r.best_epoch,
                                "best_val_dice": None if r.best_metric != r.best_metric else r.best_metric,
-                               "stopped_early": r.stopped_early} for r in results]}):
+                               "stopped_early": r.stopped_early, "precision": r.precision} for r in results]}):
         pass
     elif not quiet:
         for result in results:
             best = (f"best validation Dice {result.best_metric:.4f} at epoch {result.best_epoch}"
                     if result.best_metric == result.best_metric else "no validation cases in this fold")
-            click.echo(f"{result.model_dir}: trained to epoch {result.epochs}; {best}")
+            click.echo(f"{result.model_dir}: trained to epoch {result.epochs} in {result.precision}; {best}")
 
 
 @cli.command()

@@ -112,6 +112,7 @@ def test_json_summaries_are_machine_readable(synthetic_dataset, tiny_model, tmp_
     assert inf.exit_code == 0, inf.output
     summary = json.loads(inf.output)
     assert len(summary["written"]) == 2 and summary["evaluation"]["patients"] == 2
+    assert summary["precision"] in ("fp32", "bf16")  # what --precision auto chose on this machine
     assert 0.0 <= summary["evaluation"]["mean"]["dice_mean"] <= 1.0
     ev = json.loads(run("evaluate", "-p", tmp_path / "pred", "-l", synthetic_dataset / "labelsTs", "-o", tmp_path / "rep", "--json").output)
     assert ev["patients"] == 2 and any(str(f).endswith("per_patient.csv") for f in ev["files"])

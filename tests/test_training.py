@@ -107,7 +107,7 @@ def test_auto_training_precision_is_decided_once_and_recorded(prepared_dataset, 
     monkeypatch.setenv("SEGPIPE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(precision_module, "cpu_bf16_speedup", lambda: speedup)
     cfg = tiny_config(**{"train.precision": "auto", "train.epochs": "1", "train.deterministic": str(deterministic).lower()})
-    fit(prepared_dataset, tmp_path / "m", cfg, quiet=True)
+    assert fit(prepared_dataset, tmp_path / "m", cfg, quiet=True).precision == chosen
     recorded = yaml.safe_load((tmp_path / "m" / "config.yaml").read_text())["train"]["precision"]
     assert recorded == chosen  # --resume reads this, so a resumed run keeps the first run's arithmetic
     (tmp_path / "cache" / "cpu_precision.json").unlink(missing_ok=True)

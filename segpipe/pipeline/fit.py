@@ -47,6 +47,7 @@ class FitResult:
     best_metric: float
     best_epoch: int
     stopped_early: bool = False
+    precision: str = "fp32"  # the arithmetic that trained (what "auto" chose)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -337,7 +338,7 @@ def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.de
         training_curves(pd.DataFrame(rows), model_dir / "curves.png")
     if writer is not None:
         writer.close()
-    return FitResult(model_dir, t.epochs, best_metric, best_epoch, stopped_early)
+    return FitResult(model_dir, t.epochs, best_metric, best_epoch, stopped_early, t.precision)
 
 
 class TimeBudget:
