@@ -28,11 +28,9 @@ from segpipe.pipeline.checkpoints import load_checkpoint, rng_state, save_checkp
 from segpipe.pipeline.distributed import Dist, init_distributed, shutdown
 from segpipe.pipeline.evaluate import default_regions
 from segpipe.pipeline.model import build_from_spec, network_spec
-from segpipe.pipeline.precision import resolve_precision
+from segpipe.pipeline.precision import ARITHMETIC, resolve_precision
 from segpipe.pipeline.preprocess import load_prepared
-from segpipe.pipeline.training import (
-    TRAIN_PRECISIONS, ListSampler, Precision, epoch_indices, make_optimizer, make_scheduler,
-)
+from segpipe.pipeline.training import ListSampler, Precision, epoch_indices, make_optimizer, make_scheduler
 from segpipe.reports.figures import training_curves
 from segpipe.reports.metrics import dice_per_label, dice_per_region
 from segpipe.transforms.augment import KEYS, training_chain
@@ -192,7 +190,7 @@ def _training_precision(t: TrainConfig, device: torch.device, d: Dist) -> str:
     if t.deterministic:
         return "fp32"
     choice = resolve_precision("auto", device) if d.main else "fp32"
-    return TRAIN_PRECISIONS[int(d.broadcast(TRAIN_PRECISIONS.index(choice)))]
+    return ARITHMETIC[int(d.broadcast(ARITHMETIC.index(choice)))]
 
 
 def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.device, resume: bool, quiet: bool,

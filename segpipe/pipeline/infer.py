@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import itertools
 import time
@@ -23,7 +22,7 @@ from segpipe.errors import SegpipeError, reader_error
 from segpipe.networks.inference import optimize_for_inference
 from segpipe.pipeline.allocator import keep_freed_memory
 from segpipe.pipeline.model_folder import ModelFolder, load_model_folder
-from segpipe.pipeline.precision import PRECISIONS, resolve_precision
+from segpipe.pipeline.precision import autocast, check_precision, resolve_precision
 from segpipe.pipeline.writers import output_name, probability_name, write_mask, write_probabilities
 from segpipe.transforms.postprocess import postprocess
 from segpipe.transforms.inversion import invert_to_input
@@ -73,10 +72,7 @@ class Segmenter:
         self.models = models
         self.icfg = icfg
         self.device = torch.device(icfg.device)
-        if icfg.precision not in PRECISIONS:
-            raise SegpipeError(f"option --precision: expected one of {', '.join(PRECISIONS)}, got {icfg.precision!r}")
-        if icfg.precision == "fp16" and self.device.type != "cuda":
-            raise SegpipeError("option --precision: fp16 needs a CUDA device; use bf16 on CPU")
+        check_precision(icfg.precision, self.device, "option --precision")
         if icfg.threads > 0:
             torch.set_num_threads(icfg.threads)
         self.precision = resolve_precision(icfg.precision, self.device)  # after the thread count: auto times kernels
@@ -104,12 +100,6 @@ class Segmenter:
         if key not in self._chains:
             self._chains[key] = chain_for(self.plan["preprocess"], layout, with_label=False, path=path)
         return self._chains[key]
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
 
     def _logits(self, net: torch.nn.Module, x: torch.Tensor, sliding_window: bool) -> torch.Tensor:
         """Logits (1, C, ...) on the CPU; a 2D model on a volume runs slice by slice."""
@@ -144,7 +134,7 @@ class Segmenter:
         spatial = list(range(2, x.ndim))
         flips = [()] + ([c for r in range(1, len(spatial) + 1) for c in itertools.combinations(spatial, r)] if self.icfg.tta else [])
         total = None
-        with self._autocast():
+        with autocast(self.precision, self.device):
             for net in self.nets:
                 for axes in flips:
                     xi = torch.flip(x, axes) if axes else x

@@ -8,6 +8,7 @@ same command on the same machine always runs the same arithmetic and gives the s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -20,7 +21,8 @@ import torch
 from segpipe.atomic import write_json
 from segpipe.errors import SegpipeError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+ARITHMETIC = ("fp32", "bf16", "fp16")  # what runs; "auto" resolves to one of these
+PRECISIONS = ("auto", *ARITHMETIC)
 # bf16 convolutions gain less than bf16 matrix multiplies do: on a CPU whose bf16 matmul
 # was 2.3x fp32's, segpipe infer ran 1.4x faster in bf16; at 0.5x it ran 1.3x slower.
 BF16_MATMUL_ADVANTAGE = 1.5
@@ -107,3 +109,18 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if device.type != "cpu":
         return "fp32"
     return "bf16" if cpu_prefers_bf16() else "fp32"
+
+
+def check_precision(name: str, device: torch.device, what: str) -> None:
+    """Raise a one-line error, prefixed by `what` (the option or config key), for a precision `device` cannot run."""
+    if name not in PRECISIONS:
+        raise SegpipeError(f"{what}: expected one of {', '.join(PRECISIONS)}, got {name!r}")
+    if name == "fp16" and device.type != "cuda":
+        raise SegpipeError(f"{what}: fp16 needs a CUDA device; use bf16 on CPU")
+
+
+def autocast(name: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The forward-pass context for a resolved precision: none for fp32, else torch.autocast."""
+    if name == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if name == "bf16" else torch.float16)

@@ -12,6 +12,7 @@ from torch import nn
 
 from segpipe.config import TrainConfig
 from segpipe.errors import SegpipeError
+from segpipe.pipeline.precision import autocast, check_precision
 
 
 def make_optimizer(params: Any, t: TrainConfig) -> torch.optim.Optimizer:
@@ -37,27 +38,20 @@ def make_scheduler(optimizer: torch.optim.Optimizer, t: TrainConfig) -> torch.op
     raise SegpipeError(f"config key 'train.schedule': expected poly, cosine or constant, got {t.schedule!r}")
 
 
-TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
-
-
 class Precision:
     """Autocast and (for fp16 on CUDA) gradient scaling, as one object the loop calls."""
 
     def __init__(self, precision: str, device: torch.device) -> None:
-        if precision not in TRAIN_PRECISIONS:
-            raise SegpipeError(f"config key 'train.precision': expected auto, fp32, bf16 or fp16, got {precision!r}")
-        if precision == "fp16" and device.type != "cuda":
-            raise SegpipeError("config key 'train.precision': fp16 needs a CUDA device; use bf16 on CPU")
+        check_precision(precision, device, "config key 'train.precision'")
+        if precision == "auto":
+            raise SegpipeError("config key 'train.precision': 'auto' must be resolved before training")
         self.precision = precision
         self.device = device
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The forward-pass context."""
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.precision, self.device)
 
     def step(self, loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer, clip: float) -> None:
         """Backward, optional gradient clipping, optimiser step."""
