@@ -30,7 +30,7 @@ class PreprocessConfig:
     seed: int = 0
     patch_size: list[int] | None = None  # None: chosen from the fingerprint
     patch_budget_voxels: int = 128**3  # upper bound on the voxels of an automatic patch
-    layout: str | None = None  # None: detected (decathlon, brats, slices, figshare, generic, dicom)
+    layout: str | None = None  # None: detected (decathlon, brats, slices, figshare, generic, pairs, dicom)
     label_set: str = "msd"  # BraTS layout: map labels 1/2/4 to "msd" (1 edema, 2 non-enh., 3 enh.) or keep "brats"
     patient_pattern: str | None = None  # slices: regex with (?P<patient>...) on the file name
 

@@ -22,8 +22,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from segpipe.data.build import build_dataset
 from segpipe.data.case import Case
 from segpipe.data.dataset import Dataset
+from segpipe.data.layout import Layout, every_case
 from segpipe.data.paths import visible_dirs, visible_files
 from segpipe.errors import SegpipeError
 
@@ -130,17 +132,27 @@ def read_brats(root: str | Path, label_set: str = "msd") -> Dataset:
             "read them as two datasets"
         )
     naming = next(iter(namings))
-    return Dataset(
-        root=root,
-        name=root.name,
-        modalities=list(MODALITIES),
-        labels=dict(LABEL_SETS[label_set]),
-        training=training,
-        test=test,
-        layout="brats",
-        spatial_dims=3,
-        label_mapping=MAPPINGS[(label_set, naming)],
+    return build_dataset(
+        root, "brats", training=training, test=test, labels=LABEL_SETS[label_set],
+        modalities=MODALITIES, label_mapping=MAPPINGS[(label_set, naming)],
     )
 
 
-__all__ = ["read_brats", "read_brats_case", "is_brats_case_folder", "MODALITIES", "LABEL_SETS"]
+def is_brats_folder(root: Path) -> bool:
+    """A BraTS case folder, or a folder holding BraTS case folders (a cohort)."""
+    try:
+        return is_brats_case_folder(root) or any(is_brats_case_folder(d) for d in visible_dirs(root))
+    except OSError:
+        return False
+
+
+LAYOUT = Layout(
+    name="brats",
+    describe="BraTS case folders (2021: *_flair, *_t1, *_t1ce, *_t2, *_seg; 2023: *-t2f, *-t1n, *-t1c, *-t2w, *-seg; "
+             "seg optional), or one case folder",
+    detect=is_brats_folder,
+    read=read_brats,
+    inputs=every_case,
+)
+
+__all__ = ["LAYOUT", "read_brats", "is_brats_folder", "read_brats_case", "is_brats_case_folder", "MODALITIES", "LABEL_SETS"]

@@ -6,14 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from segpipe.data.build import build_dataset
 from segpipe.data.case import Case
 from segpipe.data.dataset import Dataset
+from segpipe.data.layout import Layout
 from segpipe.data.paths import case_id_of, inside, is_hidden_or_resource
 from segpipe.errors import SegpipeError
 
 REQUIRED_KEYS = ("labels", "modality", "training")
 
-__all__ = ["Dataset", "read_decathlon"]
+__all__ = ["LAYOUT", "Dataset", "read_decathlon", "is_decathlon_folder"]
 
 
 def _load_json(path: Path) -> dict[str, Any]:
@@ -102,15 +104,38 @@ def read_decathlon(root: str | Path) -> Dataset:
             continue
         image = _existing(root, rel, f"test[{i}]", source)
         cid = case_id_of(image)
-        test.append(Case(case_id=cid, patient=cid, images=[image]))
+        if isinstance(entry, dict) and entry.get("label"):
+            label = _existing(root, entry["label"], f"test[{i}].label", source)
+        else:
+            label = _held_out_label(root, rel, f"{source} test[{i}] (its labelsTs/ file)")
+        test.append(Case(case_id=cid, patient=cid, images=[image], label=label))
 
     if not training and not test:
         raise SegpipeError(f"{source}: lists no cases")
-    return Dataset(
-        root=root,
-        name=str(meta.get("name", root.name)),
-        modalities=[modality[k] for k in sorted(modality)],
-        labels=labels,
-        training=training,
-        test=test,
+    return build_dataset(
+        root, "decathlon", training=training, test=test, labels=labels,
+        modalities=[modality[k] for k in sorted(modality)], name=str(meta.get("name", root.name)),
     )
+
+
+def _held_out_label(root: Path, rel: str, where: str) -> Path | None:
+    """`labelsTs/<name>` beside a test image listed as `imagesTs/<name>`, where the dataset
+    ships one (the Decathlon itself does not; challenge releases and carved test splits do)."""
+    image = Path(rel)
+    if image.parent.name != "imagesTs":
+        return None
+    label = inside(root, str(image.parent.parent / "labelsTs" / image.name), where)
+    return label if label.is_file() else None
+
+
+def is_decathlon_folder(root: Path) -> bool:
+    """A folder with a dataset.json."""
+    return (root / "dataset.json").is_file()
+
+
+LAYOUT = Layout(
+    name="decathlon",
+    describe="dataset.json + imagesTr/ + labelsTr/ (+ imagesTs/, labelsTs/ when present), the Medical Segmentation Decathlon",
+    detect=is_decathlon_folder,
+    read=read_decathlon,
+)

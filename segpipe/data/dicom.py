@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from segpipe.data.build import build_dataset
 from segpipe.data.case import Case
 from segpipe.data.dataset import Dataset
+from segpipe.data.layout import Layout, every_case
 from segpipe.data.paths import is_dicom_file, visible_dirs, visible_files
 from segpipe.errors import SegpipeError
 
@@ -132,16 +134,18 @@ def read_dicom(root: str | Path, labels: dict[int, str] | None = None) -> Datase
             Case(case_id=folder.name, patient=str(info["patient"]) or folder.name, images=[folder],
                  attrs={k: v for k, v in info.items() if k != "patient"})
         )
-    return Dataset(
-        root=root,
-        name=root.name,
+    return build_dataset(
+        root, "dicom", training=[], test=cases, labels=labels or {0: "background"},
         modalities=[str(cases[0].attrs.get("modality") or "image")],
-        labels=dict(labels or {0: "background"}),
-        training=[],
-        test=cases,
-        layout="dicom",
-        spatial_dims=3,
     )
 
 
-__all__ = ["read_dicom", "check_series", "is_dicom_folder", "series_folders"]
+LAYOUT = Layout(
+    name="dicom",
+    describe="DICOM series: a series folder, or a folder of series folders (unlabelled)",
+    detect=is_dicom_folder,
+    read=read_dicom,
+    inputs=every_case,
+)
+
+__all__ = ["LAYOUT", "read_dicom", "check_series", "is_dicom_folder", "series_folders"]

@@ -22,8 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from segpipe.data.build import build_dataset
 from segpipe.data.case import Case
 from segpipe.data.dataset import Dataset
+from segpipe.data.layout import Layout, every_case
 from segpipe.data.paths import is_mat_file, visible_dirs
 from segpipe.errors import SegpipeError
 
@@ -270,91 +272,45 @@ def read_figshare(root: str | Path) -> Dataset:
     if not files:
         raise SegpipeError(f"{root}: holds no .mat files")
     cases: list[Case] = []
-    seen: dict[str, Path] = {}
     for path in files:
         head = read_mat_header(path)
         cid = path.stem
-        if cid in seen:
-            raise SegpipeError(f"{path}: case id '{cid}' also used by {seen[cid]}")
-        seen[cid] = path
         cases.append(
             Case(case_id=cid, patient=head["pid"], images=[path], label=path,
                  attrs={"tumour_type": head["tumour_type"], "tumour_label": head["tumour_label"]})
         )
-    folds = None
+    dataset = build_dataset(root, "figshare", training=cases, labels=LABELS, modalities=["T1w-contrast"], spatial_dims=2)
+    seen = {c.case_id for c in cases}
     cvind = next((p for p in root.iterdir() if p.is_file() and p.name.lower() == "cvind.mat"), None)
     if cvind is not None:
         values = read_cvind(cvind)
         # Index i (0-based) of cvind belongs to file (i+1).mat.
-        folds = {str(i + 1): int(v) for i, v in enumerate(values) if str(i + 1) in seen}
+        dataset.folds = {str(i + 1): int(v) for i, v in enumerate(values) if str(i + 1) in seen}
         if len(values) < max((int(c) for c in seen if c.isdigit()), default=0):
             raise SegpipeError(f"{cvind}: has {len(values)} fold indices but the folder holds slices up to {max(int(c) for c in seen if c.isdigit())}.mat")
-    return Dataset(
-        root=root,
-        name=root.name,
-        modalities=["T1w-contrast"],
-        labels=dict(LABELS),
-        training=cases,
-        layout="figshare",
-        spatial_dims=2,
-        folds=folds,
-    )
+    return dataset
 
 
-def _reader_base() -> type:
-    from monai.data import ImageReader
+def __getattr__(name: str) -> Any:
+    # The MONAI reader lives in mat_reader.py so that reading the layout does not import MONAI.
+    if name == "FigshareMatReader":
+        from segpipe.data.mat_reader import FigshareMatReader
 
-    return ImageReader
+        return FigshareMatReader
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class FigshareMatReader(_reader_base()):  # type: ignore[misc]
-    """MONAI `ImageReader` for figshare MAT-files: `LoadImaged(keys, reader=FigshareMatReader("image"))`.
-
-    Arrays come back as MATLAB shows them, (rows, cols), without a channel axis
-    (`original_channel_dim="no_channel"`), with an identity affine (the files carry no
-    geometry). Several files given together are stacked as channels.
-
-    Args:
-        field: "image" or "tumorMask" (any 2D field of `cjdata` works).
-    """
-
-    def __init__(self, field: str = "image", **kwargs: Any) -> None:
-        super().__init__()
-        self.field = field
-        self.kwargs = kwargs
-
-    def verify_suffix(self, filename: Sequence[str | Path] | str | Path) -> bool:
-        names = [filename] if isinstance(filename, (str, Path)) else list(filename)
-        return bool(names) and all(str(n).lower().endswith(".mat") for n in names)
-
-    def read(self, data: Sequence[str | Path] | str | Path, **kwargs: Any) -> np.ndarray | list[np.ndarray]:
-        paths = [data] if isinstance(data, (str, Path)) else list(data)
-        arrays = [read_mat_field(p, self.field) for p in paths]
-        return arrays[0] if len(arrays) == 1 else arrays
-
-    def get_data(self, img: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, dict]:
-        arrays = img if isinstance(img, list) else [img]
-        shape = arrays[0].shape
-        for a in arrays[1:]:
-            if a.shape != shape:
-                raise SegpipeError(f"cjdata.{self.field}: channel files differ in shape ({shape} vs {a.shape})")
-        meta: dict[str, Any] = {
-            "spatial_shape": np.asarray(shape),
-            "affine": np.eye(4),
-            "original_affine": np.eye(4),
-            "original_channel_dim": "no_channel",
-            "space": "RAS",
-        }
-        if len(arrays) == 1:
-            return arrays[0], meta
-        meta["original_channel_dim"] = 0
-        return np.stack(arrays, 0), meta
-
-    def __repr__(self) -> str:
-        return f"FigshareMatReader(field={self.field!r})"
+LAYOUT = Layout(
+    name="figshare",
+    describe="figshare brain-tumour MAT-files (N.mat, optional cvind.mat folds; one level of sub-folders)",
+    detect=is_figshare_folder,
+    read=read_figshare,
+    inputs=every_case,
+)
 
 
 __all__ = [
+    "LAYOUT",
     "FigshareMatReader",
     "read_figshare",
     "read_mat_field",

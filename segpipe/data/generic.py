@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from segpipe.data.build import build_dataset
 from segpipe.data.case import Case
 from segpipe.data.dataset import Dataset
+from segpipe.data.layout import Layout
 from segpipe.data.paths import case_id_of, is_image_file
 from segpipe.errors import SegpipeError
 
@@ -77,7 +79,26 @@ def group_channels(files: list[Path]) -> tuple[dict[str, list[Path]], int]:
     return out, 1
 
 
-def _label_values(path: Path) -> set[int]:
+def sampled_labels(cases: list[Case], label_sample: int) -> dict[int, str]:
+    """Label names for the values found in the first `label_sample` cases' labels."""
+    values: set[int] = {0}
+    for case in [c for c in cases if c.label is not None][: max(1, label_sample)]:
+        assert case.label is not None
+        values |= label_values(case.label)
+    return {v: "background" if v == 0 else f"label {v}" for v in sorted(values)}
+
+
+def _held_out(root: Path, images: str, labels: str) -> tuple[list[Case], list[Path]]:
+    """Cases of a held-out folder (`imagesTs/`) with their labels where `labelsTs/` has
+    them, and every label file of `labelsTs/`."""
+    groups, _ = group_channels(_image_files(root / images))
+    label_files = {case_id_of(p): p for p in _image_files(root / labels)} if (root / labels).is_dir() else {}
+    cases = [Case(case_id=cid, patient=cid, images=files, label=label_files.get(cid)) for cid, files in groups.items()]
+    return cases, list(label_files.values())
+
+
+def label_values(path: Path) -> set[int]:
+    """The integer values stored in a label file (NIfTI through nibabel, others through ITK)."""
     try:
         if path.name.lower().endswith((".nii", ".nii.gz")):
             import nibabel as nib
@@ -93,7 +114,7 @@ def _label_values(path: Path) -> set[int]:
     return {int(v) for v in values if float(v).is_integer()}
 
 
-def _channel_count(path: Path) -> int:
+def channel_count(path: Path) -> int:
     """Channels of a single-file image from its NIfTI header (4D = last axis); 1 otherwise."""
     if path.name.lower().endswith((".nii", ".nii.gz")):
         import nibabel as nib
@@ -128,9 +149,6 @@ def read_generic(root: str | Path, labels: dict[int, str] | None = None, label_s
     if not groups:
         raise SegpipeError(f"{images_dir}: holds no NIfTI, NRRD or MHA images")
     label_files = {case_id_of(p): p for p in _image_files(labels_dir)}
-    orphans = sorted(set(label_files) - set(groups))
-    if orphans:
-        raise SegpipeError(f"{label_files[orphans[0]]}: label without an image in {images_dir.name}/")
     training: list[Case] = []
     for cid, files in groups.items():
         label = label_files.get(cid)
@@ -138,30 +156,30 @@ def read_generic(root: str | Path, labels: dict[int, str] | None = None, label_s
             raise SegpipeError(f"{files[0]}: no label named '{cid}' with an image suffix in {labels_dir}")
         training.append(Case(case_id=cid, patient=cid, images=files, label=label))
     test: list[Case] = []
+    held_out_labels: list[Path] = []
     if images_dir.name == "imagesTr" and (root / "imagesTs").is_dir():
-        test_groups, _ = group_channels(_image_files(root / "imagesTs"))
-        for cid, files in test_groups.items():
-            if cid in groups:
-                raise SegpipeError(f"{files[0]}: case id '{cid}' is in both imagesTr and imagesTs")
-            test.append(Case(case_id=cid, patient=cid, images=files))
+        test, held_out_labels = _held_out(root, "imagesTs", "labelsTs")
     if channels == 1:
-        channels = _channel_count(training[0].images[0])
-    if labels is None:
-        values: set[int] = {0}
-        for case in training[: max(1, label_sample)]:
-            assert case.label is not None
-            values |= _label_values(case.label)
-        labels = {v: "background" if v == 0 else f"label {v}" for v in sorted(values)}
-    return Dataset(
-        root=root,
-        name=root.name,
-        modalities=[f"channel {i}" for i in range(channels)],
-        labels=dict(sorted(labels.items())),
-        training=training,
-        test=test,
-        layout="generic",
-        spatial_dims=3,
+        channels = channel_count(training[0].images[0])
+    return build_dataset(
+        root, "generic", training=training, test=test,
+        labels=labels if labels is not None else sampled_labels(training, label_sample),
+        modalities=[f"channel {i}" for i in range(channels)], spatial_dims=3,
+        label_files=[*label_files.values(), *held_out_labels],
     )
 
 
-__all__ = ["read_generic", "generic_folders", "group_channels"]
+def is_generic_folder(root: Path) -> bool:
+    """`images/` + `labels/` (an `imagesTr/` + `labelsTr/` pair is read only when asked for)."""
+    folders = generic_folders(root)
+    return folders is not None and folders[0].name == "images"
+
+
+LAYOUT = Layout(
+    name="generic",
+    describe="images/ + labels/ (or, with --layout generic, imagesTr/ + labelsTr/ + imagesTs/) of NIfTI, NRRD or MHA files",
+    detect=is_generic_folder,
+    read=read_generic,
+)
+
+__all__ = ["LAYOUT", "read_generic", "generic_folders", "group_channels", "label_values", "channel_count", "sampled_labels"]

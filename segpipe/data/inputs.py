@@ -11,11 +11,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from segpipe.data.case import Case
-from segpipe.data.decathlon import read_decathlon
+from segpipe.data.layout import Layout
 from segpipe.data.paths import case_id_of, is_image_file, is_mat_file, is_png_file
 from segpipe.errors import SegpipeError
 
-KINDS = ".nii.gz, .nii, .nrrd, .mha, .png, figshare .mat, a DICOM series folder or a BraTS case folder"
+KINDS = ".nii.gz, .nii, .nrrd, .mha, .png, figshare .mat files"
 
 
 def _case(path: Path, layout: str, images: list[Path] | None = None, case_id: str | None = None) -> Case:
@@ -37,39 +37,39 @@ def _file_case(path: Path) -> Case | None:
     return None
 
 
-def _folder_cases(path: Path) -> list[Case]:
-    from segpipe.data.brats import is_brats_case_folder, read_brats_case
-    from segpipe.data.dicom import check_series, dicom_files, series_folders
+def _dataset_cases(path: Path, layout: Layout) -> list[Case]:
+    """The cases `infer` segments in a folder of a known layout (see `Layout.inputs`)."""
+    from segpipe.data import read_dataset
 
-    if (path / "dataset.json").is_file():
-        ds = read_decathlon(path)
-        cases = ds.test or [Case(c.case_id, c.patient, c.images) for c in ds.training]
-        return [Case(c.case_id, c.patient, c.images, attrs={"layout": "decathlon", "spatial_dims": 3}) for c in cases]
-    if is_brats_case_folder(path):
-        case, _ = read_brats_case(path)
-        return [Case(case.case_id, case.patient, case.images, attrs={"layout": "brats", "spatial_dims": 3})]
-    if dicom_files(path):
-        info = check_series(path)
-        case = _case(path, "dicom", [path], path.name)
-        case.attrs.update({k: v for k, v in info.items() if k != "patient"})
-        return [case]
+    ds = read_dataset(path, layout.name)
+    return [
+        Case(c.case_id, c.patient, c.images, attrs={**c.attrs, "layout": ds.layout, "spatial_dims": ds.spatial_dims})
+        for c in layout.inputs(ds)
+    ]
+
+
+def _folder_cases(path: Path) -> list[Case]:
+    from segpipe.data.layouts import detect
+
+    layout = detect(path)
+    if layout is not None:
+        return _dataset_cases(path, layout)
     files = sorted(p for p in path.iterdir() if p.is_file())
     cases = [c for c in (_file_case(f) for f in files) if c is not None]
     if not cases:
-        series = series_folders(path)
-        for folder in series:
-            check_series(folder)
-            cases.append(_case(folder, "dicom", [folder], folder.name))
-    if not cases:
-        raise SegpipeError(f"{path}: holds no images segpipe can read ({KINDS})")
+        from segpipe.data.layouts import describe_layouts
+
+        raise SegpipeError(f"{path}: holds no images segpipe can read ({KINDS}; or a dataset folder: {describe_layouts()})")
     return cases
 
 
 def discover_inputs(paths: Iterable[str | Path]) -> list[Case]:
     """Cases from image files (NIfTI, NRRD, MHA, PNG, figshare MAT), folders of such files,
-    DICOM series folders (or folders of series folders), BraTS case folders (the four
-    channel files; the seg file is ignored), or Decathlon folders (their test list, else
-    their training list). Hidden and macOS `._*` files are ignored.
+    or dataset folders of any layout `preprocess` reads (`segpipe.data.layouts`): the
+    cases each layout's `inputs` names (Decathlon and slice folders: their test cases,
+    else their training cases; BraTS cohorts and case folders, pair folders, MAT folders,
+    DICOM series: every case; label files are never segmented). Hidden and macOS `._*`
+    files are ignored.
 
     Raises:
         SegpipeError: a path that does not exist, holds no images, or repeats a case id.

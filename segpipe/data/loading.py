@@ -55,11 +55,11 @@ def monai_reader(layout: str, key: str, path: str | Path | None = None) -> Any:
         return FigshareMatReader(field=_FIGSHARE_FIELDS[key])
     if layout == "dicom":
         return "ITKReader"
-    if layout in ("decathlon", "brats", "generic"):
+    if layout in ("decathlon", "brats", "generic", "pairs"):
         if path is not None and str(path).lower().endswith(ITK_SUFFIXES):
             return "ITKReader"
         return None
-    raise SegpipeError(f"layout {layout!r} unknown; known: decathlon, brats, slices, figshare, generic, dicom")
+    raise SegpipeError(f"layout {layout!r} unknown; known: decathlon, brats, slices, figshare, generic, pairs, dicom")
 
 
 def layout_of(dataset: Dataset, case: Case) -> str:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from segpipe.data.build import build_dataset
 from segpipe.data.case import Case
 from segpipe.data.dataset import Dataset
+from segpipe.data.layout import Layout
 from segpipe.data.paths import is_png_file
 from segpipe.errors import SegpipeError
 
@@ -26,6 +28,7 @@ COLOUR_TYPES = {2: "RGB", 4: "grayscale+alpha", 6: "RGBA"}  # refused: several c
 
 
 def is_slices_folder(root: Path) -> bool:
+    """A folder with `training_images/` or `test_images/`."""
     return (root / "training_images").is_dir() or (root / "test_images").is_dir()
 
 
@@ -51,14 +54,7 @@ def _check_png(path: Path) -> None:
 
 def _cases(images_dir: Path, labels_dir: Path | None, pattern: re.Pattern[str], *, need_labels: bool) -> list[Case]:
     cases: list[Case] = []
-    files = _pngs(images_dir)
-    if labels_dir is not None and labels_dir.is_dir():
-        label_names = {p.name for p in _pngs(labels_dir)}
-        image_names = {p.name for p in files}
-        orphans = sorted(label_names - image_names)
-        if orphans:
-            raise SegpipeError(f"{labels_dir / orphans[0]}: label without an image in {images_dir.name}/")
-    for image in files:
+    for image in _pngs(images_dir):
         _check_png(image)
         m = pattern.search(image.stem)
         if m is None:
@@ -117,21 +113,18 @@ def read_slices(
         test = _cases(root / "test_images", root / "test_labels", pattern, need_labels=False)
     if not training and not test:
         raise SegpipeError(f"{root}: holds no PNG slices")
-    ids: set[str] = set()
-    for case in [*training, *test]:
-        if case.case_id in ids:
-            raise SegpipeError(f"{case.images[0]}: case id '{case.case_id}' appears in both training and test")
-        ids.add(case.case_id)
-    return Dataset(
-        root=root,
-        name=root.name,
-        modalities=[modality],
-        labels=dict(sorted((labels or DEFAULT_LABELS).items())),
-        training=training,
-        test=test,
-        layout="slices",
-        spatial_dims=2,
+    label_files = [p for d in ("training_labels", "test_labels") if (root / d).is_dir() for p in _pngs(root / d)]
+    return build_dataset(
+        root, "slices", training=training, test=test, labels=labels or DEFAULT_LABELS,
+        modalities=[modality], spatial_dims=2, label_files=label_files,
     )
 
 
-__all__ = ["read_slices", "is_slices_folder", "DEFAULT_PATIENT_PATTERN", "DEFAULT_LABELS"]
+LAYOUT = Layout(
+    name="slices",
+    describe="training_images/ + training_labels/ (and test_images/ + test_labels/) PNG slices",
+    detect=is_slices_folder,
+    read=read_slices,
+)
+
+__all__ = ["LAYOUT", "read_slices", "is_slices_folder", "DEFAULT_PATIENT_PATTERN", "DEFAULT_LABELS"]
