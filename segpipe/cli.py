@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from segpipe import __version__
+from segpipe.data.layouts import describe_layouts, layout_names
 from segpipe.errors import SegpipeError
 
 
@@ -161,7 +162,7 @@ def cli() -> None:
               help="Prepared-dataset folder to write (plan.json, splits.json, manifest.json, cases/).")
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None,
               help="Parallel worker processes. [default: all cores]")
-@click.option("--layout", type=click.Choice(["decathlon", "brats", "slices", "figshare", "generic", "dicom"]),
+@click.option("--layout", type=click.Choice(layout_names()),
               default=None, help="Dataset layout (preprocess.layout). [default: detected]")
 @click.option("--keep-going", is_flag=True, help="Skip a case that cannot be preprocessed, go on, and list the skipped cases at the end.")
 @click.option("--verify-only", is_flag=True,
@@ -174,9 +175,8 @@ def preprocess(input_dir: Path, output_dir: Path | None, workers: int | None, la
     """Verify, fingerprint, normalise and cache a dataset.
 
     \b
-    Layouts: Decathlon (dataset.json), BraTS case folders (2021 and 2023 naming), 2D slice
-    folders (training_images/ + training_labels/), figshare MAT-files, image/label folders
-    (NIfTI, NRRD, MHA) and DICOM series.
+    Layouts (detected in this order):
+      {layouts}
 
     Reads every training case, reorients 3D images to RAS, crops to the brain, z-scores
     each channel over the brain and resamples to the target spacing (the median spacing
@@ -219,6 +219,9 @@ def preprocess(input_dir: Path, output_dir: Path | None, workers: int | None, la
             f"  manifest: {output_dir / 'manifest.json'}"
         )
     _report_failures(result.failed)
+
+
+preprocess.help = (preprocess.help or "").replace("{layouts}", describe_layouts("\n      "))
 
 
 @cli.command()
@@ -288,7 +291,9 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, epochs: int | Non
 @click.option("--model", "-m", "model_dir", required=True, type=click.Path(path_type=Path),
               help="Model folder written by `segpipe fit`.")
 @click.option("--input", "-i", "inputs", required=True, multiple=True, type=click.Path(path_type=Path),
-              help="Image file, folder of images, or Decathlon folder (its test list). Repeatable.")
+              help="Image file, folder of images, or dataset folder of any layout preprocess reads (a "
+                   "Decathlon or slice folder: its test cases, else its training cases; a BraTS cohort, "
+                   "pair folder, MAT folder or DICOM folder: every case). Repeatable.")
 @click.option("--output", "-o", "output_dir", required=True, type=click.Path(path_type=Path),
               help="Folder for the masks, one <case>.nii.gz per input, in the input's geometry.")
 @click.option("--sliding-window/--whole-image", default=True, show_default=True,
@@ -375,11 +380,12 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
 
         model_cfg = read_model_config(next(iter(sorted(model_dir.glob("fold_*"))), model_dir) if not (model_dir / "config.yaml").is_file() else model_dir)
         names = {int(k): v for k, v in model_cfg[1]["labels"].items()}
-        report = run_evaluate(output_dir, labels, output_dir / "evaluation", model_cfg[0].evaluate, names, quiet=quiet)
+        report = run_evaluate(output_dir, labels, output_dir / "evaluation", _evaluate_config(model_cfg[0]), names, quiet=quiet)
         summary["evaluation"] = _evaluation_summary(report)
         if _emit_json(summary):
             pass
         elif not quiet:
+            click.echo(report.matched_line())
             _print_summary(report.per_patient)
             click.echo(f"reports in {output_dir / 'evaluation'}")
 
@@ -387,13 +393,15 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
 @cli.command()
 @click.option("--pred", "-p", "pred_dir", required=True, type=click.Path(path_type=Path), help="Folder of predicted masks.")
 @click.option("--labels", "-l", required=True, type=click.Path(path_type=Path),
-              help="Folder of reference masks (same file names), or a Decathlon dataset folder.")
+              help="Folder of reference masks (named like the predictions), or a dataset folder of any layout "
+                   "preprocess reads (every labelled split counts: training, test_labels/, labelsTs/).")
 @click.option("--output", "-o", "output_dir", required=True, type=click.Path(path_type=Path),
               help="Folder for per_patient.csv, summary.csv and summary.json.")
 @click.option("--images", type=click.Path(path_type=Path), default=None,
-              help="Folder of the images, for overlays when --labels is not a dataset folder.")
+              help="Folder of the images, for overlays. [default: the dataset's images, or the folder beside "
+                   "--labels (test_labels/ -> test_images/, labelsTs/ -> imagesTs/)]")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
-              help="Model folder whose training curves go into the report.")
+              help="Model folder: its label names name the columns and the report; its training curves go into the report.")
 @config_options
 @common_options
 def evaluate(pred_dir: Path, labels: Path, output_dir: Path, images: Path | None, model_dir: Path | None,
@@ -402,7 +410,9 @@ def evaluate(pred_dir: Path, labels: Path, output_dir: Path, images: Path | None
 
     Scores each label and each region (evaluate.regions; by default the BraTS regions
     whole tumour, tumour core and enhancing tumour for MSD or BraTS label sets). Slices of
-    one patient are pooled before scoring. Writes per_patient.csv, per_case.csv,
+    one patient are pooled before scoring: the patient comes from the dataset, else from
+    the file name through evaluate.patient_pattern (or preprocess.patient_pattern; default
+    the BRATS_<id> of BRATS_<id>_z<slice>). Writes per_patient.csv, per_case.csv,
     summary.csv, summary.json, overlays of the best, median and worst patients and
     report.html.
     """
@@ -411,18 +421,26 @@ def evaluate(pred_dir: Path, labels: Path, output_dir: Path, images: Path | None
 
     quiet = _silent(quiet)
     cfg = _config(config_path, overrides)
-    result = run(pred_dir, labels, output_dir, cfg.evaluate, images=images, model_dir=model_dir, quiet=quiet)
+    result = run(pred_dir, labels, output_dir, _evaluate_config(cfg), images=images, model_dir=model_dir, quiet=quiet)
     if _emit_json(_evaluation_summary(result)):
         pass
     elif not quiet:
+        click.echo(result.matched_line())
         _print_summary(result.per_patient)
         click.echo(f"reports in {output_dir}: " + ", ".join(f.name for f in result.files))
 
 
+def _evaluate_config(cfg: Any) -> Any:
+    """The evaluate section, its patient pattern defaulting to preprocess.patient_pattern."""
+    from dataclasses import replace
+
+    return replace(cfg.evaluate, patient_pattern=cfg.evaluate.patient_pattern or cfg.preprocess.patient_pattern)
+
+
 def _evaluation_summary(result: Any) -> dict[str, Any]:
-    """Patients, files and the mean of every per-patient column, for --json."""
+    """Patients, files, the references matched and the mean of every per-patient column, for --json."""
     means = result.summary.set_index("metric")["mean"]
-    return {"patients": int(len(result.per_patient)), "files": result.files,
+    return {"patients": int(len(result.per_patient)), "files": result.files, "references": result.references,
             "mean": {k: (None if v != v else float(v)) for k, v in means.items()}}
 
 

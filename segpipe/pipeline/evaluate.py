@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,25 +12,15 @@ from tqdm import tqdm
 
 from segpipe.atomic import write_json, write_with
 from segpipe.config import EvaluateConfig
-from segpipe.data import read_dataset
 from segpipe.errors import SegpipeError
 from segpipe.reports.figures import overlay, training_curves
 from segpipe.reports.masks import is_mask_file, load_display_slice, load_mask, mask_id
 from segpipe.reports.metrics import EMPTY_CONVENTION, OverlapTally
+from segpipe.reports.references import Reference, References, read_references
 from segpipe.reports.report import html_report
 
 MSD_REGIONS = {"whole_tumour": [1, 2, 3], "tumour_core": [2, 3], "enhancing_tumour": [3]}
 BRATS_REGIONS = {"whole_tumour": [1, 2, 4], "tumour_core": [1, 4], "enhancing_tumour": [4]}
-
-
-@dataclass
-class Reference:
-    """A reference mask, its patient and (if known) the image it was drawn on."""
-
-    mask: Path
-    patient: str
-    image: Path | None = None
-    mapping: dict[int, int] | None = None  # label values as stored -> as scored (BraTS layout)
 
 
 @dataclass
@@ -42,6 +31,14 @@ class EvaluateResult:
     per_case: pd.DataFrame
     summary: pd.DataFrame
     files: list[Path] = field(default_factory=list)
+    references: dict = field(default_factory=dict)  # source, layout and the splits that matched
+
+    def matched_line(self) -> str:
+        """Which references the predictions matched, for the console."""
+        r = self.references
+        splits = ", ".join(f"{n} in the {s} split" if s != "masks" else str(n) for s, n in r["matched_splits"].items())
+        where = f"the {r['layout']} dataset {r['path']}" if r["layout"] else f"the masks in {r['path']}"
+        return f"matched {sum(r['matched_splits'].values())} prediction(s) to references of {where}: {splits}"
 
 
 def map_labels(mask: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
@@ -63,28 +60,44 @@ def default_regions(label_ids: list[int]) -> dict[str, list[int]]:
 
 def reference_masks(labels: Path, patient_pattern: str | None = None) -> tuple[dict[str, Reference], dict[int, str] | None]:
     """References by case id, from a dataset folder (any layout segpipe reads) or a folder of masks."""
-    if not labels.exists():
-        raise SegpipeError(f"{labels}: no such file or folder")
-    if not labels.is_dir():
-        raise SegpipeError(f"{labels}: expected a folder of reference masks or a dataset folder")
-    from segpipe.data import detect_layout
+    refs = read_references(labels, patient_pattern)
+    return refs.cases, refs.labels
 
-    files = sorted(p for p in labels.iterdir() if is_mask_file(p))
-    if files and detect_layout(labels) is None:
-        pattern = re.compile(patient_pattern) if patient_pattern else None
-        refs = {}
-        for path in files:
-            cid = mask_id(path)
-            match = pattern.search(cid) if pattern else None
-            refs[cid] = Reference(path, match.group("patient") if match else cid)
-        return refs, None
-    ds = read_dataset(labels)
-    refs = {
-        c.case_id: Reference(c.label, c.patient, c.images[0] if c.images else None, ds.label_mapping)
-        for c in ds.training
-        if c.label
-    }
-    return refs, ds.labels
+
+def model_label_names(model_dir: str | Path) -> dict[int, str] | None:
+    """Label names from a model folder's plan.json (or its first fold_<k>/), if it has one."""
+    import json
+
+    root = Path(model_dir)
+    plans = [root / "plan.json", *sorted(root.glob("fold_*/plan.json"))]
+    plan = next((p for p in plans if p.is_file()), None)
+    if plan is None:
+        return None
+    try:
+        return {int(k): str(v) for k, v in json.loads(plan.read_text())["labels"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise SegpipeError(f"{plan}: no readable 'labels' mapping") from None
+
+
+def no_match_error(pred_dir: Path, preds: dict[str, Path], refs: References) -> SegpipeError:
+    """One line that shows a prediction's id next to a reference's, so a naming mismatch is obvious."""
+    if not preds:
+        return SegpipeError(f"{pred_dir}: holds no mask files (.nii.gz, .nii, .nrrd, .mha, .png, .mat)")
+    pred_id, pred_path = next(iter(preds.items()))
+    ref_id = next(iter(refs.cases))
+    return SegpipeError(
+        f"{pred_dir}: no prediction matches a reference case in {refs.source} "
+        f"(e.g. prediction {pred_path.name} has case id '{pred_id}', a reference has case id '{ref_id}'); "
+        "predictions must be named after their reference's case id"
+    )
+
+
+def _matched_splits(refs: References, matched: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for cid in matched:
+        split = refs.cases[cid].split
+        counts[split] = counts.get(split, 0) + 1
+    return counts
 
 
 def _structures(label_ids: list[int], names: dict[int, str], regions: dict[str, list[int]]) -> dict[str, list[int]]:
@@ -123,20 +136,16 @@ def evaluate(
     pred_dir, out = Path(pred_dir), Path(output_dir)
     if not pred_dir.is_dir():
         raise SegpipeError(f"{pred_dir}: no such predictions folder")
-    refs, names = reference_masks(Path(labels), ecfg.patient_pattern)
-    if not names and label_names is None and model_dir is not None and (Path(model_dir) / "plan.json").is_file():
-        import json
-
-        label_names = {int(k): v for k, v in json.loads((Path(model_dir) / "plan.json").read_text())["labels"].items()}
-    names = names or label_names or {}
-    if images is not None:
-        for path in Path(images).iterdir():
-            if mask_id(path) in refs:
-                refs[mask_id(path)].image = path
+    references = read_references(Path(labels), ecfg.patient_pattern, images)
+    model_names = model_label_names(model_dir) if model_dir is not None and label_names is None else None
+    names = label_names or model_names or references.labels or {}
     preds = {mask_id(p): p for p in sorted(pred_dir.iterdir()) if is_mask_file(p)}
-    matched = sorted(set(preds) & set(refs))
+    matched = sorted(set(preds) & set(references.cases))
     if not matched:
-        raise SegpipeError(f"{pred_dir}: no prediction matches a reference case in {labels}")
+        raise no_match_error(pred_dir, preds, references)
+    splits = _matched_splits(references, matched)
+    # references of a split no prediction touched (a dataset's training cases) are not "missing"
+    refs = {cid: r for cid, r in references.cases.items() if r.split in splits}
 
     loaded = {}
     label_ids: set[int] = {k for k in names if k != 0}
@@ -181,6 +190,8 @@ def evaluate(
             "cases": int(len(per_case)),
             "labels": {str(k): names.get(k, f"label_{k}") for k in sorted(label_ids)},
             "regions": regions,
+            "references": {"path": str(references.source), "layout": references.layout, "matched_splits": splits,
+                           "images": str(references.images) if references.images else None},
             "missing_predictions": sorted(set(refs) - set(preds)),
             "unmatched_predictions": sorted(set(preds) - set(refs)),
             "pooling": "per_patient.csv pools all slices or volumes of a patient before scoring",
@@ -189,16 +200,20 @@ def evaluate(
             "mean": {k: (None if pd.isna(v) else float(v)) for k, v in summary.set_index("metric")["mean"].items()},
         },
     )
-    figures = _overlays(per_patient, per_case, loaded, refs, names, out)
+    figures, without_image = _overlays(per_patient, per_case, loaded, refs, names, out)
     if model_dir is not None and (Path(model_dir) / "metrics.csv").is_file():
         figures["Training curves"] = training_curves(pd.read_csv(Path(model_dir) / "metrics.csv"), out / "curves.png")
     notes = [
         f"{len(per_patient)} patients, {len(per_case)} slices or volumes; predictions {pred_dir}, references {labels}.",
         "Dice: " + EMPTY_CONVENTION["dice"] + ". HD95: " + EMPTY_CONVENTION["hd95_mm"] + ".",
     ]
+    if without_image:
+        notes.append(f"No image found for case(s) {', '.join(without_image)}: their overlays show the masks only "
+                     "(give the image folder with --images).")
     files.append(html_report(out / "report.html", "segpipe evaluation", summary, per_patient, figures, notes))
     files.extend(figures.values())
-    return EvaluateResult(per_patient=per_patient, per_case=per_case, summary=summary, files=files)
+    return EvaluateResult(per_patient=per_patient, per_case=per_case, summary=summary, files=files,
+                          references={"path": str(references.source), "layout": references.layout, "matched_splits": splits})
 
 
 def summarise(per_patient: pd.DataFrame) -> pd.DataFrame:
@@ -219,11 +234,13 @@ def summarise(per_patient: pd.DataFrame) -> pd.DataFrame:
 
 
 def _overlays(per_patient: pd.DataFrame, per_case: pd.DataFrame, loaded: dict, refs: dict[str, Reference],
-              names: dict[int, str], out: Path) -> dict[str, Path]:
-    """Overlay PNGs of the best, median and worst patients by mean label Dice."""
+              names: dict[int, str], out: Path) -> tuple[dict[str, Path], list[str]]:
+    """Overlay PNGs of the best, median and worst patients by mean label Dice, and the
+    cases drawn without an image (none was found)."""
     ranked = per_patient.dropna(subset=["dice_mean"]).sort_values("dice_mean", ascending=False)
+    without_image: list[str] = []
     if ranked.empty:
-        return {}
+        return {}, without_image
     picks = {"best": ranked.iloc[0], "median": ranked.iloc[len(ranked) // 2], "worst": ranked.iloc[-1]}
     figures = {}
     for rank, row in picks.items():
@@ -244,5 +261,8 @@ def _overlays(per_patient: pd.DataFrame, per_case: pd.DataFrame, loaded: dict, r
         if image is not None and image.shape != ref2d.shape:
             image = None
         title = f"{rank}: patient {row['patient']} (case {cid}), mean Dice {row['dice_mean']:.3f}"
+        if image is None:
+            without_image.append(cid)
+            title += " (no image found: masks only)"
         figures[f"{rank.capitalize()} patient"] = overlay(image, ref2d, pred2d, title, out / f"overlay_{rank}.png", names)
-    return figures
+    return figures, sorted(set(without_image))

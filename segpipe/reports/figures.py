@@ -48,7 +48,8 @@ def overlay(image: np.ndarray | None, ref: np.ndarray, pred: np.ndarray, title: 
     """Image with reference and prediction side by side, in one colour per label.
 
     Arrays are drawn as given (row 0 at the top); callers put volume slices in display
-    orientation first.
+    orientation first. Without an image (`image` None) only the two mask panels are
+    drawn, on a plain background: never an empty image panel.
     """
     import matplotlib
 
@@ -56,10 +57,12 @@ def overlay(image: np.ndarray | None, ref: np.ndarray, pred: np.ndarray, title: 
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    fig, axes = plt.subplots(1, 3, figsize=(11, 4))
+    panels = [(None, "image"), (ref, "reference"), (pred, "prediction")] if image is not None else [
+        (ref, "reference"), (pred, "prediction")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(11 if image is not None else 7.5, 4))
     background = image if image is not None else np.zeros(ref.shape, np.float32)
     lo, hi = np.percentile(background, [1, 99]) if background.any() else (0.0, 1.0)
-    for ax, mask, name in zip(axes, (None, ref, pred), ("image", "reference", "prediction")):
+    for ax, (mask, name) in zip(axes, panels):
         ax.imshow(background, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
         if mask is not None:
             ax.imshow(_rgba(mask), interpolation="nearest")

@@ -98,6 +98,14 @@ def load_display_slice(path: Path, mask_shape: tuple[int, ...], index: int | Non
                 return None
             obj = img.dataobj
             return np.asarray(obj[:, :, index] if img.ndim == 3 else obj[:, :, index, 0], dtype=np.float32)
+        if name.endswith((".nrrd", ".nhdr", ".mha", ".mhd")):
+            import itk
+
+            data = np.asarray(itk.array_view_from_image(itk.imread(str(path)))).T  # ITK arrays are z, y, x
+            data = data[0] if data.ndim == len(mask_shape) + 1 else data  # first channel of a vector image
+            if data.shape != tuple(mask_shape):
+                return None
+            return np.asarray(data[:, :, index] if index is not None and data.ndim == 3 else data, dtype=np.float32)
     except Exception:  # an overlay without its image is still useful
         return None
     return None
