@@ -46,6 +46,7 @@ MAPPINGS: dict[tuple[str, str], dict[int, int] | None] = {
     ("brats", "2023"): {1: 1, 2: 2, 3: 4},
 }
 NIFTI = (".nii.gz", ".nii")
+_SEGS = tuple(seg for _, seg in NAMINGS.values())
 _SUFFIX_RE = re.compile(r"(_flair|_t1ce|_t1|_t2|_seg|-t2f|-t1n|-t1c|-t2w|-seg)\.nii(\.gz)?$", re.IGNORECASE)
 
 
@@ -56,9 +57,10 @@ def _split(name: str) -> tuple[str, str] | None:
 
 
 def is_brats_case_folder(folder: Path) -> bool:
-    """A folder holding at least one BraTS channel or seg file."""
+    """A folder holding at least one BraTS channel file (a `*_seg` file alone is a mask,
+    e.g. of the pairs layout)."""
     try:
-        return folder.is_dir() and any(_split(p.name) for p in visible_files(folder))
+        return folder.is_dir() and any((parts := _split(p.name)) and parts[1] not in _SEGS for p in visible_files(folder))
     except OSError:
         return False
 
