@@ -263,6 +263,6 @@ def _overlays(per_patient: pd.DataFrame, per_case: pd.DataFrame, loaded: dict, r
         title = f"{rank}: patient {row['patient']} (case {cid}), mean Dice {row['dice_mean']:.3f}"
         if image is None:
             without_image.append(cid)
-            title += " (no image found: masks only)"
+            title += "\nno image found: masks only (give --images)"
         figures[f"{rank.capitalize()} patient"] = overlay(image, ref2d, pred2d, title, out / f"overlay_{rank}.png", names)
     return figures, sorted(set(without_image))

@@ -1,0 +1,174 @@
+"""evaluate's references: any layout's labelled splits, patients pooled alike whatever
+the folder, label names, overlay images, and errors that show the naming mismatch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from segpipe.cli import cli
+from segpipe.config import EvaluateConfig
+from segpipe.errors import SegpipeError
+from segpipe.pipeline.evaluate import evaluate
+from segpipe.reports.references import read_references, sibling_images
+from tests.test_layouts import make_pairs
+
+
+def _slices_with_test_split(root: Path) -> Path:
+    """The seed 000 layout: training_* and test_* folders of BRATS_<id>_z<slice>.png."""
+    rng = np.random.default_rng(3)
+    for split, patients in (("training", ("BRATS_001", "BRATS_002")), ("test", ("BRATS_003", "BRATS_004"))):
+        for folder in (f"{split}_images", f"{split}_labels"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        for p in patients:
+            for z in (40, 41, 42):
+                label = np.zeros((24, 24), np.uint8)
+                r = int(rng.integers(2, 8))
+                label[12 - r : 12 + r, 10 - r : 10 + r] = 1
+                label[12 - r // 2 : 12 + r // 2, 10 - r // 2 : 10 + r // 2] = 3
+                Image.fromarray((rng.random((24, 24)) * 200).astype(np.uint8)).save(root / f"{split}_images" / f"{p}_z{z}.png")
+                Image.fromarray(label).save(root / f"{split}_labels" / f"{p}_z{z}.png")
+    return root
+
+
+def _predictions(labels: Path, out: Path) -> Path:
+    """Each reference shifted by a slice-dependent amount: per-slice and pooled Dice differ."""
+    out.mkdir(parents=True)
+    for i, path in enumerate(sorted(labels.glob("*.png"))):
+        Image.fromarray(np.roll(np.asarray(Image.open(path)), i % 3, axis=1)).save(out / path.name)
+    return out
+
+
+def _model_folder(path: Path) -> Path:
+    """A model folder as far as evaluate reads it: plan.json with label names."""
+    path.mkdir(parents=True)
+    (path / "plan.json").write_text(json.dumps({"labels": {"0": "background", "1": "oedema", "3": "enhancing"}}))
+    return path
+
+
+def _overlay_panels(path: Path) -> int:
+    """3 panels (image, reference, prediction) are 990 px wide, 2 (masks only) 675 px."""
+    width = Image.open(path).size[0]
+    assert width in (990, 675), width
+    return 3 if width == 990 else 2
+
+
+def test_dataset_labels_folder_and_any_mask_folder_pool_the_same(tmp_path):
+    root = _slices_with_test_split(tmp_path / "seed000")
+    preds = _predictions(root / "test_labels", tmp_path / "pred")
+    anywhere = tmp_path / "refs"
+    shutil.copytree(root / "test_labels", anywhere)
+    model = _model_folder(tmp_path / "model")
+    results = {name: evaluate(preds, labels, tmp_path / name, model_dir=model) for name, labels in
+               (("dataset", root), ("labels", root / "test_labels"), ("masks", anywhere))}
+    tables = {name: (tmp_path / name / "per_patient.csv").read_text() for name in results}
+    assert tables["dataset"] == tables["labels"] == tables["masks"]
+    per_patient = results["masks"].per_patient.set_index("patient")
+    assert list(per_patient.index) == ["BRATS_003", "BRATS_004"] and (per_patient["slices_or_volumes"] == 3).all()
+    per_case = results["masks"].per_case
+    pooled_differs = per_case.groupby("patient")["dice_oedema"].mean() - per_patient["dice_oedema"]
+    assert (pooled_differs.abs() > 1e-4).any()  # pooling is not the mean of slice scores
+
+    summary = json.loads((tmp_path / "dataset" / "summary.json").read_text())
+    assert summary["references"]["matched_splits"] == {"test": 6} and summary["references"]["layout"] == "slices"
+    assert summary["missing_predictions"] == []  # the training split was not expected
+    assert json.loads((tmp_path / "labels" / "summary.json").read_text())["references"]["matched_splits"] == {"masks": 6}
+    # the dataset and the labels folder find the images (beside them); a bare copy does not
+    assert _overlay_panels(tmp_path / "dataset" / "overlay_best.png") == 3
+    assert _overlay_panels(tmp_path / "labels" / "overlay_best.png") == 3
+    assert _overlay_panels(tmp_path / "masks" / "overlay_best.png") == 2
+    assert "overlays show the masks only" in (tmp_path / "masks" / "report.html").read_text()
+    assert "masks only" not in (tmp_path / "labels" / "report.html").read_text()
+    # --images gives the copy its images
+    evaluate(preds, anywhere, tmp_path / "with_images", images=root / "test_images", model_dir=model)
+    assert _overlay_panels(tmp_path / "with_images" / "overlay_worst.png") == 3
+
+
+def test_training_split_matches_too_and_patient_pattern_is_configurable(tmp_path):
+    root = _slices_with_test_split(tmp_path / "seed000")
+    preds = _predictions(root / "training_labels", tmp_path / "pred")
+    result = evaluate(preds, root, tmp_path / "out")
+    assert result.references["matched_splits"] == {"training": 6}
+    assert "training split" in result.matched_line() and "slices dataset" in result.matched_line()
+    # a pattern that takes only the slice number pools across patients
+    coarse = evaluate(preds, root / "training_labels", tmp_path / "coarse",
+                      EvaluateConfig(patient_pattern=r"_(?P<patient>z\d+)$"))
+    assert sorted(coarse.per_patient["patient"]) == ["z40", "z41", "z42"]
+    with pytest.raises(SegpipeError, match="patient_pattern '\\(': not a valid regular expression"):
+        read_references(root / "training_labels", "(")
+
+
+def test_label_names_from_the_model(tmp_path):
+    root = _slices_with_test_split(tmp_path / "seed000")
+    preds = _predictions(root / "test_labels", tmp_path / "pred")
+    model = _model_folder(tmp_path / "model" / "fold_0")
+    result = evaluate(preds, root / "test_labels", tmp_path / "out", model_dir=model.parent)
+    assert {"dice_oedema", "dice_enhancing"} <= set(result.per_patient.columns)
+    assert "dice_label_1" not in result.per_patient.columns
+    assert "oedema" in (tmp_path / "out" / "report.html").read_text()
+    bare = evaluate(preds, root / "test_labels", tmp_path / "bare")
+    assert "dice_label_1" in bare.per_patient.columns
+
+
+def test_no_match_names_an_example_of_each_side(tmp_path):
+    root = _slices_with_test_split(tmp_path / "seed000")
+    preds = tmp_path / "pred"
+    preds.mkdir()
+    Image.fromarray(np.zeros((24, 24), np.uint8)).save(preds / "BRATS_003_slice40_pred.png")
+    out = CliRunner().invoke(cli, ["evaluate", "-p", str(preds), "-l", str(root / "test_labels"), "-o", str(tmp_path / "o")])
+    assert out.exit_code == 1
+    line = out.output.strip()
+    assert "\n" not in line and "BRATS_003_slice40_pred.png" in line and "'BRATS_003_z40'" in line
+
+
+def test_cli_says_which_split_matched(tmp_path):
+    root = _slices_with_test_split(tmp_path / "seed000")
+    preds = _predictions(root / "test_labels", tmp_path / "pred")
+    text = CliRunner().invoke(cli, ["evaluate", "-p", str(preds), "-l", str(root), "-o", str(tmp_path / "o")])
+    assert text.exit_code == 0, text.output
+    assert f"matched 6 prediction(s) to references of the slices dataset {root}: 6 in the test split" in text.output
+    as_json = CliRunner().invoke(cli, ["evaluate", "-p", str(preds), "-l", str(root), "-o", str(tmp_path / "j"), "--json"])
+    assert json.loads(as_json.output)["references"]["matched_splits"] == {"test": 6}
+
+
+def test_sibling_image_folders(tmp_path):
+    for name in ("test_images", "imagesTs", "images"):
+        (tmp_path / name).mkdir()
+    assert sibling_images(tmp_path / "test_labels") == tmp_path / "test_images"
+    assert sibling_images(tmp_path / "labelsTs") == tmp_path / "imagesTs"
+    assert sibling_images(tmp_path / "masks") == tmp_path / "images"
+    assert sibling_images(tmp_path / "refs") is None
+
+
+def test_pairs_folder_through_infer_and_evaluate(tiny_model, tmp_path):
+    root = make_pairs(tmp_path / "p", cases=("a", "b"), unlabelled=("u",), channels=4, shape=(20, 18, 12))
+    out = CliRunner().invoke(cli, ["infer", "-m", str(tiny_model), "-i", str(root), "-o", str(tmp_path / "pred"),
+                                   "--precision", "fp32", "-q"])
+    assert out.exit_code == 0, out.output
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir() if p.name.endswith(".nii.gz")) == [
+        "a.nii.gz", "b.nii.gz", "u.nii.gz"]
+    result = evaluate(tmp_path / "pred", root, tmp_path / "eval", model_dir=tiny_model)
+    assert sorted(result.per_patient["patient"]) == ["a", "b"] and result.references["layout"] == "pairs"
+    assert result.references["matched_splits"] == {"training": 2}
+    assert "dice_edema" in result.per_patient.columns  # the model's label names
+    assert _overlay_panels(tmp_path / "eval" / "overlay_best.png") == 3  # the pair's image is drawn
+    table = pd.read_csv(tmp_path / "eval" / "per_case.csv")
+    assert set(table["case"]) == {"a", "b"}
+
+
+def test_nrrd_images_are_drawn_under_overlays(tmp_path):
+    import itk
+
+    from segpipe.reports.masks import load_display_slice
+
+    volume = np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4)  # x, y, z
+    itk.imwrite(itk.image_from_array(np.ascontiguousarray(volume.T)), str(tmp_path / "i.nrrd"))
+    assert np.array_equal(load_display_slice(tmp_path / "i.nrrd", (6, 5, 4), 2), volume[:, :, 2])
+    assert load_display_slice(tmp_path / "i.nrrd", (6, 5, 3), 2) is None  # another grid: not drawn
