@@ -19,10 +19,11 @@ class Dataset:
         labels: label value -> name, as the loaded label maps use them (after
             `label_mapping`), 0 being background.
         training: labelled cases.
-        test: cases without (or with held-out) labels.
-        layout: the reader that produced it: "decathlon", "brats", "slices", "figshare",
-            "generic" or "dicom"; `segpipe.data.loading.monai_reader` turns it into the
-            MONAI reader to load its files with.
+        test: held-out cases, without labels or with held-out ones (`test_labels/`,
+            `labelsTs/`).
+        layout: the name of the layout that produced it (`segpipe.data.layouts.LAYOUTS`);
+            `segpipe.data.loading.monai_reader` turns it into the MONAI reader to load its
+            files with.
         spatial_dims: 3 for volumes, 2 for slices.
         label_mapping: source value -> target value applied to label maps when loading
             (e.g. BraTS 1/2/4 -> MSD 2/1/3); None means the values are used as stored.

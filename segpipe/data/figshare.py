@@ -11,6 +11,8 @@ equals MATLAB's `cjdata.image(r+1, c+1)` (rows, cols as MATLAB and `imshow` show
 `write_figshare_mat` stores the transpose again, so read -> write round-trips.
 
 `cvind.mat` (5-fold indices, one per slice in file-number order) becomes `Dataset.folds`.
+The MONAI reader of these files is `segpipe.data.mat_reader.FigshareMatReader` (also
+importable from here), kept apart so that reading the layout does not import MONAI.
 """
 
 from __future__ import annotations
