@@ -36,9 +36,11 @@ class EvaluateResult:
     def matched_line(self) -> str:
         """Which references the predictions matched, for the console."""
         r = self.references
-        splits = ", ".join(f"{n} in the {s} split" if s != "masks" else str(n) for s, n in r["matched_splits"].items())
-        where = f"the {r['layout']} dataset {r['path']}" if r["layout"] else f"the masks in {r['path']}"
-        return f"matched {sum(r['matched_splits'].values())} prediction(s) to references of {where}: {splits}"
+        count = sum(r["matched_splits"].values())
+        if not r["layout"]:
+            return f"matched {count} prediction(s) to the masks in {r['path']}"
+        splits = ", ".join(f"{n} in the {s} split" for s, n in r["matched_splits"].items())
+        return f"matched {count} prediction(s) to references of the {r['layout']} dataset {r['path']}: {splits}"
 
 
 def map_labels(mask: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
