@@ -18,10 +18,10 @@ from segpipe.errors import SegpipeError
 KINDS = ".nii.gz, .nii, .nrrd, .mha, .png, figshare .mat files"
 
 
-def _case(path: Path, layout: str, images: list[Path] | None = None, case_id: str | None = None) -> Case:
-    cid = case_id or case_id_of(path)
+def _case(path: Path, layout: str) -> Case:
+    cid = case_id_of(path)
     dims = 2 if layout in ("slices", "figshare") else 3
-    return Case(cid, cid, images or [path], attrs={"layout": layout, "spatial_dims": dims})
+    return Case(cid, cid, [path], attrs={"layout": layout, "spatial_dims": dims})
 
 
 def _file_case(path: Path) -> Case | None:
