@@ -172,3 +172,31 @@ def test_nrrd_images_are_drawn_under_overlays(tmp_path):
     itk.imwrite(itk.image_from_array(np.ascontiguousarray(volume.T)), str(tmp_path / "i.nrrd"))
     assert np.array_equal(load_display_slice(tmp_path / "i.nrrd", (6, 5, 4), 2), volume[:, :, 2])
     assert load_display_slice(tmp_path / "i.nrrd", (6, 5, 3), 2) is None  # another grid: not drawn
+
+
+def test_decathlon_labelsTs_are_references(synthetic_dataset, tmp_path):
+    preds = tmp_path / "pred"
+    shutil.copytree(synthetic_dataset / "labelsTs", preds)  # perfect predictions of the test split
+    result = evaluate(preds, synthetic_dataset, tmp_path / "out")
+    assert result.references == {"path": str(synthetic_dataset), "layout": "decathlon", "matched_splits": {"test": 2}}
+    assert sorted(result.per_patient["patient"]) == ["SYN_006", "SYN_007"]
+    assert (result.per_patient["dice_whole_tumour"] == 1.0).all()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["missing_predictions"] == []  # the 6 training cases were not expected
+
+
+def test_preprocess_patient_pattern_pools_in_evaluate(tmp_path):
+    refs, preds = tmp_path / "refs", tmp_path / "pred"
+    refs.mkdir()
+    preds.mkdir()
+    for name in ("caseA-s1", "caseA-s2", "caseB-s1"):
+        mask = np.zeros((8, 8), np.uint8)
+        mask[2:6, 2:6] = 1
+        Image.fromarray(mask).save(refs / f"{name}.png")
+        Image.fromarray(mask).save(preds / f"{name}.png")
+    out = CliRunner().invoke(cli, ["evaluate", "-p", str(preds), "-l", str(refs), "-o", str(tmp_path / "o"), "--json",
+                                   "--set", "preprocess.patient_pattern=^(?P<patient>case[A-Z])-"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["patients"] == 2
+    unpooled = CliRunner().invoke(cli, ["evaluate", "-p", str(preds), "-l", str(refs), "-o", str(tmp_path / "u"), "--json"])
+    assert json.loads(unpooled.output)["patients"] == 3  # the default pattern does not match these names

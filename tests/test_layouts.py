@@ -167,6 +167,7 @@ def test_infer_inputs_read_every_layout(tmp_path, synthetic_dataset):
     assert [(c.case_id, c.images[0].name, c.attrs["layout"]) for c in pairs] == [
         ("a", "a_image.nrrd", "pairs"), ("b", "b_image.nrrd", "pairs"), ("u", "u_image.nrrd", "pairs")]
     assert [c.case_id for c in discover_inputs([synthetic_dataset])] == ["SYN_006", "SYN_007"]  # imagesTs
+    assert len(discover_inputs([synthetic_dataset / "imagesTr"])) == 6
     generic = discover_inputs([make_generic(tmp_path / "g")])
     assert [c.case_id for c in generic] == ["a", "b"] and generic[0].attrs["layout"] == "generic"
     slices = make_slices(tmp_path / "s")
