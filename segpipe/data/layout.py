@@ -34,7 +34,6 @@ class Layout:
         detect: True when a folder is in this layout (cheap: listings and headers only).
         read: folder (and reader options) -> `Dataset`.
         inputs: the cases `infer` segments when given the folder itself.
-        detected: False for a layout that must be asked for with `--layout`.
     """
 
     name: str
@@ -42,7 +41,6 @@ class Layout:
     detect: Callable[[Path], bool]
     read: Callable[..., Dataset]
     inputs: Callable[[Dataset], list[Case]] = held_out_else_training
-    detected: bool = True
 
 
 __all__ = ["Layout", "every_case", "held_out_else_training"]

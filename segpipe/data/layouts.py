@@ -43,7 +43,7 @@ def layout_named(name: str) -> Layout:
 
 def detect(path: Path) -> Layout | None:
     """The first layout (in table order) that recognises the folder, or None."""
-    return next((layout for layout in LAYOUTS if layout.detected and layout.detect(path)), None)
+    return next((layout for layout in LAYOUTS if layout.detect(path)), None)
 
 
 def describe_layouts(separator: str = "; ") -> str:

@@ -16,7 +16,7 @@ from segpipe.errors import SegpipeError
 from segpipe.reports.figures import overlay, training_curves
 from segpipe.reports.masks import is_mask_file, load_display_slice, load_mask, mask_id
 from segpipe.reports.metrics import EMPTY_CONVENTION, OverlapTally
-from segpipe.reports.references import Reference, References, read_references
+from segpipe.reports.references import Reference, matched_splits, model_label_names, no_match_error, read_references
 from segpipe.reports.report import html_report
 
 MSD_REGIONS = {"whole_tumour": [1, 2, 3], "tumour_core": [2, 3], "enhancing_tumour": [3]}
@@ -58,48 +58,6 @@ def default_regions(label_ids: list[int]) -> dict[str, list[int]]:
     if set(label_ids) == {1, 2, 4}:
         return BRATS_REGIONS
     return {}
-
-
-def reference_masks(labels: Path, patient_pattern: str | None = None) -> tuple[dict[str, Reference], dict[int, str] | None]:
-    """References by case id, from a dataset folder (any layout segpipe reads) or a folder of masks."""
-    refs = read_references(labels, patient_pattern)
-    return refs.cases, refs.labels
-
-
-def model_label_names(model_dir: str | Path) -> dict[int, str] | None:
-    """Label names from a model folder's plan.json (or its first fold_<k>/), if it has one."""
-    import json
-
-    root = Path(model_dir)
-    plans = [root / "plan.json", *sorted(root.glob("fold_*/plan.json"))]
-    plan = next((p for p in plans if p.is_file()), None)
-    if plan is None:
-        return None
-    try:
-        return {int(k): str(v) for k, v in json.loads(plan.read_text())["labels"].items()}
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise SegpipeError(f"{plan}: no readable 'labels' mapping") from None
-
-
-def no_match_error(pred_dir: Path, preds: dict[str, Path], refs: References) -> SegpipeError:
-    """One line that shows a prediction's id next to a reference's, so a naming mismatch is obvious."""
-    if not preds:
-        return SegpipeError(f"{pred_dir}: holds no mask files (.nii.gz, .nii, .nrrd, .mha, .png, .mat)")
-    pred_id, pred_path = next(iter(preds.items()))
-    ref_id = next(iter(refs.cases))
-    return SegpipeError(
-        f"{pred_dir}: no prediction matches a reference case in {refs.source} "
-        f"(e.g. prediction {pred_path.name} has case id '{pred_id}', a reference has case id '{ref_id}'); "
-        "predictions must be named after their reference's case id"
-    )
-
-
-def _matched_splits(refs: References, matched: list[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for cid in matched:
-        split = refs.cases[cid].split
-        counts[split] = counts.get(split, 0) + 1
-    return counts
 
 
 def _structures(label_ids: list[int], names: dict[int, str], regions: dict[str, list[int]]) -> dict[str, list[int]]:
@@ -145,7 +103,7 @@ def evaluate(
     matched = sorted(set(preds) & set(references.cases))
     if not matched:
         raise no_match_error(pred_dir, preds, references)
-    splits = _matched_splits(references, matched)
+    splits = matched_splits(references, matched)
     # references of a split no prediction touched (a dataset's training cases) are not "missing"
     refs = {cid: r for cid, r in references.cases.items() if r.split in splits}
 

@@ -9,6 +9,7 @@ whatever the folder.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,4 +147,46 @@ def read_references(labels: str | Path, patient_pattern: str | None = None, imag
     return refs
 
 
-__all__ = ["Reference", "References", "attach_images", "patient_of", "patient_regex", "read_references", "sibling_images"]
+def model_label_names(model_dir: str | Path) -> dict[int, str] | None:
+    """Label names from a model folder's plan.json (or its first fold_<k>/), if it has one.
+
+    Raises:
+        SegpipeError: a plan.json without a readable `labels` mapping.
+    """
+    root = Path(model_dir)
+    plans = [root / "plan.json", *sorted(root.glob("fold_*/plan.json"))]
+    plan = next((p for p in plans if p.is_file()), None)
+    if plan is None:
+        return None
+    try:
+        return {int(k): str(v) for k, v in json.loads(plan.read_text())["labels"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise SegpipeError(f"{plan}: no readable 'labels' mapping") from None
+
+
+def no_match_error(pred_dir: Path, preds: dict[str, Path], refs: References) -> SegpipeError:
+    """One line that shows a prediction's id next to a reference's, so a naming mismatch is obvious."""
+    if not preds:
+        return SegpipeError(f"{pred_dir}: holds no mask files (.nii.gz, .nii, .nrrd, .mha, .png, .mat)")
+    pred_id, pred_path = next(iter(preds.items()))
+    ref_id = next(iter(refs.cases))
+    return SegpipeError(
+        f"{pred_dir}: no prediction matches a reference case in {refs.source} "
+        f"(e.g. prediction {pred_path.name} has case id '{pred_id}', a reference has case id '{ref_id}'); "
+        "predictions must be named after their reference's case id"
+    )
+
+
+def matched_splits(refs: References, matched: list[str]) -> dict[str, int]:
+    """How many of the matched case ids came from each split."""
+    counts: dict[str, int] = {}
+    for cid in matched:
+        split = refs.cases[cid].split
+        counts[split] = counts.get(split, 0) + 1
+    return counts
+
+
+__all__ = [
+    "Reference", "References", "attach_images", "matched_splits", "model_label_names", "no_match_error",
+    "patient_of", "patient_regex", "read_references", "sibling_images",
+]
