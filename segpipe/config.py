@@ -47,6 +47,8 @@ class ModelConfig:
     dropout: float = 0.0
     residual: bool = False
     deep_supervision: bool = False
+    stem: str = "plain"  # unet: "plain" (Ronneberger: full-resolution first level) | "strided" (first level at half resolution, cheaper)
+    targets: str = "labels"  # labels (softmax over exclusive labels) | regions (sigmoid per nested region of evaluate.regions)
 
 
 @dataclass
@@ -76,7 +78,10 @@ class TrainConfig:
     fold: int = 0
     val_every: int = 1
     early_stopping: int = 0  # validations without improvement before stopping; 0 disables
-    max_seconds: float = 0.0  # training-time budget; >0: the schedule follows elapsed time and training stops at the budget
+    max_seconds: float = 0.0  # training-time budget; >0: epochs sized from measured step and validation costs, schedule over elapsed time
+    budget_validations: int = 5  # with max_seconds: validations (and checkpoints) to fit within the budget
+    warmup: float = 0.05  # with max_seconds: share of the budget over which the learning rate rises linearly
+    all_cases: bool = False  # train on every case, no validation fold (best.pt = last.pt)
     seed: int = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms; exact resume
     device: str = "cpu"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +14,8 @@ from segpipe.config import EvaluateConfig
 from segpipe.errors import SegpipeError
 from segpipe.reports.figures import overlay, training_curves
 from segpipe.reports.masks import is_mask_file, load_display_slice, load_mask, mask_id
-from segpipe.reports.metrics import EMPTY_CONVENTION, OverlapTally
+from segpipe.reports.metrics import EMPTY_CONVENTION
+from segpipe.reports.patients import PatientScores, label_structures, structures
 from segpipe.reports.references import Reference, matched_splits, model_label_names, no_match_error, read_references
 from segpipe.reports.report import html_report
 
@@ -58,20 +58,6 @@ def default_regions(label_ids: list[int]) -> dict[str, list[int]]:
     if set(label_ids) == {1, 2, 4}:
         return BRATS_REGIONS
     return {}
-
-
-def _structures(label_ids: list[int], names: dict[int, str], regions: dict[str, list[int]]) -> dict[str, list[int]]:
-    out = {names.get(k, f"label_{k}").replace(" ", "_"): [k] for k in label_ids}
-    out.update(regions)
-    return out
-
-
-def _row(prefix: dict[str, object], tallies: dict[str, OverlapTally]) -> dict[str, object]:
-    row = dict(prefix)
-    for name, tally in tallies.items():
-        for metric, value in tally.scores().items():
-            row[f"{metric}_{name}"] = value
-    return row
 
 
 def evaluate(
@@ -120,23 +106,12 @@ def evaluate(
         loaded[cid] = (pred, ref, spacing)
     label_ids.discard(0)
     regions = ecfg.regions if ecfg.regions is not None else default_regions(sorted(label_ids))
-    structures = _structures(sorted(label_ids), names, regions)
-
-    case_rows, patient_tallies = [], defaultdict(lambda: {s: OverlapTally() for s in structures})
+    scored = structures(sorted(label_ids), names, regions)
+    scores = PatientScores(scored, label_structures(sorted(label_ids), names))
     for cid in matched:
         pred, ref, spacing = loaded[cid]
-        patient = refs[cid].patient
-        case_tallies = {s: OverlapTally() for s in structures}
-        for name, members in structures.items():
-            p, r = np.isin(pred, members), np.isin(ref, members)
-            case_tallies[name].add(p, r, spacing)
-            patient_tallies[patient][name].add(p, r, spacing)
-        case_rows.append(_row({"case": cid, "patient": patient}, case_tallies))
-    per_case = pd.DataFrame(case_rows)
-    per_patient = pd.DataFrame([_row({"patient": p}, t) for p, t in patient_tallies.items()])
-    label_cols = [f"dice_{s}" for s in structures if s not in regions]
-    per_patient.insert(1, "dice_mean", per_patient[label_cols].mean(axis=1, skipna=True))
-    per_patient.insert(2, "slices_or_volumes", per_patient["patient"].map(per_case["patient"].value_counts()))
+        scores.add(cid, refs[cid].patient, pred, ref, spacing)
+    per_case, per_patient = scores.per_case(), scores.per_patient()
     summary = summarise(per_patient.drop(columns=["slices_or_volumes"]))
 
     files = [out / n for n in ("per_patient.csv", "per_case.csv", "summary.csv", "summary.json")]

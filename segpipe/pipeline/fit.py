@@ -1,12 +1,19 @@
-"""`segpipe fit`: train a network on a prepared dataset into a model folder."""
+"""`segpipe fit`: train a network on a prepared dataset into a model folder.
+
+The loop (`_train`) is a short skeleton of named steps; its side jobs (model selection,
+early stopping, checkpoints, the console line, the time budget) live in
+`segpipe/training/`, each testable alone. The caller's config is never changed: `fit`
+works on a copy whose resolved values (precision, patch size, budget-sized epochs,
+regions) are written to the model folder's config.yaml and returned in `FitResult`.
+"""
 
 from __future__ import annotations
 
+import copy
 import math
 import random
-import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +21,14 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.data import CacheDataset, DataLoader, ThreadDataLoader
-from monai.inferers import sliding_window_inference
-from monai.losses import DiceCELoss
 from monai.transforms import Compose, LoadImaged
 from tqdm import tqdm
 
-from segpipe.atomic import remove_stale_partials, write_json, write_with, write_yaml
+from segpipe.atomic import remove_stale_partials, write_json, write_yaml
 from segpipe.config import Config, TrainConfig
 from segpipe.errors import SegpipeError
-from segpipe.networks.inference import optimize_for_inference
 from segpipe.pipeline.allocator import keep_freed_memory
-from segpipe.pipeline.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from segpipe.pipeline.checkpoints import load_checkpoint, rng_state, set_rng_state
 from segpipe.pipeline.distributed import Dist, init_distributed, shutdown
 from segpipe.pipeline.evaluate import default_regions
 from segpipe.pipeline.model import build_from_spec, network_spec
@@ -32,8 +36,16 @@ from segpipe.pipeline.precision import ARITHMETIC, resolve_precision
 from segpipe.pipeline.preprocess import load_prepared
 from segpipe.pipeline.training import ListSampler, Precision, epoch_indices, make_optimizer, make_scheduler
 from segpipe.reports.figures import training_curves
-from segpipe.reports.metrics import dice_per_label, dice_per_region
+from segpipe.reports.patients import label_structures, structures
+from segpipe.training.budget import BudgetPlan, BudgetSchedule, TimeBudget, plan_budget
+from segpipe.training.handlers import Checkpointer, EarlyStopping, ModelSelection, console_line
+from segpipe.training.losses import deep_supervised_loss, make_loss
+from segpipe.training.validation import validate
 from segpipe.transforms.augment import KEYS, training_chain
+from segpipe.transforms.regions import RegionChain, labels_to_regions, region_chain
+
+PATCH_MULTIPLE = 16  # automatic patches are rounded up to this; a patch may exceed an image by less
+PROBE_STEPS = 4  # training steps timed (after the first) to size epochs for a time budget
 
 
 @dataclass
@@ -46,6 +58,7 @@ class FitResult:
     best_epoch: int
     stopped_early: bool = False
     precision: str = "fp32"  # the arithmetic that trained (what "auto" chose)
+    config: Config | None = None  # the resolved config, as recorded in the model folder
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -58,63 +71,13 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def _cases(prepared: Path, manifest: dict[str, Any], ids: list[str]) -> list[dict[str, str]]:
+def _cases(prepared: Path, manifest: dict[str, Any], ids: list[str]) -> list[dict[str, Any]]:
     cases = manifest["cases"]
     missing = [cid for cid in ids if cid not in cases]
     if missing:
         raise SegpipeError(f"{prepared / 'splits.json'}: cases {missing[:3]} are not in manifest.json (re-run preprocess)")
-    return [{"image": str(prepared / cases[c]["image"]), "label": str(prepared / cases[c]["label"]), "id": c} for c in ids]
-
-
-def deep_supervised_loss(loss_fn: DiceCELoss, outputs: Any, target: torch.Tensor) -> torch.Tensor:
-    """Loss of one output, or a halving-weighted sum over deep-supervision outputs."""
-    if isinstance(outputs, torch.Tensor):
-        return loss_fn(outputs, target)
-    total, norm = 0.0, 0.0
-    for i, out in enumerate(outputs):
-        weight = 0.5**i
-        tgt = target if out.shape[2:] == target.shape[2:] else torch.nn.functional.interpolate(
-            target.float(), size=out.shape[2:], mode="nearest"
-        )
-        total = total + weight * loss_fn(out, tgt)
-        norm += weight
-    return total / norm
-
-
-def _nanmean(values: list[float]) -> float:
-    """Mean over the scored (non-NaN) values; NaN when none was scored."""
-    kept = [v for v in values if not math.isnan(v)]
-    return float(np.mean(kept)) if kept else float("nan")
-
-
-@torch.no_grad()
-def validate(
-    net: torch.nn.Module, cases: list[dict[str, str]], cfg: Config, patch: list[int], labels: list[int],
-    regions: dict[str, list[int]], device: torch.device, precision: Precision,
-) -> dict[str, float]:
-    """Sliding-window prediction of whole validation cases; mean Dice per label and region.
-
-    Runs a copy of `net` rewritten for inference as `segpipe infer` does (infer.fuse,
-    infer.channels_last), so validation Dice is what infer will give.
-    """
-    net.eval()
-    predictor = optimize_for_inference(net, channels_last=cfg.infer.channels_last) if cfg.infer.fuse else net
-    scores: dict[str, list[float]] = {}
-    for case in cases:
-        image = torch.from_numpy(np.load(case["image"]))[None].to(device)
-        ref = np.load(case["label"])[0]
-        with precision.autocast():
-            logits = sliding_window_inference(
-                image, roi_size=patch, sw_batch_size=cfg.infer.sw_batch_size, predictor=predictor,
-                overlap=cfg.infer.overlap, mode=cfg.infer.mode,
-            )
-        pred = logits.argmax(1)[0].cpu().numpy()
-        for k, v in dice_per_label(pred, ref, labels).items():
-            scores.setdefault(str(k), []).append(v)
-        for name, v in dice_per_region(pred, ref, regions).items():
-            scores.setdefault(name, []).append(v)
-    net.train()
-    return {k: _nanmean(v) for k, v in scores.items()}
+    return [{"image": str(prepared / cases[c]["image"]), "label": str(prepared / cases[c]["label"]), "id": c,
+             "patient": str(cases[c].get("patient") or c), "voxels": math.prod(cases[c].get("shape") or [1])} for c in ids]
 
 
 def _can_resume(model_dir: Path, resume: bool) -> bool:
@@ -156,7 +119,7 @@ def fit(
     quiet: bool = False,
     epochs_this_run: int | None = None,
 ) -> FitResult:
-    """Train `cfg.model` on fold `cfg.train.fold` of a prepared dataset.
+    """Train `cfg.model` on fold `cfg.train.fold` (or every case, train.all_cases) of a prepared dataset.
 
     Writes the model folder: config.yaml (resolved), plan.json, network.json,
     checkpoints/last.pt and best.pt (every epoch, atomically), metrics.csv, curves.png and
@@ -167,10 +130,15 @@ def fit(
     `epochs_this_run` stops after that many epochs (the schedule still spans
     train.epochs), for jobs in time-limited slots that `--resume` later.
 
+    With train.max_seconds, the first steps and one validation are timed and the epochs
+    sized so that training validates and checkpoints train.budget_validations times
+    within the budget; the learning rate warms up and follows the schedule over time.
+
     Under torchrun (WORLD_SIZE > 1) each process trains on its share of every epoch's
-    batches with DistributedDataParallel, and only rank 0 writes.
+    batches with DistributedDataParallel, and only rank 0 writes. `cfg` is not changed.
     """
     prepared, model_dir = Path(prepared_dir), Path(model_dir)
+    cfg = copy.deepcopy(cfg)
     if cfg.train.reuse_memory and not cfg.train.device.startswith("cuda"):
         keep_freed_memory()  # 3D steps ~15 % faster on CPU (docs/benchmarks.md)
     d, device = init_distributed(cfg.train.device)
@@ -193,12 +161,77 @@ def _training_precision(t: TrainConfig, device: torch.device, d: Dist) -> str:
     return ARITHMETIC[int(d.broadcast(ARITHMETIC.index(choice)))]
 
 
-def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.device, resume: bool, quiet: bool,
-         epochs_this_run: int | None) -> FitResult:
-    plan, splits, manifest = load_prepared(prepared)
-    t = cfg.train
+def training_split(splits: list[dict[str, list[str]]], t: TrainConfig, prepared: Path) -> tuple[list[str], list[str]]:
+    """Training and validation case ids: fold train.fold, or every case and none held out (train.all_cases)."""
+    if t.all_cases:
+        ids = sorted({cid for fold in splits[:1] for cid in fold["train"] + fold["val"]})
+        return ids, []
     if not 0 <= t.fold < len(splits):
         raise SegpipeError(f"option train.fold={t.fold}: {prepared / 'splits.json'} has folds 0..{len(splits) - 1}")
+    return list(splits[t.fold]["train"]), list(splits[t.fold]["val"])
+
+
+def check_patch(patch: list[int], dims: int, plan: dict[str, Any], manifest: dict[str, Any], prepared: Path) -> None:
+    """Refuse a patch with the wrong number of sides, or larger than every image along an axis."""
+    if len(patch) != dims:
+        raise SegpipeError(f"config key 'train.patch_size': {patch} has {len(patch)} sides for a {dims}D model")
+    if plan.get("spatial_dims", 3) != dims:
+        raise SegpipeError(f"config key 'model.spatial_dims': {dims}, but {prepared} holds {plan.get('spatial_dims', 3)}D cases")
+    shapes = [c["shape"] for c in manifest["cases"].values() if len(c.get("shape") or []) == dims]
+    if not shapes:
+        return
+    largest = [max(s[i] for s in shapes) for i in range(dims)]
+    limit = [math.ceil(v / PATCH_MULTIPLE) * PATCH_MULTIPLE for v in largest]
+    if any(p > lim for p, lim in zip(patch, limit)):
+        raise SegpipeError(f"config key 'train.patch_size': {patch} is larger than the images of {prepared} "
+                           f"(largest {' x '.join(map(str, largest))} after cropping)")
+
+
+def resolve_targets(cfg: Config, label_ids: list[int]) -> tuple[dict[str, list[int]], RegionChain | None]:
+    """The evaluation regions, and the nested region chain when the network predicts regions."""
+    regions = cfg.evaluate.regions if cfg.evaluate.regions is not None else default_regions(label_ids)
+    if cfg.model.targets == "labels":
+        return regions, None
+    if cfg.model.targets == "regions":
+        return regions, region_chain(regions, label_ids)
+    raise SegpipeError(f"config key 'model.targets': expected labels or regions, got {cfg.model.targets!r}")
+
+
+@dataclass
+class Run:
+    """Everything one training run resolved and built."""
+
+    cfg: Config
+    model_dir: Path
+    device: torch.device
+    d: Dist
+    quiet: bool
+    spec: dict[str, Any]
+    labels: dict[str, str]
+    scored: dict[str, list[int]]
+    label_structures: list[str]
+    chain: RegionChain | None
+    model: torch.nn.Module
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    precision: Precision
+    loss_fn: Any
+    train_cases: list[dict[str, Any]]
+    val_cases: list[dict[str, Any]]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+    selection: ModelSelection = field(default_factory=ModelSelection)
+    ckpt: dict[str, Any] | None = None
+    plan: dict[str, Any] = field(default_factory=dict)  # the prepared dataset's plan.json
+    budget: dict[str, float] | None = None  # the BudgetPlan of a time-budgeted run
+
+
+def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.device, resume: bool, quiet: bool) -> Run:
+    """Resolve the config, prepare the folder, build the network, optimiser and loss, load a resumed state."""
+    plan, splits, manifest = load_prepared(prepared)
+    t = cfg.train
+    train_ids, val_ids = training_split(splits, t, prepared)
     resume = _can_resume(model_dir, resume)
     d.barrier()  # every rank decides before rank 0 creates the folder
     if d.main:
@@ -206,197 +239,229 @@ def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.de
     d.barrier()
     if t.threads > 0:
         torch.set_num_threads(t.threads)
-    t.precision = _training_precision(t, device, d)  # config.yaml records the concrete choice, for --resume
-    split = splits[t.fold]
-    patch = list(t.patch_size or plan["patch_size"])
-    dims = cfg.model.spatial_dims
-    if len(patch) != dims:
-        raise SegpipeError(f"config key 'train.patch_size': {patch} has {len(patch)} sides for a {dims}D model")
-    if plan.get("spatial_dims", 3) != dims:
-        raise SegpipeError(f"config key 'model.spatial_dims': {dims}, but {prepared} holds {plan.get('spatial_dims', 3)}D cases")
-    t.patch_size = patch
+    t.precision = _training_precision(t, device, d)  # recorded, so --resume keeps the arithmetic
+    t.patch_size = list(t.patch_size or plan["patch_size"])
+    check_patch(t.patch_size, cfg.model.spatial_dims, plan, manifest, prepared)
     if cfg.infer.roi_size is None:
-        cfg.infer.roi_size = patch
+        cfg.infer.roi_size = t.patch_size
     labels = {str(k): v for k, v in plan["labels"].items()}
     label_ids = [int(k) for k in labels if int(k) != 0]
-    regions = cfg.evaluate.regions if cfg.evaluate.regions is not None else default_regions(label_ids)
-    spec = network_spec(cfg.model, plan["in_channels"], plan["out_channels"])
-    if d.main:
-        write_yaml(model_dir / "config.yaml", cfg.to_dict())
-        write_json(model_dir / "plan.json", plan)
-        write_json(model_dir / "network.json", spec)
+    regions, chain = resolve_targets(cfg, label_ids)
+    cfg.evaluate.regions = regions if chain is not None else cfg.evaluate.regions
+    names = {int(k): v for k, v in labels.items()}
+    scored = structures(label_ids, names, regions)
+    out_channels = len(chain.names) if chain is not None else plan["out_channels"]
+    spec = network_spec(cfg.model, plan["in_channels"], out_channels)
 
     seed_everything(t.seed, t.deterministic)
     model = build_from_spec(spec).to(device)
     optimizer = make_optimizer(model.parameters(), t)
-    scheduler = make_scheduler(optimizer, t)
-    precision = Precision(t.precision, device)
-    loss_fn = DiceCELoss(
-        to_onehot_y=True, softmax=True, include_background=t.include_background,
-        lambda_dice=t.lambda_dice, lambda_ce=t.lambda_ce,
-    )
-    start_epoch, best_metric, best_epoch, stale, rows = 0, -math.inf, -1, 0, []
-    ckpt = None
+    run = Run(cfg, model_dir, device, d, quiet, spec, labels, scored, label_structures(label_ids, names), chain,
+              model, model, optimizer, make_scheduler(optimizer, t), Precision(t.precision, device),
+              make_loss(t, chain is not None), _cases(prepared, manifest, train_ids), _cases(prepared, manifest, val_ids))
+    run.plan = plan
     if resume:
-        ckpt = load_checkpoint(model_dir / "checkpoints" / "last.pt")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        precision.load_state_dict(ckpt.get("scaler", {}))
-        start_epoch, best_metric, best_epoch = ckpt["epoch"] + 1, ckpt["best_metric"], ckpt["best_epoch"]
-        stale = ckpt.get("stale_validations", 0)
-        if (model_dir / "metrics.csv").is_file():
-            rows = pd.read_csv(model_dir / "metrics.csv").to_dict("records")[:start_epoch]
-
-    net: torch.nn.Module = model
+        _load_state(run)
     if t.compile:
-        net = torch.compile(net)
+        run.net = torch.compile(run.net)
     if d.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        run.net = torch.nn.parallel.DistributedDataParallel(run.net, device_ids=[device.index] if device.type == "cuda" else None)
+    return run
 
-    train_cases = _cases(prepared, manifest, split["train"])
-    val_cases = _cases(prepared, manifest, split["val"])
+
+def _load_state(run: Run) -> None:
+    ckpt = run.ckpt = load_checkpoint(run.model_dir / "checkpoints" / "last.pt")
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    run.precision.load_state_dict(ckpt.get("scaler", {}))
+    run.start_epoch = ckpt["epoch"] + 1
+    run.selection = ModelSelection(ckpt["best_metric"], ckpt["best_epoch"], ckpt.get("stale_validations", 0))
+    if (run.model_dir / "metrics.csv").is_file():
+        run.rows = pd.read_csv(run.model_dir / "metrics.csv").to_dict("records")[: run.start_epoch]
+
+
+def _record(run: Run) -> None:
+    """config.yaml (resolved), plan.json and network.json."""
+    if run.d.main:
+        write_yaml(run.model_dir / "config.yaml", run.cfg.to_dict())
+        write_json(run.model_dir / "plan.json", run.plan)
+        write_json(run.model_dir / "network.json", run.spec)
+
+
+def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.device, resume: bool, quiet: bool,
+         epochs_this_run: int | None) -> FitResult:
+    run = _setup(prepared, model_dir, cfg, d, device, resume, quiet)
+    _record(run)
+    t = run.cfg.train
     chain = Compose([LoadImaged(KEYS, reader="NumpyReader", image_only=True),
-                     *training_chain(patch, t.samples_per_volume, t.pos_neg_ratio, t.augment).transforms])
-    dataset = CacheDataset(train_cases, transform=chain, cache_rate=t.cache_rate, progress=False, num_workers=None)
+                     *training_chain(t.patch_size, t.samples_per_volume, t.pos_neg_ratio, t.augment).transforms])
+    dataset = CacheDataset(run.train_cases, transform=chain, cache_rate=t.cache_rate, progress=False, num_workers=None)
     volumes_per_batch = max(1, math.ceil(t.batch_size / t.samples_per_volume))
     sampler = ListSampler()
     loader_cls = ThreadDataLoader if t.thread_loader else DataLoader
     loader = loader_cls(dataset, batch_size=volumes_per_batch, sampler=sampler, num_workers=t.num_workers)
-    writer = _tensorboard(model_dir) if d.main else None
-    if ckpt is not None:  # after the loader: MONAI's DataLoader re-seeds torch's generator when built
-        set_rng_state(ckpt["rng"])
+    checkpointer = Checkpointer(model_dir, _tensorboard(model_dir) if d.main else None)
+    if run.ckpt is not None:  # after the loader: MONAI's DataLoader re-seeds torch's generator when built
+        set_rng_state(run.ckpt["rng"])
 
-    net.train()
-    stopped_early = False
-    budget = TimeBudget(t.max_seconds, optimizer, t.schedule, already=sum(r.get("seconds", 0.0) for r in rows))
-    end_epoch = t.epochs if epochs_this_run is None else min(t.epochs, start_epoch + epochs_this_run)
-    for epoch in range(start_epoch, end_epoch):
-        started = time.perf_counter()
-        sampler.indices = epoch_indices(len(dataset), t.iterations_per_epoch * volumes_per_batch, t.seed, epoch, d.rank, d.world)
+    def draw(epoch: int, n_batches: int) -> None:
+        sampler.indices = epoch_indices(len(dataset), n_batches * volumes_per_batch, t.seed, epoch, d.rank, d.world)
         chain.set_random_state(seed=(t.seed * 100_003 + epoch * 7_919 + d.rank) % (2**32))
-        losses = []
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", unit="it", disable=quiet, leave=False)
-        for batch in bar:
-            if budget.spent():
-                break
-            # plain tensors: MONAI's MetaTensor costs ~30 % of a 2D step in per-op overhead
-            x = batch["image"].as_subclass(torch.Tensor).to(device)
-            y = batch["label"].as_subclass(torch.Tensor).to(device)
-            optimizer.zero_grad(set_to_none=True)
-            with precision.autocast():
-                loss = deep_supervised_loss(loss_fn, net(x), y)
-            precision.step(loss, net, optimizer, t.grad_clip)
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        lr = optimizer.param_groups[0]["lr"]
+
+    budget = TimeBudget(t.max_seconds, already=sum(r.get("seconds", 0.0) for r in run.rows))
+    lr_schedule = BudgetSchedule(run.optimizer, budget, t.schedule, t.warmup) if budget.active else None
+    run.net.train()
+    if budget.active:
+        _size_for_budget(run, budget, lr_schedule, loader, draw)
+        _record(run)
+    result = _train(run, loader, draw, budget, lr_schedule, checkpointer, epochs_this_run)
+    if d.main and run.rows:
+        training_curves(pd.DataFrame(run.rows), model_dir / "curves.png")
+    checkpointer.close()
+    return result
+
+
+def _size_for_budget(run: Run, budget: TimeBudget, lr_schedule: BudgetSchedule, loader: Any, draw: Any) -> None:
+    """Time a few steps and a validation, then size the epochs to the budget (or reuse a resumed run's sizes)."""
+    t = run.cfg.train
+    stored = (run.ckpt or {}).get("budget")
+    if stored:
+        sizes = BudgetPlan(**stored)
+    else:
+        draw(-1, PROBE_STEPS + 1)
+        stamps = []
+        for batch in loader:
+            lr_schedule.update()
+            _train_step(run, batch)
+            stamps.append(time.perf_counter())
+        step_seconds = (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1)
+        sizes = plan_budget(t.max_seconds, budget.elapsed(), step_seconds, _validation_seconds(run),
+                            t.budget_validations)
+    run.budget = sizes.to_dict()
+    budget.reserve = min(sizes.validation_seconds, 0.5 * t.max_seconds)
+    t.iterations_per_epoch, t.epochs, t.val_every = sizes.iterations_per_epoch, sizes.epochs, 1
+    if not run.quiet:
+        tqdm.write(f"time budget {t.max_seconds:g} s: {sizes.step_seconds:.3f} s per step, ~{sizes.validation_seconds:.1f} s "
+                   f"per validation -> {sizes.iterations_per_epoch} iterations per epoch, {sizes.validations} validations")
+
+
+def _validation_seconds(run: Run) -> float:
+    """Seconds one validation will take, scaled from a few timed cases by their voxels."""
+    seconds = 0.0
+    if run.val_cases and run.d.main:
+        probe = run.val_cases[:3]
+        started = time.perf_counter()
+        _validate(run, probe)
+        seconds = (time.perf_counter() - started) * sum(c["voxels"] for c in run.val_cases) / sum(c["voxels"] for c in probe)
+    return run.d.broadcast(seconds)
+
+
+def _validate(run: Run, cases: list[dict[str, Any]]) -> dict[str, float]:
+    t = run.cfg.train
+    return validate(run.model, cases, run.cfg.infer, t.patch_size, run.scored, run.label_structures, run.device,
+                    run.precision, run.chain)
+
+
+def _train_step(run: Run, batch: dict[str, Any]) -> float:
+    """One optimiser step on a batch; its loss."""
+    # plain tensors: MONAI's MetaTensor costs ~30 % of a 2D step in per-op overhead
+    x = batch["image"].as_subclass(torch.Tensor).to(run.device)
+    y = batch["label"].as_subclass(torch.Tensor).to(run.device)
+    if run.chain is not None:
+        y = labels_to_regions(y, run.chain)
+    run.optimizer.zero_grad(set_to_none=True)
+    with run.precision.autocast():
+        loss = deep_supervised_loss(run.loss_fn, run.net(x), y)
+    run.precision.step(loss, run.net, run.optimizer, run.cfg.train.grad_clip)
+    return loss.item()
+
+
+def _train_epoch(run: Run, loader: Any, budget: TimeBudget, lr_schedule: BudgetSchedule | None, epoch: int) -> list[float]:
+    t = run.cfg.train
+    losses: list[float] = []
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", unit="it", disable=run.quiet, leave=False)
+    for batch in bar:
+        if budget.expired():
+            break
+        if lr_schedule is not None:
+            lr_schedule.update()
+        losses.append(_train_step(run, batch))
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    return losses
+
+
+def _validation_step(run: Run, row: dict[str, Any], epoch: int) -> bool:
+    """Validate (main process), add the scores to `row`; True when this epoch is the new best."""
+    metric = float("nan")
+    if run.d.main:
+        per = _validate(run, run.val_cases)
+        row["val_dice_mean"] = metric = per["mean"]
+        for name in run.scored:
+            row[f"val_dice_{name}"] = per[name]
+    return run.selection.observe(run.d.broadcast(metric), epoch + 1)
+
+
+def _checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
+    s = run.selection
+    state = {
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+        "scaler": run.precision.state_dict(), "epoch": epoch, "best_metric": s.best_metric, "best_epoch": s.best_epoch,
+        "stale_validations": s.stale, "rng": rng_state(), "network": run.spec, "labels": run.labels,
+        "config": run.cfg.to_dict(),
+    }
+    if run.budget:
+        state["budget"] = run.budget
+    return state
+
+
+def _train(run: Run, loader: Any, draw: Any, budget: TimeBudget, lr_schedule: BudgetSchedule | None,
+           checkpointer: Checkpointer, epochs_this_run: int | None) -> FitResult:
+    """The loop: draw, train an epoch, validate, record and checkpoint, stop when done."""
+    t, d = run.cfg.train, run.d
+    stopping, stopped_early = EarlyStopping(t.early_stopping), False
+    end_epoch = t.epochs if epochs_this_run is None else min(t.epochs, run.start_epoch + epochs_this_run)
+    for epoch in range(run.start_epoch, end_epoch):
+        started = time.perf_counter()
+        draw(epoch, t.iterations_per_epoch)
+        losses = _train_epoch(run, loader, budget, lr_schedule, epoch)
+        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": d.mean(float(np.mean(losses)) if losses else float("nan")),
+                               "iterations": len(losses), "lr": run.optimizer.param_groups[0]["lr"]}
         if not budget.active:
-            scheduler.step()
-        mean_loss = float(np.mean(losses)) if losses else float("nan")
-        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": d.mean(mean_loss), "iterations": len(losses), "lr": lr}
-        is_val_epoch = bool(val_cases) and ((epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs or budget.spent())
-        if is_val_epoch:
-            metric = float("nan")
-            if d.main:
-                per = validate(model, val_cases, cfg, patch, label_ids, regions, device, precision)
-                row["val_dice_mean"] = metric = _nanmean([per[str(k)] for k in label_ids])
-                for k in label_ids:
-                    row[f"val_dice_{labels[str(k)].replace(' ', '_')}"] = per[str(k)]
-                for name in regions:
-                    row[f"val_dice_{name}"] = per[name]
-            metric = d.broadcast(metric)
-            if not math.isnan(metric) and metric > best_metric:
-                best_metric, best_epoch, stale = metric, epoch + 1, 0
-            else:
-                stale += 1
-        elif not val_cases:
-            best_metric, best_epoch = float("nan"), epoch + 1  # nothing to validate on: last is best
+            run.scheduler.step()
+        if run.val_cases and ((epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs or budget.expired()):
+            _validation_step(run, row, epoch)
+        elif not run.val_cases:
+            run.selection.unvalidated(epoch + 1)
         row["seconds"] = round(time.perf_counter() - started, 2)
-        rows.append(row)
+        run.rows.append(row)
         if d.main:
-            _save_epoch(model_dir, rows, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": precision.state_dict(), "epoch": epoch, "best_metric": best_metric, "best_epoch": best_epoch,
-                "stale_validations": stale, "rng": rng_state(), "network": spec, "labels": labels, "config": cfg.to_dict(),
-            }, is_best=best_epoch == epoch + 1, writer=writer)
-            if not quiet:
-                dice_txt = f", val Dice {row['val_dice_mean']:.3f}" if "val_dice_mean" in row else ""
-                tqdm.write(f"epoch {epoch + 1}/{t.epochs}: loss {row['train_loss']:.4f}{dice_txt} ({row['seconds']:.1f} s)")
+            checkpointer.save(run.rows, _checkpoint_state(run, epoch), is_best=run.selection.best_epoch == epoch + 1)
+            if not run.quiet:
+                tqdm.write(console_line(row, t.epochs))
         d.barrier()
-        if budget.spent():
-            if not quiet:
+        if budget.expired():
+            if not run.quiet:
                 tqdm.write(f"time budget of {t.max_seconds:.0f} s spent after epoch {epoch + 1}")
             break
-        if t.early_stopping > 0 and stale >= t.early_stopping:
+        if stopping.should_stop(run.selection):
             stopped_early = True
-            if not quiet:
-                tqdm.write(f"early stop: no validation improvement in {stale} validations")
+            if not run.quiet:
+                tqdm.write(f"early stop: no validation improvement in {run.selection.stale} validations")
             break
-    if d.main and rows:
-        training_curves(pd.DataFrame(rows), model_dir / "curves.png")
-    if writer is not None:
-        writer.close()
-    return FitResult(model_dir, t.epochs, best_metric, best_epoch, stopped_early, t.precision)
-
-
-class TimeBudget:
-    """A training-time budget: the learning rate follows the schedule over elapsed time.
-
-    Inactive when `seconds` is 0; then the per-epoch scheduler drives the learning rate.
-    Time-driven runs are not bit-exact on `--resume` (elapsed time is not reproducible).
-    """
-
-    def __init__(self, seconds: float, optimizer: torch.optim.Optimizer, schedule: str, already: float = 0.0) -> None:
-        self.seconds = seconds
-        self.active = seconds > 0
-        self.optimizer = optimizer
-        self.schedule = schedule
-        self.base = [g["lr"] for g in optimizer.param_groups]
-        self.start = time.perf_counter() - already
-
-    def spent(self) -> bool:
-        """True once the budget is used; otherwise sets the learning rate for the time left."""
-        if not self.active:
-            return False
-        progress = (time.perf_counter() - self.start) / self.seconds
-        if progress >= 1.0:
-            return True
-        if self.schedule == "poly":
-            factor = (1 - progress) ** 0.9
-        elif self.schedule == "cosine":
-            factor = 0.5 * (1 + math.cos(math.pi * progress))
-        else:
-            factor = 1.0
-        for group, base in zip(self.optimizer.param_groups, self.base):
-            group["lr"] = base * factor
-        return False
-
-
-def _save_epoch(model_dir: Path, rows: list[dict[str, Any]], state: dict[str, Any], is_best: bool, writer: Any) -> None:
-    """metrics.csv, last.pt (and best.pt), TensorBoard scalars: each written atomically."""
-    metrics = pd.DataFrame(rows)
-    write_with(model_dir / "metrics.csv", lambda tmp: metrics.to_csv(tmp, index=False))
-    ckpt_dir = model_dir / "checkpoints"
-    if is_best:  # best.pt before last.pt: a run killed between the two redoes this epoch on --resume
-        save_checkpoint(ckpt_dir / "best.pt", state)
-        write_with(ckpt_dir / "last.pt", lambda tmp: shutil.copyfile(ckpt_dir / "best.pt", tmp))
-    else:
-        save_checkpoint(ckpt_dir / "last.pt", state)
-    if writer is not None:
-        for key, value in rows[-1].items():
-            if key != "epoch" and isinstance(value, (int, float)) and not math.isnan(value):
-                writer.add_scalar(key, value, rows[-1]["epoch"])
-        writer.flush()
+    s = run.selection
+    return FitResult(run.model_dir, t.epochs, s.best_metric, s.best_epoch, stopped_early, t.precision, run.cfg)
 
 
 def fit_folds(prepared_dir: str | Path, model_dir: str | Path, cfg: Config, folds: list[int], *, resume: bool = False, quiet: bool = False) -> list[FitResult]:
     """Cross-validation: one model folder per fold, `model_dir/fold_<k>`."""
     results = []
     for k in folds:
-        cfg.train.fold = k
+        fold_cfg = copy.deepcopy(cfg)
+        fold_cfg.train.fold = k
         fold_dir = Path(model_dir) / f"fold_{k}"
         fold_resume = resume and (fold_dir / "checkpoints" / "last.pt").is_file()
         if not quiet:
             tqdm.write(f"fold {k}")
-        results.append(fit(prepared_dir, fold_dir, cfg, resume=fold_resume, quiet=quiet))
+        results.append(fit(prepared_dir, fold_dir, fold_cfg, resume=fold_resume, quiet=quiet))
     return results

@@ -1,0 +1,1 @@
+"""The training loop's parts: time budget and schedule, validation, losses, handlers."""

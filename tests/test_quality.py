@@ -1,0 +1,97 @@
+"""Model selection on what users are shown, training on every case, region-based targets.
+
+A tiny 2D slice dataset with several slices per patient, so that pooling by patient
+changes the numbers: validation during `fit` must equal `evaluate` on `infer`'s masks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from segpipe.config import EvaluateConfig, load_config
+from segpipe.pipeline.evaluate import evaluate
+from segpipe.pipeline.fit import fit
+from segpipe.pipeline.infer import infer
+from segpipe.pipeline.preprocess import preprocess
+
+INTENSITY = {0: 40, 1: 110, 2: 170, 3: 230}  # brain background and labels 1..3: easy to learn in seconds
+
+
+def make_slice_dataset(root: Path, patients: int = 4, slices: int = 4, size: int = 32, seed: int = 0) -> Path:
+    """MSD-like PNG slices (labels 1 edema, 2 non-enhancing, 3 enhancing, nested discs) in a brain square."""
+    rng = np.random.default_rng(seed)
+    for folder in ("training_images", "training_labels"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[:size, :size]
+    for p in range(patients):
+        for z in range(slices):
+            label = np.zeros((size, size), np.uint8)
+            cy, cx = rng.integers(12, size - 12, 2)
+            r = rng.integers(3, 8)  # tumours of very different size per slice: pooling matters
+            dist = np.hypot(yy - cy, xx - cx)
+            label[dist < r] = 1
+            label[dist < 0.6 * r] = 2
+            label[dist < 0.3 * r] = 3
+            image = np.zeros((size, size), np.float64)
+            image[3:-3, 3:-3] = INTENSITY[0]
+            for value, level in INTENSITY.items():
+                if value:
+                    image[label == value] = level
+            image[3:-3, 3:-3] += rng.normal(0, 8, (size - 6, size - 6))
+            name = f"BRATS_{p + 1:03d}_z{z + 10}.png"
+            Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / "training_images" / name)
+            Image.fromarray(label).save(root / "training_labels" / name)
+    return root
+
+
+def slice_config(**extra: str):
+    overrides = {
+        "model.spatial_dims": "2", "model.filters": "8", "model.depth": "2", "preprocess.folds": "2",
+        "train.epochs": "3", "train.iterations_per_epoch": "12", "train.batch_size": "4", "train.samples_per_volume": "1",
+        "train.patch_size": "[16,16]", "train.lr": "0.01", "train.precision": "fp32", "infer.precision": "fp32",
+        "infer.sw_batch_size": "4", "train.augment": "[]", **extra,
+    }
+    return load_config(None, [f"{k}={v}" for k, v in overrides.items()])
+
+
+@pytest.fixture(scope="module")
+def slice_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    raw = make_slice_dataset(tmp_path_factory.mktemp("slices") / "raw")
+    prepared = tmp_path_factory.mktemp("slices_prepared")
+    preprocess(raw, prepared, slice_config(), quiet=True)
+    return raw, prepared
+
+
+def _val_images(raw: Path, prepared: Path, out: Path, fold: int = 0) -> Path:
+    out.mkdir()
+    for cid in json.loads((prepared / "splits.json").read_text())[fold]["val"]:
+        (out / f"{cid}.png").symlink_to(raw / "training_images" / f"{cid}.png")
+    return out
+
+
+def test_best_validation_dice_equals_evaluate_on_the_fold(slice_data, tmp_path):
+    raw, prepared = slice_data
+    result = fit(prepared, tmp_path / "model", slice_config(**{"train.seed": "1"}), quiet=True)
+    metrics = pd.read_csv(tmp_path / "model" / "metrics.csv")
+    best = metrics.loc[metrics["epoch"] == result.best_epoch].iloc[0]
+    assert best["val_dice_mean"] == pytest.approx(result.best_metric)
+
+    images = _val_images(raw, prepared, tmp_path / "val_images")
+    infer(tmp_path / "model", [images], tmp_path / "pred", {"checkpoint": "best", "precision": "fp32"}, quiet=True)
+    report = evaluate(tmp_path / "pred", raw, tmp_path / "report", EvaluateConfig())
+    means = report.summary.set_index("metric")["mean"]
+    assert 0.05 < means["dice_mean"] < 1.0  # predictions that are neither empty nor perfect
+    assert best["val_dice_mean"] == pytest.approx(means["dice_mean"], abs=1e-9)
+    labels = ("edema", "non-enhancing_tumour", "enhancing_tumour")
+    for name in (*labels, "whole_tumour", "tumour_core"):
+        assert best[f"val_dice_{name}"] == pytest.approx(means[f"dice_{name}"], abs=1e-9, nan_ok=True), name
+    # pooling by patient is what makes these equal: the mean over slices is another number
+    assert report.per_patient["slices_or_volumes"].min() > 1
+    slice_mean = np.nanmean(report.per_case[[f"dice_{n}" for n in labels]].to_numpy(), axis=1)
+    assert not np.isclose(np.nanmean(slice_mean), means["dice_mean"], atol=1e-4)
