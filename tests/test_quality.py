@@ -95,3 +95,29 @@ def test_best_validation_dice_equals_evaluate_on_the_fold(slice_data, tmp_path):
     assert report.per_patient["slices_or_volumes"].min() > 1
     slice_mean = np.nanmean(report.per_case[[f"dice_{n}" for n in labels]].to_numpy(), axis=1)
     assert not np.isclose(np.nanmean(slice_mean), means["dice_mean"], atol=1e-4)
+
+
+def test_time_budget_is_spent_on_several_validated_epochs(slice_data, tmp_path):
+    import yaml
+
+    _, prepared = slice_data
+    cfg = slice_config(**{"train.max_seconds": "15", "train.epochs": "1000", "train.iterations_per_epoch": "100000"})
+    result = fit(prepared, tmp_path / "model", cfg, quiet=True)
+    assert cfg.train.epochs == 1000 and cfg.train.patch_size == [16, 16]  # the caller's config is untouched
+    metrics = pd.read_csv(tmp_path / "model" / "metrics.csv")
+    assert len(metrics) >= 3 and metrics["val_dice_mean"].notna().sum() >= 3
+    assert metrics["lr"].iloc[0] > 0.5 * 0.01  # the first epoch does not use up the schedule
+    assert metrics["seconds"].sum() < 15 * 1.2
+    recorded = yaml.safe_load((tmp_path / "model" / "config.yaml").read_text())["train"]
+    assert recorded["iterations_per_epoch"] == metrics["iterations"].iloc[0] < 100000
+    assert recorded["val_every"] == 1 and recorded["epochs"] == result.config.train.epochs < 1000
+
+
+def test_bad_budget_and_patch_are_refused_naming_the_key(slice_data, tmp_path):
+    from segpipe.errors import SegpipeError
+
+    _, prepared = slice_data
+    with pytest.raises(SegpipeError, match="config key 'train.max_seconds': 0.2 s is too short for a single validation"):
+        fit(prepared, tmp_path / "a", slice_config(**{"train.max_seconds": "0.2"}), quiet=True)
+    with pytest.raises(SegpipeError, match=r"config key 'train.patch_size': \[64, 16\] is larger than the images"):
+        fit(prepared, tmp_path / "b", slice_config(**{"train.patch_size": "[64,16]"}), quiet=True)
