@@ -231,14 +231,16 @@ preprocess.help = (preprocess.help or "").replace("{layouts}", describe_layouts(
               help="Model folder to write (config.yaml, plan.json, checkpoints/, metrics.csv, curves.png).")
 @click.option("--fold", default=None, metavar="K|all",
               help="Validation fold from splits.json (train.fold), or 'all' to train every fold into OUTPUT/fold_<k>/.")
+@click.option("--all-cases", is_flag=True, default=None,
+              help="Train on every case with no validation fold (nnU-Net's 'all' fold; train.all_cases): best.pt is last.pt.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Number of epochs (train.epochs).")
 @click.option("--resume", is_flag=True, help="Continue from the model folder's checkpoints/last.pt, exactly where it stopped.")
 @click.option("--epochs-this-run", type=click.IntRange(min=1), default=None,
               help="Stop after this many epochs (the schedule still spans all epochs); continue later with --resume.")
 @config_options
 @common_options
-def fit(prepared_dir: Path, model_dir: Path, fold: str | None, epochs: int | None, resume: bool, epochs_this_run: int | None,
-        config_path: str | None, overrides: tuple[str, ...], quiet: bool) -> None:
+def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool | None, epochs: int | None, resume: bool,
+        epochs_this_run: int | None, config_path: str | None, overrides: tuple[str, ...], quiet: bool) -> None:
     """Train a U-Net or LinkNet with MONAI's DiceCELoss on one fold.
 
     Each epoch draws patches with foreground oversampling and the configured MONAI
@@ -261,6 +263,8 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, epochs: int | Non
     all_folds = fold == "all"
     if fold is not None and not all_folds and not fold.isdigit():
         raise SegpipeError(f"option --fold: expected a fold number or 'all', got {fold!r}")
+    if all_cases and fold is not None:
+        raise SegpipeError("option --all-cases: trains on every case with no validation fold; leave out --fold")
     base = None
     config_file = model_dir / "config.yaml" if not all_folds else model_dir / "fold_0" / "config.yaml"
     if resume and config_file.is_file():
@@ -270,6 +274,8 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, epochs: int | Non
         extra.append(f"train.fold={fold}")
     if epochs is not None:
         extra.append(f"train.epochs={epochs}")
+    if all_cases:
+        extra.append("train.all_cases=true")
     cfg = _config(config_path, tuple(extra), base)
     if all_folds:
         folds = list(range(len(load_prepared(prepared_dir)[1])))

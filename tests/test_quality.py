@@ -121,3 +121,56 @@ def test_bad_budget_and_patch_are_refused_naming_the_key(slice_data, tmp_path):
         fit(prepared, tmp_path / "a", slice_config(**{"train.max_seconds": "0.2"}), quiet=True)
     with pytest.raises(SegpipeError, match=r"config key 'train.patch_size': \[64, 16\] is larger than the images"):
         fit(prepared, tmp_path / "b", slice_config(**{"train.patch_size": "[64,16]"}), quiet=True)
+
+
+def test_all_cases_trains_on_every_case_with_best_equal_to_last(slice_data, tmp_path):
+    from segpipe.pipeline.checkpoints import load_checkpoint
+    from tests._corpus import run
+
+    _, prepared = slice_data
+    out = tmp_path / "all"
+    flags = [f"--set={k}={v}" for k, v in {"model.spatial_dims": 2, "model.filters": 4, "model.depth": 2,
+                                             "train.patch_size": "[16,16]", "train.iterations_per_epoch": 2,
+                                             "train.precision": "fp32"}.items()]
+    result = run("fit", "-d", prepared, "-o", out, "--all-cases", "--epochs", "2", "-q", *flags)
+    assert result.exit_code == 0, result.output
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert "val_dice_mean" not in metrics.columns and len(metrics) == 2
+    best, last = load_checkpoint(out / "checkpoints" / "best.pt"), load_checkpoint(out / "checkpoints" / "last.pt")
+    assert best["epoch"] == last["epoch"] == 1
+    splits = json.loads((prepared / "splits.json").read_text())
+    assert len(splits[0]["train"]) + len(splits[0]["val"]) == 16  # what --all-cases trains on
+    conflict = run("fit", "-d", prepared, "-o", tmp_path / "x", "--all-cases", "--fold", "0")
+    assert conflict.exit_code != 0 and "option --all-cases" in conflict.output
+
+
+def test_training_split_takes_every_case_with_all_cases(tmp_path):
+    from segpipe.config import TrainConfig
+    from segpipe.pipeline.fit import training_split
+
+    splits = [{"train": ["a", "b", "c"], "val": ["d"]}, {"train": ["a", "c", "d"], "val": ["b"]}]
+    assert training_split(splits, TrainConfig(all_cases=True), tmp_path) == (["a", "b", "c", "d"], [])
+    assert training_split(splits, TrainConfig(fold=1), tmp_path) == (["a", "c", "d"], ["b"])
+
+
+def test_region_training_validates_and_infers_the_dataset_labels(slice_data, tmp_path):
+    from PIL import Image as PILImage
+
+    raw, prepared = slice_data
+    result = fit(prepared, tmp_path / "model", slice_config(**{"model.targets": "regions"}), quiet=True)
+    assert result.config.evaluate.regions == {"whole_tumour": [1, 2, 3], "tumour_core": [2, 3], "enhancing_tumour": [3]}
+    network = json.loads((tmp_path / "model" / "network.json").read_text())
+    assert network["out_channels"] == 3  # one sigmoid channel per region, no background
+    metrics = pd.read_csv(tmp_path / "model" / "metrics.csv")
+    best = metrics.loc[metrics["epoch"] == result.best_epoch].iloc[0]
+
+    images = _val_images(raw, prepared, tmp_path / "val_images")
+    infer(tmp_path / "model", [images], tmp_path / "pred", {"precision": "fp32"}, quiet=True)
+    values = set()
+    for mask in (tmp_path / "pred").glob("*.png"):
+        values |= set(np.unique(np.asarray(PILImage.open(mask))).tolist())
+    assert values <= {0, 1, 2, 3} and {1, 2} <= values  # the dataset's own label values, not region indices
+    report = evaluate(tmp_path / "pred", raw, tmp_path / "report", EvaluateConfig())
+    means = report.summary.set_index("metric")["mean"]
+    assert means["dice_whole_tumour"] > 0.3
+    assert best["val_dice_mean"] == pytest.approx(means["dice_mean"], abs=1e-9)

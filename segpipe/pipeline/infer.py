@@ -27,6 +27,7 @@ from segpipe.pipeline.writers import output_name, probability_name, write_mask, 
 from segpipe.transforms.postprocess import postprocess
 from segpipe.transforms.inversion import invert_to_input
 from segpipe.transforms.preprocessing import chain_for
+from segpipe.transforms.regions import RegionChain, region_chain, regions_to_labels
 
 BACKGROUND_LOGIT = 20.0  # softmax(20, 0, ...) is background with certainty to float32 precision
 
@@ -49,17 +50,21 @@ class SkipEmptyWindows(torch.nn.Module):
     get a confident background prediction without a forward pass.
     """
 
-    def __init__(self, net: torch.nn.Module, out_channels: int) -> None:
+    def __init__(self, net: torch.nn.Module, out_channels: int, regions: bool = False) -> None:
         super().__init__()
         self.net = net
         self.out_channels = out_channels
+        self.regions = regions  # sigmoid region outputs: every channel confidently off
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         keep = x.flatten(1).abs().amax(1) > 0
         if bool(keep.all()):
             return self.net(x)
         out = x.new_zeros((x.shape[0], self.out_channels, *x.shape[2:]))
-        out[:, 0] = BACKGROUND_LOGIT
+        if self.regions:
+            out[:] = -BACKGROUND_LOGIT
+        else:
+            out[:, 0] = BACKGROUND_LOGIT
         if bool(keep.any()):
             out[keep] = self.net(x[keep]).to(out.dtype)
         return out
@@ -92,6 +97,7 @@ class Segmenter:
             self.nets.append(net)
 
         self._chains: dict[tuple[str, str], Any] = {}
+        self.regions = region_chain_of(first)
 
     def chain(self, layout: str, path: Path) -> Any:
         """The preprocessing chain for files of `layout` (built once per layout and file kind)."""
@@ -105,7 +111,7 @@ class Segmenter:
         """Logits (1, C, ...) on the CPU; a 2D model on a volume runs slice by slice."""
         icfg = self.icfg
         model_dims, image_dims = self.network["spatial_dims"], x.ndim - 2
-        predictor: Any = SkipEmptyWindows(net, self.network["out_channels"]) if icfg.skip_empty else net
+        predictor: Any = SkipEmptyWindows(net, self.network["out_channels"], self.regions is not None) if icfg.skip_empty else net
         roi = list(icfg.roi_size or self.models[0].config.train.patch_size or self.plan["patch_size"])
         if model_dims == 2 and image_dims == 3:
             inner = predictor
@@ -127,7 +133,7 @@ class Segmenter:
 
     @torch.inference_mode()
     def probabilities(self, image: torch.Tensor, sliding_window: bool) -> torch.Tensor:
-        """Softmax probabilities (C, ...) averaged over fold models and mirrored copies."""
+        """Softmax probabilities (C, ...), or sigmoid region probabilities (R, ...), averaged over fold models and mirrored copies."""
         x = image[None].to(self.device)
         if self.icfg.channels_last and x.ndim in (4, 5):
             x = x.contiguous(memory_format=torch.channels_last_3d if x.ndim == 5 else torch.channels_last)
@@ -138,15 +144,27 @@ class Segmenter:
             for net in self.nets:
                 for axes in flips:
                     xi = torch.flip(x, axes) if axes else x
-                    p = torch.softmax(self._logits(net, xi, sliding_window), dim=1)
+                    logits = self._logits(net, xi, sliding_window)
+                    p = torch.sigmoid(logits) if self.regions is not None else torch.softmax(logits, dim=1)
                     p = torch.flip(p, axes) if axes else p
                     total = p if total is None else total + p
         return total[0] / (len(self.nets) * len(flips))
 
 
+def region_chain_of(model: ModelFolder) -> RegionChain | None:
+    """The nested regions a model predicts (model.targets: regions, as fit recorded them), else None."""
+    if model.config.model.targets != "regions":
+        return None
+    labels = [int(k) for k in model.plan["labels"] if int(k) != 0]
+    return region_chain(model.config.evaluate.regions or {}, labels)
+
+
 def predict_labels(segmenter: Segmenter, image: torch.Tensor, sliding_window: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Argmax labels (1, ...) of a preprocessed channel-first image, and the probabilities."""
+    """Labels (1, ...) of a preprocessed channel-first image (argmax, or nested regions decoded
+    into the dataset's label values), and the probabilities."""
     probs = segmenter.probabilities(image, sliding_window)
+    if segmenter.regions is not None:
+        return regions_to_labels(probs, segmenter.regions), probs
     return probs.argmax(0, keepdim=True).to(torch.uint8), probs
 
 
