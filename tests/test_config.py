@@ -77,6 +77,7 @@ def test_repository_configs_folder_holds_the_ready_configs():
 
     root = Path(__file__).resolve().parents[1] / "configs"
     names = {p.name for p in root.glob("*.yaml")}
-    assert {"msd_2d.yaml", "msd_3d.yaml", "figshare_2d.yaml", "figshare_2d_linknet.yaml", "demo.yaml"} <= names
+    assert {"msd_2d.yaml", "msd_2d_seed.yaml", "msd_3d.yaml", "figshare_2d.yaml", "figshare_2d_seed.yaml",
+            "figshare_2d_linknet.yaml", "demo.yaml"} <= names
     for name in names:
         assert isinstance(load_config(root / name), Config)

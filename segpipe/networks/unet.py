@@ -125,6 +125,12 @@ class UNet(nn.Module):
     the auxiliary output of level k has spatial size ``ceil(size / 2**k)`` (it covers
     the input, not the padding). In eval mode a single tensor is returned.
 
+    ``stem="strided"`` is a cheaper variant for CPU budgets: a stride-2 convolution and a
+    3x3 convolution take the input to half resolution, where all ``depth + 1`` levels run,
+    and a 2x transposed convolution with one 3x3 convolution brings the features back to
+    full resolution before the head. Per sample it costs about a third of the plain
+    (Ronneberger) form, which stays the default.
+
     Parameter counts with the defaults (filters=16, depth=4, instance norm),
     in_channels=4, out_channels=4: 2D 1,942,772; 3D 5,647,732.
 
@@ -138,6 +144,7 @@ class UNet(nn.Module):
         dropout: Channel dropout probability after every conv block.
         residual: Use residual units instead of plain double convolutions.
         deep_supervision: Add auxiliary heads on the lower decoder levels.
+        stem: "plain" (the first level at full resolution) or "strided" (every level at half resolution).
     """
 
     def __init__(
@@ -151,9 +158,12 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         residual: bool = False,
         deep_supervision: bool = False,
+        stem: str = "plain",
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
+        if stem not in ("plain", "strided"):
+            raise ValueError(f"stem must be 'plain' or 'strided', got {stem!r}")
         check_norm(norm)
         check_dropout(dropout)
         if depth < 1:
@@ -162,12 +172,23 @@ class UNet(nn.Module):
             raise ValueError("filters, in_channels and out_channels must be >= 1")
         self.spatial_dims = spatial_dims
         self.depth = depth
-        self.multiple = 2**depth
+        self.offset = 1 if stem == "strided" else 0  # downsamplings before the first level
+        self.multiple = 2 ** (depth + self.offset)
         self.deep_supervision = deep_supervision
         widths = [min(filters * 2**level, MAX_FILTERS[spatial_dims]) for level in range(depth + 1)]
         self.widths = widths
 
-        self.stem = UNetBlock(spatial_dims, in_channels, widths[0], norm, dropout, residual)
+        self.stem: nn.Module = UNetBlock(spatial_dims, in_channels, widths[0], norm, dropout, residual)
+        self.full_resolution: nn.Module = nn.Identity()
+        if stem == "strided":
+            self.stem = nn.Sequential(
+                ConvNormAct(spatial_dims, in_channels, widths[0], norm, stride=2),
+                ConvNormAct(spatial_dims, widths[0], widths[0], norm),
+            )
+            self.full_resolution = nn.Sequential(
+                transposed_conv(spatial_dims, widths[0], widths[0], kernel_size=2, stride=2),
+                ConvNormAct(spatial_dims, widths[0], widths[0], norm),
+            )
         self.pool = max_pool(spatial_dims, kernel_size=2, stride=2)
         self.encoder = nn.ModuleList(
             [UNetBlock(spatial_dims, widths[k - 1], widths[k], norm, dropout, residual) for k in range(1, depth + 1)]
@@ -203,13 +224,13 @@ class UNet(nn.Module):
         for i, up in enumerate(self.decoder):
             h = up(h, skips[self.depth - 1 - i])
             levels.append(h)
-        out = crop_to(self.head(h), sizes)
+        out = crop_to(self.head(self.full_resolution(h)), sizes)
         if not (self.training and self.deep_supervision):
             return out
         outputs: List[torch.Tensor] = [out]
         for j, aux in enumerate(self.aux_heads):
             level = j + 1
-            factor = 1 << level
+            factor = 1 << (level + self.offset)
             aux_sizes = [(s + factor - 1) // factor for s in sizes]
             # levels is ordered coarsest first, ending at level 0.
             outputs.append(crop_to(aux(levels[self.depth - 1 - level]), aux_sizes))
