@@ -35,15 +35,15 @@ def _png(path: Path) -> np.ndarray:
         return np.asarray(img)
 
 
-def reference(data: Path, splits: Path, out: Path, seconds: float, seed: int = 0) -> None:
-    """Train the plain MONAI recipe for `seconds`, then write PNG masks of the held-out slices."""
+def reference(data: Path, splits: Path, out: Path, seconds: float, seed: int = 0, fold_index: int = 0, threads: int = 1) -> int:
+    """Train the plain MONAI recipe for `seconds`, then write PNG masks of the held-out slices; the iterations done."""
     import torch
     from monai.networks.nets import UNet
     from PIL import Image
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    fold = json.loads(splits.read_text())[0]
+    fold = json.loads(splits.read_text())[fold_index]
     images = data / "training_images"
     labels = data / "training_labels"
     x = np.stack([_png(images / f"{c}.png") for c in fold["train"]]).astype(np.float32) / 255.0
@@ -69,7 +69,7 @@ def reference(data: Path, splits: Path, out: Path, seconds: float, seed: int = 0
             img = np.pad(_png(images / f"{case}.png").astype(np.float32) / 255.0, 4)
             pred = net(torch.from_numpy(img)[None, None]).argmax(1)[0, 4:-4, 4:-4].numpy().astype(np.uint8)
             Image.fromarray(pred).save(out / f"{case}.png")
-    (out.parent / "reference_stats.json").write_text(json.dumps({"iterations": iterations, "seconds": seconds}))
+    return iterations
 
 
 def _segpipe(*args: str) -> list[str]:
@@ -86,7 +86,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reference:
-        reference(args.data, args.splits, args.work / "reference_pred", args.seconds)
+        iterations = reference(args.data, args.splits, args.work / "reference_pred", args.seconds)
+        (args.work / "reference_stats.json").write_text(json.dumps({"iterations": iterations, "seconds": args.seconds}))
         return
 
     work, seconds = args.work, args.minutes * 60

@@ -1,0 +1,210 @@
+"""Quality per CPU minute (issue 14): segpipe's ready configs against the seeds' plain MONAI
+recipes, trained side by side for the same wall-clock budgets.
+
+For every task, budget and fold, `segpipe fit --set train.max_seconds=...` and the plain
+recipe train at the same time, each with `--threads` threads, on the same patients; each
+then segments the fold's held-out patients. Predictions of all folds are pooled and scored
+per patient (slices pooled) by `segpipe evaluate`.
+
+- msd_2d on BrainTumour_2D, fold 0 of segpipe's patient-grouped 5-fold split. Plain
+  recipe: bench_train_2d.reference (monai UNet 16-256, 2 residual units, CE, Adam 1e-3,
+  batch 16 of whole slices).
+- figshare_2d on figshare_format_lgg, all 5 folds pooled (9 patients): each fold model
+  trains for the whole budget. Plain recipe: monai UNet 16-32-64-128 (strides 2), BCE,
+  Adam 1e-4, batch 8 of whole 256x256 slices scaled to 0..1 per slice.
+
+    python bench/bench_quality.py --task msd_2d figshare_2d --minutes 5 10 20 --threads 1 --work /tmp/bench_quality
+    python bench/bench_quality.py --task msd_2d --minutes 5 --also msd_2d_seed      # a third arm
+
+Writes WORK/results.csv (one row per task, budget and arm), prints a markdown table, and
+draws Dice against minutes into WORK/bench_quality.png (or --figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[1] / "shared" / "data"
+TASKS = {
+    "msd_2d": {"data": DATA / "BrainTumour_2D", "folds": [0], "images": "training_images", "suffix": ".png"},
+    "figshare_2d": {"data": DATA / "figshare_format_lgg", "folds": [0, 1, 2, 3, 4], "images": "", "suffix": ".mat"},
+}
+PLAIN = "plain MONAI (seed recipe)"
+
+
+def figshare_reference(data: Path, splits: Path, out: Path, seconds: float, fold_index: int, threads: int, seed: int = 0) -> int:
+    """Train the seed's plain MONAI U-Net on figshare slices for `seconds`; PNG masks of the held-out slices."""
+    import torch
+    from monai.networks.nets import UNet
+
+    sys.path.insert(0, str(HERE.parent))
+    from segpipe.data.figshare import read_mat_field
+    from segpipe.pipeline.writers import write_mask
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    fold = json.loads(splits.read_text())[fold_index]
+
+    def image(cid: str) -> np.ndarray:
+        x = read_mat_field(data / f"{cid}.mat", "image").astype(np.float32)
+        return (x - x.min()) / max(float(x.max() - x.min()), 1e-6)
+
+    x = torch.from_numpy(np.stack([image(c) for c in fold["train"]]))[:, None]
+    y = torch.from_numpy(np.stack([read_mat_field(data / f"{c}.mat", "tumorMask") for c in fold["train"]]).astype(np.float32))[:, None]
+    net = UNet(spatial_dims=2, in_channels=1, out_channels=1, channels=(16, 32, 64, 128), strides=(2, 2, 2))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    rng = np.random.default_rng(seed)
+    start, iterations = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        idx = torch.from_numpy(rng.integers(0, len(x), 8))
+        opt.zero_grad()
+        loss_fn(net(x[idx]), y[idx]).backward()
+        opt.step()
+        iterations += 1
+    net.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    with torch.inference_mode():
+        for cid in fold["val"]:
+            pred = (net(torch.from_numpy(image(cid))[None, None])[0, 0] > 0).numpy().astype(np.uint8)
+            write_mask("figshare", data / f"{cid}.mat", pred, out / f"{cid}.png", None)
+    return iterations
+
+
+def _segpipe(*args: object) -> list[str]:
+    return [sys.executable, "-m", "segpipe", *map(str, args)]
+
+
+def _held_out(task: dict, splits: list[dict], fold: int, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    source = task["data"] / task["images"] if task["images"] else task["data"]
+    for cid in splits[fold]["val"]:
+        link = folder / f"{cid}{task['suffix']}"
+        if not link.exists():
+            link.symlink_to((source / f"{cid}{task['suffix']}").resolve())
+    return folder
+
+
+def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[str], folds: list[int] | None = None) -> list[dict]:
+    """Train every arm on every fold of `name` for `minutes`; score the pooled held-out predictions."""
+    import pandas as pd
+
+    task, seconds = TASKS[name], minutes * 60
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    prepared = work / name / "prepared"
+    if not (prepared / "splits.json").is_file():
+        subprocess.run(_segpipe("preprocess", "-i", task["data"], "-o", prepared, "--config", name, "-q"), check=True)
+    splits = json.loads((prepared / "splits.json").read_text())
+    run_dir = work / name / f"{minutes:g}min"
+    iterations = {arm: 0 for arm in [*arms, PLAIN]}
+    for fold in folds if folds is not None else task["folds"]:
+        procs = {}
+        for arm in arms:
+            model = run_dir / arm / f"fold_{fold}"
+            if not (model / "checkpoints" / "last.pt").is_file():
+                procs[arm] = subprocess.Popen(_segpipe(
+                    "fit", "-d", prepared, "-o", model, "--config", arm, "--fold", fold, "-q",
+                    "--set", f"train.max_seconds={seconds}", "--set", f"train.threads={threads}"), env=env)
+        ref_out = run_dir / "plain" / "pred"
+        stats = run_dir / "plain" / f"fold_{fold}.json"
+        if not stats.is_file():
+            procs[PLAIN] = subprocess.Popen([sys.executable, __file__, "--reference", name, "--fold", str(fold),
+                                             "--seconds", str(seconds), "--threads", str(threads), "--work", str(work),
+                                             "--splits", str(prepared / "splits.json"), "--out", str(ref_out),
+                                             "--stats", str(stats)], env=env)
+        if any(p.wait() != 0 for p in procs.values()):
+            sys.exit(f"{name}, {minutes:g} min, fold {fold}: a training run failed")
+        held_out = _held_out(task, splits, fold, run_dir / "held_out" / f"fold_{fold}")
+        for arm in arms:
+            model = run_dir / arm / f"fold_{fold}"
+            subprocess.run(_segpipe("infer", "-m", model, "-i", held_out, "-o", run_dir / arm / "pred", "-q",
+                                    "--precision", "fp32", "--threads", threads), check=True, env=env)
+            iterations[arm] += int(pd.read_csv(model / "metrics.csv")["iterations"].sum())
+        iterations[PLAIN] += json.loads(stats.read_text())["iterations"]
+    rows = []
+    for arm, pred in [*((a, run_dir / a / "pred") for a in arms), (PLAIN, run_dir / "plain" / "pred")]:
+        report = run_dir / f"report_{arm.split()[0]}"
+        subprocess.run(_segpipe("evaluate", "-p", pred, "-l", task["data"], "-o", report, "-q"), check=True)
+        table = pd.read_csv(report / "per_patient.csv")
+        row = {"task": name, "minutes": minutes, "arm": arm, "dice_mean": table["dice_mean"].mean(),
+               "patients": len(table), "iterations": iterations[arm], "threads": threads}
+        if "dice_whole_tumour" in table:
+            row["dice_whole_tumour"] = table["dice_whole_tumour"].mean()
+        rows.append(row)
+    return rows
+
+
+def figure(results, path: Path) -> None:
+    """Per-patient Dice against training minutes, one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(results["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for arm, part in results[results["task"] == task].groupby("arm"):
+            part = part.sort_values("minutes")
+            ax.plot(part["minutes"], part["dice_mean"], marker="o", label=arm)
+        ax.set(title=task, xlabel="training minutes", ylabel="per-patient Dice (mean of labels)", ylim=(0, 1))
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--minutes", nargs="+", type=float, default=[5, 10, 20])
+    parser.add_argument("--threads", type=int, default=1, help="threads of each training process (they run at the same time)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bench_quality"))
+    parser.add_argument("--also", nargs="*", default=[], help="further segpipe configs to train as arms, e.g. msd_2d_seed")
+    parser.add_argument("--figure", type=Path, default=None)
+    parser.add_argument("--folds", nargs="+", type=int, default=None, help="only these folds (a quick check; the task's own folds otherwise)")
+    parser.add_argument("--reference", choices=list(TASKS), help=argparse.SUPPRESS)
+    for hidden in ("--fold", "--seconds", "--splits", "--out", "--stats"):
+        parser.add_argument(hidden, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.reference:
+        if args.reference == "msd_2d":
+            sys.path.insert(0, str(HERE))
+            from bench_train_2d import reference
+
+            iterations = reference(TASKS["msd_2d"]["data"], Path(args.splits), Path(args.out), float(args.seconds),
+                                   fold_index=int(args.fold), threads=args.threads)
+        else:
+            iterations = figshare_reference(TASKS["figshare_2d"]["data"], Path(args.splits), Path(args.out),
+                                            float(args.seconds), int(args.fold), args.threads)
+        Path(args.stats).write_text(json.dumps({"iterations": iterations, "seconds": float(args.seconds)}))
+        return
+
+    import pandas as pd
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.task:
+        for minutes in args.minutes:
+            rows += run_budget(name, minutes, args.threads, args.work, [name, *args.also], args.folds)
+    results = pd.DataFrame(rows)
+    results.to_csv(args.work / "results.csv", index=False)
+    figure(results, args.figure or args.work / "bench_quality.png")
+    print(f"\nPer-patient Dice on held-out patients (slices pooled), {args.threads} thread(s) per run, arms trained concurrently\n")
+    print("| task | minutes | arm | mean Dice | whole tumour | patients | iterations |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        wt = f"{r['dice_whole_tumour']:.3f}" if "dice_whole_tumour" in r else "-"
+        print(f"| {r['task']} | {r['minutes']:g} | {r['arm']} | {r['dice_mean']:.3f} | {wt} | {r['patients']} | {r['iterations']} |")
+
+
+if __name__ == "__main__":
+    main()
