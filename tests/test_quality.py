@@ -111,6 +111,7 @@ def test_time_budget_is_spent_on_several_validated_epochs(slice_data, tmp_path):
     recorded = yaml.safe_load((tmp_path / "model" / "config.yaml").read_text())["train"]
     assert recorded["iterations_per_epoch"] == metrics["iterations"].iloc[0] < 100000
     assert recorded["val_every"] == 1 and recorded["epochs"] == result.config.train.epochs < 1000
+    assert result.epochs == len(metrics)  # the last epoch trained
 
 
 def test_bad_budget_and_patch_are_refused_naming_the_key(slice_data, tmp_path):

@@ -46,6 +46,7 @@ from segpipe.transforms.regions import RegionChain, labels_to_regions, region_ch
 
 PATCH_MULTIPLE = 16  # automatic patches are rounded up to this; a patch may exceed an image by less
 PROBE_STEPS = 4  # training steps timed (after the first) to size epochs for a time budget
+BUDGET_TAIL = 10  # the last epoch of a budget may run this many epochs' steps, until the budget ends
 
 
 @dataclass
@@ -53,7 +54,7 @@ class FitResult:
     """Where the model went and how good it got."""
 
     model_dir: Path
-    epochs: int
+    epochs: int  # the last epoch trained
     best_metric: float
     best_epoch: int
     stopped_early: bool = False
@@ -423,7 +424,8 @@ def _train(run: Run, loader: Any, draw: Any, budget: TimeBudget, lr_schedule: Bu
     end_epoch = t.epochs if epochs_this_run is None else min(t.epochs, run.start_epoch + epochs_this_run)
     for epoch in range(run.start_epoch, end_epoch):
         started = time.perf_counter()
-        draw(epoch, t.iterations_per_epoch)
+        last_of_budget = budget.active and epoch + 1 == t.epochs
+        draw(epoch, t.iterations_per_epoch * (BUDGET_TAIL if last_of_budget else 1))
         losses = _train_epoch(run, loader, budget, lr_schedule, epoch)
         row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": d.mean(float(np.mean(losses)) if losses else float("nan")),
                                "iterations": len(losses), "lr": run.optimizer.param_groups[0]["lr"]}
@@ -450,7 +452,8 @@ def _train(run: Run, loader: Any, draw: Any, budget: TimeBudget, lr_schedule: Bu
                 tqdm.write(f"early stop: no validation improvement in {run.selection.stale} validations")
             break
     s = run.selection
-    return FitResult(run.model_dir, t.epochs, s.best_metric, s.best_epoch, stopped_early, t.precision, run.cfg)
+    last = int(run.rows[-1]["epoch"]) if run.rows else run.start_epoch
+    return FitResult(run.model_dir, last, s.best_metric, s.best_epoch, stopped_early, t.precision, run.cfg)
 
 
 def fit_folds(prepared_dir: str | Path, model_dir: str | Path, cfg: Config, folds: list[int], *, resume: bool = False, quiet: bool = False) -> list[FitResult]:

@@ -43,7 +43,11 @@ def lr_factor(schedule: str, progress: float, warmup: float = 0.0) -> float:
 
 @dataclass
 class BudgetPlan:
-    """Epoch sizes chosen for a time budget, recorded in the checkpoint and config."""
+    """Epoch sizes chosen for a time budget, recorded in the checkpoint and config.
+
+    The last epoch runs on until the budget ends (steps often get faster after the first
+    ones), so no time is left unused and no short epoch is added at the end.
+    """
 
     iterations_per_epoch: int
     epochs: int
@@ -84,8 +88,7 @@ def plan_budget(seconds: float, spent: float, step_seconds: float, validation_se
         n -= 1
     train_seconds = left - n * validation_seconds
     iterations = max(1, int(train_seconds / n / step_seconds))
-    # steps often speed up after the first ones: let the budget, not the epoch count, end the run
-    return BudgetPlan(iterations, 2 * n, n, step_seconds, validation_seconds)
+    return BudgetPlan(iterations, n, n, step_seconds, validation_seconds)
 
 
 class TimeBudget:
