@@ -111,3 +111,10 @@ def test_console_line():
     row = {"epoch": 3, "train_loss": 0.25, "seconds": 1.5}
     assert console_line(row, 10) == "epoch 3/10: loss 0.2500 (1.5 s)"
     assert console_line({**row, "val_dice_mean": 0.5}, 10) == "epoch 3/10: loss 0.2500, val Dice 0.500 (1.5 s)"
+
+
+def test_budget_epochs_end_at_equal_time_slots():
+    plan = plan_budget(110, spent=10, step_seconds=0.5, validation_seconds=2, validations=5)
+    ends = [plan.training_ends(e, 110) for e in range(5)]
+    assert ends == pytest.approx([28, 48, 68, 88, 108])  # slots of 20 s, each ending with a 2 s validation
+    assert plan.measured_at == 10

@@ -109,7 +109,8 @@ def test_time_budget_is_spent_on_several_validated_epochs(slice_data, tmp_path):
     assert metrics["lr"].iloc[0] > 0.5 * 0.01  # the first epoch does not use up the schedule
     assert metrics["seconds"].sum() < 15 * 1.2
     recorded = yaml.safe_load((tmp_path / "model" / "config.yaml").read_text())["train"]
-    assert recorded["iterations_per_epoch"] == metrics["iterations"].iloc[0] < 100000
+    assert recorded["iterations_per_epoch"] < 100000 and (metrics["iterations"] > 0).all()
+    assert len(metrics) == recorded["epochs"]  # one validated epoch per time slot
     assert recorded["val_every"] == 1 and recorded["epochs"] == result.config.train.epochs < 1000
     assert result.epochs == len(metrics)  # the last epoch trained
 
@@ -175,3 +176,18 @@ def test_region_training_validates_and_infers_the_dataset_labels(slice_data, tmp
     means = report.summary.set_index("metric")["mean"]
     assert means["dice_whole_tumour"] > 0.3
     assert best["val_dice_mean"] == pytest.approx(means["dice_mean"], abs=1e-9)
+
+
+def test_a_resumed_budget_run_keeps_its_epoch_sizes(slice_data, tmp_path):
+    from segpipe.pipeline.checkpoints import load_checkpoint
+
+    _, prepared = slice_data
+    cfg = slice_config(**{"train.max_seconds": "12"})
+    fit(prepared, tmp_path / "m", cfg, quiet=True, epochs_this_run=2)
+    sizes = load_checkpoint(tmp_path / "m" / "checkpoints" / "last.pt")["budget"]
+    assert len(pd.read_csv(tmp_path / "m" / "metrics.csv")) == 2
+    result = fit(prepared, tmp_path / "m", cfg, resume=True, quiet=True)
+    metrics = pd.read_csv(tmp_path / "m" / "metrics.csv")
+    assert result.epochs == len(metrics) > 2
+    assert len(metrics) == sizes["epochs"] and metrics["val_dice_mean"].notna().all()
+    assert load_checkpoint(tmp_path / "m" / "checkpoints" / "last.pt")["budget"] == sizes

@@ -46,7 +46,7 @@ from segpipe.transforms.regions import RegionChain, labels_to_regions, region_ch
 
 PATCH_MULTIPLE = 16  # automatic patches are rounded up to this; a patch may exceed an image by less
 PROBE_STEPS = 4  # training steps timed (after the first) to size epochs for a time budget
-BUDGET_TAIL = 10  # the last epoch of a budget may run this many epochs' steps, until the budget ends
+BUDGET_SLACK = 10  # a budgeted epoch ends at its time slot; it may take up to this many times the steps planned
 
 
 @dataclass
@@ -336,7 +336,7 @@ def _size_for_budget(run: Run, budget: TimeBudget, lr_schedule: BudgetSchedule, 
             lr_schedule.update()
             _train_step(run, batch)
             stamps.append(time.perf_counter())
-        step_seconds = (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1)
+        step_seconds = run.d.broadcast((stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1))  # one size for every rank
         sizes = plan_budget(t.max_seconds, budget.elapsed(), step_seconds, _validation_seconds(run),
                             t.budget_validations)
     run.budget = sizes.to_dict()
@@ -382,8 +382,9 @@ def _train_epoch(run: Run, loader: Any, budget: TimeBudget, lr_schedule: BudgetS
     t = run.cfg.train
     losses: list[float] = []
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", unit="it", disable=run.quiet, leave=False)
+    stop_at = BudgetPlan(**run.budget).training_ends(epoch, t.max_seconds) if run.budget else math.inf
     for batch in bar:
-        if budget.expired():
+        if budget.expired() or budget.elapsed() >= stop_at:
             break
         if lr_schedule is not None:
             lr_schedule.update()
@@ -424,8 +425,7 @@ def _train(run: Run, loader: Any, draw: Any, budget: TimeBudget, lr_schedule: Bu
     end_epoch = t.epochs if epochs_this_run is None else min(t.epochs, run.start_epoch + epochs_this_run)
     for epoch in range(run.start_epoch, end_epoch):
         started = time.perf_counter()
-        last_of_budget = budget.active and epoch + 1 == t.epochs
-        draw(epoch, t.iterations_per_epoch * (BUDGET_TAIL if last_of_budget else 1))
+        draw(epoch, t.iterations_per_epoch * (BUDGET_SLACK if budget.active else 1))
         losses = _train_epoch(run, loader, budget, lr_schedule, epoch)
         row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": d.mean(float(np.mean(losses)) if losses else float("nan")),
                                "iterations": len(losses), "lr": run.optimizer.param_groups[0]["lr"]}

@@ -45,8 +45,7 @@ def lr_factor(schedule: str, progress: float, warmup: float = 0.0) -> float:
 class BudgetPlan:
     """Epoch sizes chosen for a time budget, recorded in the checkpoint and config.
 
-    The last epoch runs on until the budget ends (steps often get faster after the first
-    ones), so no time is left unused and no short epoch is added at the end.
+    Epochs end at their time slot (:meth:`training_ends`), not at an iteration count.
     """
 
     iterations_per_epoch: int
@@ -54,9 +53,20 @@ class BudgetPlan:
     validations: int
     step_seconds: float
     validation_seconds: float
+    measured_at: float = 0.0  # budget seconds used when the plan was made
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
+
+    def training_ends(self, epoch: int, seconds: float) -> float:
+        """Budget seconds at which epoch `epoch` (0-based) stops training and validates.
+
+        The time left after measuring is cut into equal slots, one per validation, so the
+        run validates `validations` times even when steps get slower or faster than measured
+        (a shared machine); `iterations_per_epoch` is what the measured speed fits in a slot.
+        """
+        slot = (seconds - self.measured_at) / self.validations
+        return self.measured_at + (epoch + 1) * slot - self.validation_seconds
 
 
 def plan_budget(seconds: float, spent: float, step_seconds: float, validation_seconds: float,
@@ -88,7 +98,7 @@ def plan_budget(seconds: float, spent: float, step_seconds: float, validation_se
         n -= 1
     train_seconds = left - n * validation_seconds
     iterations = max(1, int(train_seconds / n / step_seconds))
-    return BudgetPlan(iterations, n, n, step_seconds, validation_seconds)
+    return BudgetPlan(iterations, n, n, step_seconds, validation_seconds, spent)
 
 
 class TimeBudget:
