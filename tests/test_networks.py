@@ -227,7 +227,7 @@ def test_dropout_active_only_in_training() -> None:
 
 def test_registry_contents_and_options() -> None:
     assert NETWORKS == {"unet": UNet, "linknet": LinkNet}
-    assert network_options("unet") == ("filters", "depth", "norm", "dropout", "residual", "deep_supervision")
+    assert network_options("unet") == ("filters", "depth", "norm", "dropout", "residual", "deep_supervision", "stem")
     assert network_options("linknet") == ("filters", "norm", "dropout")
     assert isinstance(build_network("linknet", 2, 1, 2, filters=8), LinkNet)
 
