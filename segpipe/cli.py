@@ -245,7 +245,8 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
 
     Each epoch draws patches with foreground oversampling and the configured MONAI
     augmentations (train.augment), validates on the fold's validation cases with
-    sliding-window inference (mean Dice per label and region), and saves
+    sliding-window inference (Dice per label and region, a patient's slices pooled, as
+    `segpipe evaluate` reports it), and saves
     checkpoints/last.pt (and best.pt when validation Dice improves) atomically.
 
     \b
