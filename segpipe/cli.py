@@ -237,10 +237,14 @@ preprocess.help = (preprocess.help or "").replace("{layouts}", describe_layouts(
 @click.option("--resume", is_flag=True, help="Continue from the model folder's checkpoints/last.pt, exactly where it stopped.")
 @click.option("--epochs-this-run", type=click.IntRange(min=1), default=None,
               help="Stop after this many epochs (the schedule still spans all epochs); continue later with --resume.")
+@click.option("--init-from", type=click.Path(path_type=Path), default=None, metavar="MODEL_DIR",
+              help="Start from this model folder's best weights (fine-tuning; train.init_from): the stem is re-initialised "
+                   "if the channel counts differ, the head if the label sets differ. Needs the same architecture.")
 @config_options
 @common_options
 def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool | None, epochs: int | None, resume: bool,
-        epochs_this_run: int | None, config_path: str | None, overrides: tuple[str, ...], quiet: bool) -> None:
+        epochs_this_run: int | None, init_from: Path | None, config_path: str | None, overrides: tuple[str, ...],
+        quiet: bool) -> None:
     """Train a U-Net or LinkNet with MONAI's DiceCELoss on one fold.
 
     Each epoch draws patches with foreground oversampling and the configured MONAI
@@ -278,6 +282,8 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
     if all_cases:
         extra.append("train.all_cases=true")
     cfg = _config(config_path, tuple(extra), base)
+    if init_from is not None:
+        cfg.train.init_from = str(init_from.resolve())
     if all_folds:
         folds = list(range(len(load_prepared(prepared_dir)[1])))
         results = fit_folds(prepared_dir, model_dir, cfg, folds, resume=resume, quiet=quiet)

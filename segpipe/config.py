@@ -89,6 +89,10 @@ class TrainConfig:
     thread_loader: bool = False  # MONAI ThreadDataLoader instead of worker processes
     threads: int = 0  # 0: leave torch's default
     reuse_memory: bool = True  # CPU: keep freed memory for reuse instead of returning it to the system
+    init_from: str | None = None  # model folder whose weights start this run (fit --init-from; pipeline/finetune.py)
+    init_lr_scale: float = 1.0  # learning rate of the layers kept from init_from, as a factor of train.lr
+    freeze: list[str] = field(default_factory=list)  # kept parts not trained at first: stem, encoder, decoder
+    freeze_epochs: int = 0  # epochs that train.freeze holds; 0: the whole run
 
 
 @dataclass

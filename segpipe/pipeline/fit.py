@@ -27,6 +27,7 @@ from tqdm import tqdm
 from segpipe.atomic import remove_stale_partials, write_json, write_yaml
 from segpipe.config import Config, TrainConfig
 from segpipe.errors import SegpipeError
+from segpipe.pipeline import finetune
 from segpipe.pipeline.allocator import keep_freed_memory
 from segpipe.pipeline.checkpoints import load_checkpoint, rng_state, set_rng_state
 from segpipe.pipeline.distributed import Dist, init_distributed, shutdown
@@ -226,6 +227,7 @@ class Run:
     ckpt: dict[str, Any] | None = None
     plan: dict[str, Any] = field(default_factory=dict)  # the prepared dataset's plan.json
     budget: dict[str, float] | None = None  # the BudgetPlan of a time-budgeted run
+    tune: finetune.FineTune = field(default_factory=finetune.FineTune)  # what --init-from kept, what it freezes
 
 
 def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.device, resume: bool, quiet: bool) -> Run:
@@ -233,6 +235,7 @@ def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.
     plan, splits, manifest = load_prepared(prepared)
     t = cfg.train
     train_ids, val_ids = training_split(splits, t, prepared)
+    finetune.check_options(t, cfg.model.name)
     resume = _can_resume(model_dir, resume)
     d.barrier()  # every rank decides before rank 0 creates the folder
     if d.main:
@@ -256,11 +259,14 @@ def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.
 
     seed_everything(t.seed, t.deterministic)
     model = build_from_spec(spec).to(device)
-    optimizer = make_optimizer(model.parameters(), t)
+    tune = finetune.prepare(model, t, spec, labels, model_dir, resume=resume, write=d.main, distributed=d.enabled)
+    if tune.record is not None and not resume and not quiet:
+        tqdm.write(tune.record["note"])
+    optimizer = make_optimizer(tune.param_groups(model, t.lr), t)
     run = Run(cfg, model_dir, device, d, quiet, spec, labels, scored, label_structures(label_ids, names), chain,
               model, model, optimizer, make_scheduler(optimizer, t), Precision(t.precision, device),
               make_loss(t, chain is not None), _cases(prepared, manifest, train_ids), _cases(prepared, manifest, val_ids))
-    run.plan = plan
+    run.plan, run.tune = plan, tune
     if resume:
         _load_state(run)
     if t.compile:
@@ -424,6 +430,8 @@ def _train(run: Run, loader: Any, draw: Any, budget: TimeBudget, lr_schedule: Bu
     stopping, stopped_early = EarlyStopping(t.early_stopping), False
     end_epoch = t.epochs if epochs_this_run is None else min(t.epochs, run.start_epoch + epochs_this_run)
     for epoch in range(run.start_epoch, end_epoch):
+        if run.tune.apply_freeze(run.model, epoch) and not run.quiet:
+            tqdm.write(f"epoch {epoch + 1}: {', '.join(t.freeze)} unfrozen")
         started = time.perf_counter()
         draw(epoch, t.iterations_per_epoch * (BUDGET_SLACK if budget.active else 1))
         losses = _train_epoch(run, loader, budget, lr_schedule, epoch)
