@@ -164,3 +164,18 @@ def test_resume_refuses_another_source(tiny_model, prepared_dataset, tmp_path):
     with pytest.raises(SegpipeError, match="was started from"):
         fit(prepared_dataset, tmp_path / "m", tiny_config(**{"train.init_from": str(tmp_path), "train.epochs": "2"}),
             resume=True, quiet=True)
+
+
+def test_cli_init_from_and_resume(tiny_model, prepared_dataset, tmp_path):
+    out = tmp_path / "m"
+    args = ["fit", "--data", str(prepared_dataset), "--output", str(out), "--init-from", str(tiny_model),
+            "--set", "model.filters=4", "--set", "model.depth=2", "--set", "train.patch_size=[16,16,16]",
+            "--set", "train.iterations_per_epoch=2", "--set", "train.precision=fp32", "--epochs", "2"]
+    result = CliRunner().invoke(cli, [*args, "--epochs-this-run", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["models"][0]["epochs"] == 2  # --json output stays clean JSON
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["init_from"] == str(tiny_model.resolve())
+    assert json.loads((out / "init.json").read_text())["source"] == str(tiny_model.resolve())
+    result = CliRunner().invoke(cli, [*args, "--resume", "--quiet"])  # the same command line again, resumed
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 1
