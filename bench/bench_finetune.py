@@ -1,6 +1,6 @@
 """Fine-tuning benchmark (issue 19): a 2D MSD model fine-tuned to figshare slices against scratch.
 
-A source model is trained on the BrainTumour_2D slices (configs/msd_2d.yaml, fold 0, a
+A source model is trained on the BrainTumour_2D slices (configs/msd_2d_seed.yaml, fold 0, a
 wall-clock budget). Then, on each requested fold of the figshare-format slices, two runs
 train with the same config, seed and number of iterations: one from scratch and one with
 `segpipe fit --init-from SOURCE` (the head is re-initialised: labels 1-3 there, 1 tumour
@@ -12,7 +12,7 @@ out in exactly one fold, so with all folds each patient is scored once per varia
 
     python bench/bench_finetune.py --work /tmp/bench_finetune --source-seconds 360 --folds 0,1,2,3,4
 
-Both variants use the figshare_2d recipe with the source's architecture (instance norm)
+Both variants use the figshare_2d_seed recipe with the source's architecture (instance norm)
 and lr 1e-3, patches of 128 x 128 (whole slices at 2 mm), `--epochs` x `--iterations` steps of batch 8, one CPU
 thread. `--finetune-set KEY=VALUE` adds options to the fine-tuned run only (e.g.
 train.init_lr_scale=0.3 or train.freeze=[encoder]).
@@ -91,10 +91,10 @@ def main() -> None:
     _prepare(args.target_data, work / "prepared_figshare", "figshare_2d", *(["--set", spacing] if args.target_spacing else []))
     source = work / "source_msd2d"
     if not (source / "checkpoints" / "last.pt").is_file():
-        _run([*SEGPIPE, "fit", "--data", str(work / "prepared_msd2d"), "--output", str(source), "--config", "msd_2d",
+        _run([*SEGPIPE, "fit", "--data", str(work / "prepared_msd2d"), "--output", str(source), "--config", "msd_2d_seed",
               "--fold", "0", "--set", "train.epochs=12", "--set", "train.iterations_per_epoch=50", "--set", "train.val_every=4",
               "--set", f"train.max_seconds={args.source_seconds}", "--set", "train.threads=1", "--quiet"])
-    common = ["--config", "figshare_2d", "--set", "model.norm=instance", "--set", "train.lr=0.001",
+    common = ["--config", "figshare_2d_seed", "--set", "model.norm=instance", "--set", "train.lr=0.001",
               "--set", "train.patch_size=[128,128]", "--set", f"train.epochs={args.epochs}",
               "--set", f"train.iterations_per_epoch={args.iterations}", "--set", "train.val_every=1000",
               "--set", f"train.seed={args.seed}", "--set", "train.threads=1", "--set", "train.precision=fp32", "--quiet"]

@@ -75,11 +75,33 @@ def test_stem_reinitialised_when_channels_differ(tiny_model):
     assert "re-initialised stem.conv1 (4 input channels in the source, 1 here)" in line
 
 
+def test_strided_stem_reinitialised_when_channels_differ(tmp_path):
+    from segpipe.atomic import write_json
+    from segpipe.pipeline.checkpoints import save_checkpoint
+
+    spec = {"name": "unet", "spatial_dims": 2, "in_channels": 4, "out_channels": 4,
+            "options": {"filters": 4, "depth": 2, "stem": "strided"}}
+    source, _ = _fresh(spec, seed=1)
+    weights = source.state_dict()
+    write_json(tmp_path / "network.json", spec)
+    (tmp_path / "checkpoints").mkdir()
+    save_checkpoint(tmp_path / "checkpoints" / "best.pt", {"model": weights, "network": spec, "labels": MSD, "epoch": 0})
+    model, fresh = _fresh({**spec, "in_channels": 1})
+    finetune.load_source(model, {**spec, "in_channels": 1}, MSD, tmp_path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, fresh[key] if key.startswith("stem.0.") else weights[key]), key
+
+
 def test_other_architecture_refused_naming_both(tiny_model, prepared_dataset, tmp_path):
     _, spec = _source(tiny_model)
     other = {**spec, "options": {**spec["options"], "filters": 8}}
     with pytest.raises(SegpipeError, match=r"the source is unet 3D .*filters=4.*this run is unet 3D .*filters=8"):
         finetune.load_source(build_from_spec(other), other, MSD, tiny_model)
+    strided = {**spec, "options": {**spec["options"], "stem": "strided"}}
+    with pytest.raises(SegpipeError, match=r"stem=plain, this run is unet 3D .*stem=strided"):
+        finetune.load_source(build_from_spec(strided), strided, MSD, tiny_model)
+    older = {**spec, "options": {k: v for k, v in spec["options"].items() if k != "stem"}}  # before model.stem existed
+    assert finetune._same_architecture(older, spec)
     result = CliRunner().invoke(cli, ["fit", "--data", str(prepared_dataset), "--output", str(tmp_path / "m"),
                                       "--init-from", str(tiny_model), "--set", "model.filters=4", "--set", "model.depth=3",
                                       "--set", "train.patch_size=[16,16,16]", "--set", "train.precision=fp32", "--quiet"])
@@ -173,7 +195,7 @@ def test_cli_init_from_and_resume(tiny_model, prepared_dataset, tmp_path):
             "--set", "train.iterations_per_epoch=2", "--set", "train.precision=fp32", "--epochs", "2"]
     result = CliRunner().invoke(cli, [*args, "--epochs-this-run", "1", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["models"][0]["epochs"] == 2  # --json output stays clean JSON
+    assert json.loads(result.output)["models"][0]["model_dir"] == str(out)  # --json output stays clean JSON
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["init_from"] == str(tiny_model.resolve())
     assert json.loads((out / "init.json").read_text())["source"] == str(tiny_model.resolve())
     result = CliRunner().invoke(cli, [*args, "--resume", "--quiet"])  # the same command line again, resumed

@@ -12,6 +12,7 @@ of them can stay frozen for the first epochs (`train.freeze`, `train.freeze_epoc
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from torch import nn
 from segpipe.atomic import write_json
 from segpipe.config import TrainConfig
 from segpipe.errors import SegpipeError
+from segpipe.networks.registry import NETWORKS
 from segpipe.pipeline.checkpoints import load_checkpoint
 
 INIT_FILE = "init.json"
@@ -32,10 +34,10 @@ INIT_FILE = "init.json"
 # train.freeze can hold.
 PARTS: dict[str, dict[str, tuple[str, ...]]] = {
     "unet": {
-        "stem": ("stem.conv1.", "stem.shortcut."),
+        "stem": ("stem.conv1.", "stem.shortcut.", "stem.0."),  # plain stem; strided stem (model.stem)
         "head": ("head.", "aux_heads."),
         "encoder": ("stem.", "encoder."),
-        "decoder": ("decoder.",),
+        "decoder": ("decoder.", "full_resolution."),
     },
     "linknet": {
         "stem": ("initial.0.",),
@@ -64,17 +66,23 @@ def check_options(t: TrainConfig, network: str) -> None:
         raise SegpipeError(f"config key 'train.init_from': fine-tuning does not know the parts of network {network!r}")
 
 
+def _options(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec's shape options, with the network's defaults for those an older spec lacks."""
+    defaults = {}
+    if spec.get("name") in NETWORKS:
+        params = inspect.signature(NETWORKS[spec["name"]].__init__).parameters
+        defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    merged = {**defaults, **spec.get("options", {})}
+    return {k: v for k, v in sorted(merged.items()) if k not in _FREE_OPTIONS}
+
+
 def _describe_network(spec: dict[str, Any]) -> str:
-    options = " ".join(f"{k}={v}" for k, v in sorted(spec.get("options", {}).items()) if k not in _FREE_OPTIONS)
+    options = " ".join(f"{k}={v}" for k, v in _options(spec).items())
     return f"{spec.get('name')} {spec.get('spatial_dims')}D {options}".strip()
 
 
 def _same_architecture(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    def key(spec: dict[str, Any]) -> tuple:
-        options = {k: v for k, v in spec.get("options", {}).items() if k not in _FREE_OPTIONS}
-        return spec.get("name"), spec.get("spatial_dims"), sorted(options.items())
-
-    return key(a) == key(b)
+    return (a.get("name"), a.get("spatial_dims"), _options(a)) == (b.get("name"), b.get("spatial_dims"), _options(b))
 
 
 def _sha256(path: Path) -> str:
