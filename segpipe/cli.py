@@ -415,9 +415,12 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
                    "--labels (test_labels/ -> test_images/, labelsTs/ -> imagesTs/)]")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
               help="Model folder: its label names name the columns and the report; its training curves go into the report.")
+@click.option("--lesion-wise", is_flag=True,
+              help="Also score each region lesion by lesion as BraTS 2023 does (lesion-wise Dice and HD95; missed and "
+                   "false-positive lesions count against it) and PQ/RQ/SQ, through panoptica (pip install 'segpipe[lesion]').")
 @config_options
 @common_options
-def evaluate(pred_dir: Path, labels: Path, output_dir: Path, images: Path | None, model_dir: Path | None,
+def evaluate(pred_dir: Path, labels: Path, output_dir: Path, images: Path | None, model_dir: Path | None, lesion_wise: bool,
              config_path: str | None, overrides: tuple[str, ...], quiet: bool) -> None:
     """Per-patient Dice, HD95 (mm), volumes (ml), sensitivity and precision.
 
@@ -434,7 +437,8 @@ def evaluate(pred_dir: Path, labels: Path, output_dir: Path, images: Path | None
 
     quiet = _silent(quiet)
     cfg = _config(config_path, overrides)
-    result = run(pred_dir, labels, output_dir, _evaluate_config(cfg), images=images, model_dir=model_dir, quiet=quiet)
+    result = run(pred_dir, labels, output_dir, _evaluate_config(cfg), images=images, model_dir=model_dir, quiet=quiet,
+                 lesion_wise=lesion_wise)
     if _emit_json(_evaluation_summary(result)):
         pass
     elif not quiet:

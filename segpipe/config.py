@@ -124,6 +124,10 @@ class EvaluateConfig:
     regions: dict[str, list[int]] | None = None
     # regex with a (?P<patient>...) group, to pool mask files by patient without a dataset
     patient_pattern: str | None = None
+    # evaluate --lesion-wise (BraTS 2023): dilation iterations that group reference components,
+    # and the largest reference lesion (mm3; mm2 for slices) left out of the lesion-wise scores
+    lesion_dilation: int = 3
+    lesion_min_volume: float = 50.0
 
 
 @dataclass

@@ -70,15 +70,22 @@ def evaluate(
     images: str | Path | None = None,
     model_dir: str | Path | None = None,
     quiet: bool = True,
+    lesion_wise: bool = False,
 ) -> EvaluateResult:
     """Score every prediction that has a reference and write the reports.
 
     Writes per_case.csv (one row per slice or volume), per_patient.csv (a patient's slices
     pooled before scoring), summary.csv (mean, std, median, IQR, n per column),
     summary.json (conventions, missing cases), overlays of the best, median and worst
-    patients, curves.png (with `model_dir`) and report.html.
+    patients, curves.png (with `model_dir`) and report.html. With `lesion_wise`, the
+    tables also hold BraTS 2023 lesion-wise Dice and HD95 and PQ/RQ/SQ per region
+    (segpipe.reports.lesions; needs panoptica).
     """
     ecfg = ecfg or EvaluateConfig()
+    if lesion_wise:
+        from segpipe.reports.lesions import require_panoptica
+
+        require_panoptica()  # before any work: a missing extra is named at once
     pred_dir, out = Path(pred_dir), Path(output_dir)
     if not pred_dir.is_dir():
         raise SegpipeError(f"{pred_dir}: no such predictions folder")
@@ -112,6 +119,11 @@ def evaluate(
         pred, ref, spacing = loaded[cid]
         scores.add(cid, refs[cid].patient, pred, ref, spacing)
     per_case, per_patient = scores.per_case(), scores.per_patient()
+    if lesion_wise:
+        from segpipe.reports.lesions import lesion_columns
+
+        lesion_structures = {k: v for k, v in scored.items() if k in regions} if regions else scored
+        per_case, per_patient = lesion_columns(per_case, per_patient, loaded, lesion_structures, ecfg, quiet)
     summary = summarise(per_patient.drop(columns=["slices_or_volumes"]))
 
     files = [out / n for n in ("per_patient.csv", "per_case.csv", "summary.csv", "summary.json")]
@@ -131,6 +143,7 @@ def evaluate(
             "unmatched_predictions": sorted(set(preds) - set(refs)),
             "pooling": "per_patient.csv pools all slices or volumes of a patient before scoring",
             "empty_mask_convention": EMPTY_CONVENTION,
+            **({"lesion_wise": _lesion_rule(ecfg)} if lesion_wise else {}),
             "units": {"hd95_mm": "mm (voxel spacing from the reference header; 1 per pixel for PNG and MAT)", "vol_ref_ml": "ml"},
             "mean": {k: (None if pd.isna(v) else float(v)) for k, v in summary.set_index("metric")["mean"].items()},
         },
@@ -149,6 +162,12 @@ def evaluate(
     files.extend(figures.values())
     return EvaluateResult(per_patient=per_patient, per_case=per_case, summary=summary, files=files,
                           references={"path": str(references.source), "layout": references.layout, "matched_splits": splits})
+
+
+def _lesion_rule(ecfg: EvaluateConfig) -> dict[str, object]:
+    from segpipe.reports.lesions import RULE
+
+    return {**RULE, "dilation_iterations": ecfg.lesion_dilation, "min_lesion_volume_mm3": ecfg.lesion_min_volume}
 
 
 def summarise(per_patient: pd.DataFrame) -> pd.DataFrame:
