@@ -330,6 +330,9 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
               help="Also write class probabilities (<case>_probabilities.nii.gz, or .npy for slices) in the input's geometry.")
 @click.option("--dicom-seg", is_flag=True,
               help="For DICOM series inputs, also write a DICOM-SEG (<case>_seg.dcm) referencing the series (needs highdicom).")
+@click.option("--rtstruct", is_flag=True,
+              help="For DICOM series inputs, also write an RT Structure Set (<case>_rtstruct.dcm), one ROI per label and "
+                   "region, for radiotherapy planning systems (needs rt-utils: pip install 'segpipe[rtstruct]').")
 @click.option("--keep-largest", default=None, metavar="LABEL,...",
               help="Keep only the largest connected component of these labels.")
 @click.option("--min-size", type=click.IntRange(min=0), default=None,
@@ -349,7 +352,7 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
 def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_window: bool, roi_size: str | None,
           overlap: float | None, mode: str | None, sw_batch_size: int | None, device: str | None,
           checkpoint: str | None, precision: str | None, threads: int | None, tta: bool | None, folds: str | None,
-          shard: str | None, probabilities: bool, dicom_seg: bool, keep_largest: str | None, min_size: int | None,
+          shard: str | None, probabilities: bool, dicom_seg: bool, rtstruct: bool, keep_largest: str | None, min_size: int | None,
           skip_empty: bool | None, channels_last: bool | None, reuse_memory: bool | None, fuse: bool | None,
           overwrite: bool, keep_going: bool, labels: Path | None,
           quiet: bool) -> None:
@@ -374,7 +377,7 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
     }
     result = run(model_dir, list(inputs), output_dir, overrides, sliding_window=sliding_window, overwrite=overwrite,
                  quiet=quiet, folds=folds, shard=shard, probabilities=probabilities, dicom_seg=dicom_seg,
-                 keep_going=keep_going)
+                 keep_going=keep_going, rtstruct=rtstruct)
     summary: dict[str, Any] = {"written": result.written, "skipped_existing": result.skipped,
                                "failed": [{"input": p, "error": e} for p, e in result.failed],
                                "seconds_per_case": round(result.seconds_per_case, 3), "precision": result.precision}

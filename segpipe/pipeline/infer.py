@@ -241,6 +241,7 @@ def infer(
     probabilities: bool = False,
     dicom_seg: bool = False,
     keep_going: bool = False,
+    rtstruct: bool = False,
 ) -> InferResult:
     """Segment every input case into `output_dir`, one mask per case in the input's form.
 
@@ -248,11 +249,16 @@ def infer(
     from the model folder's config.yaml. Cases whose output exists are skipped unless
     `overwrite`. `shard` "i/n" takes every n-th case from the i-th, so n processes split
     a cohort without overlap. With `dicom_seg`, DICOM series also get a DICOM-SEG
-    (`<case>_seg.dcm`, through highdicom) beside the NIfTI mask. With `keep_going`, a case
+    (`<case>_seg.dcm`, through highdicom) beside the NIfTI mask; with `rtstruct`, an RT
+    Structure Set (`<case>_rtstruct.dcm`, through rt-utils, one ROI per label and region). With `keep_going`, a case
     that fails with a user error is recorded in `failed` and the run goes on. Each mask is written to a temporary name and renamed into
     place, so an interrupted run leaves no partial file.
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if rtstruct:
+        from segpipe.pipeline.rtstruct import require_rt_utils
+
+        require_rt_utils()  # a missing extra is named before any work
     if overrides.get("reuse_memory", True):
         keep_freed_memory()  # before any large allocation: later it no longer takes effect
     models = load_models(model_dir, overrides.get("checkpoint"), folds)
@@ -291,6 +297,14 @@ def infer(
 
             names = {int(k): v for k, v in segmenter.plan["labels"].items()}
             write_dicom_seg(case.images[0], labels, names, out / f"{case.case_id}_seg.dcm")
+        if rtstruct and layout == "dicom":
+            from segpipe.pipeline.evaluate import default_regions
+            from segpipe.pipeline.rtstruct import write_rtstruct
+
+            names = {int(k): v for k, v in segmenter.plan["labels"].items()}
+            regions = models[0].config.evaluate.regions
+            regions = default_regions([k for k in names if k]) if regions is None else regions
+            write_rtstruct(case.images[0], labels, names, regions, out / f"{case.case_id}_rtstruct.dcm")
         write_mask(layout, case.images[0], labels, target, original_affine)
         result.written.append(target)
     if result.written:
