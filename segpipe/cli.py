@@ -517,6 +517,10 @@ from segpipe.cli_export import export  # noqa: E402 - defined beside, registered
 
 cli.add_command(export)
 
+from segpipe.cli_report import report  # noqa: E402 - defined beside, registered here
+
+cli.add_command(report)
+
 
 def main() -> None:
     """Console-script entry point."""

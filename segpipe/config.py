@@ -128,6 +128,8 @@ class EvaluateConfig:
     # and the largest reference lesion (mm3; mm2 for slices) left out of the lesion-wise scores
     lesion_dilation: int = 3
     lesion_min_volume: float = 50.0
+    # report.html's slice viewer: the most slices shown per patient (0: no viewer)
+    viewer_slices: int = 16
 
 
 @dataclass

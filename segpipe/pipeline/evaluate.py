@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,6 +144,10 @@ def evaluate(
             "unmatched_predictions": sorted(set(preds) - set(refs)),
             "pooling": "per_patient.csv pools all slices or volumes of a patient before scoring",
             "empty_mask_convention": EMPTY_CONVENTION,
+            "inputs": {"pred": str(pred_dir.resolve()), "labels": str(Path(labels).resolve()),
+                       "images": str(Path(images).resolve()) if images else None,
+                       "model": str(Path(model_dir).resolve()) if model_dir else None, "lesion_wise": lesion_wise,
+                       "evaluate_config": dataclasses.asdict(ecfg)},
             **({"lesion_wise": _lesion_rule(ecfg)} if lesion_wise else {}),
             "units": {"hd95_mm": "mm (voxel spacing from the reference header; 1 per pixel for PNG and MAT)", "vol_ref_ml": "ml"},
             "mean": {k: (None if pd.isna(v) else float(v)) for k, v in summary.set_index("metric")["mean"].items()},
@@ -158,7 +163,13 @@ def evaluate(
     if without_image:
         notes.append(f"No image found for case(s) {', '.join(without_image)}: their overlays show the masks only "
                      "(give the image folder with --images).")
-    files.append(html_report(out / "report.html", "segpipe evaluation", summary, per_patient, figures, notes))
+    views = None
+    if ecfg.viewer_slices > 0:
+        from segpipe.reports.html import patient_views
+
+        views = patient_views(per_case, loaded, {c: refs[c].image for c in matched}, ecfg.viewer_slices)
+    files.append(html_report(out / "report.html", "segpipe evaluation", summary, per_patient, figures, notes, views,
+                             {k: names.get(k, f"label_{k}") for k in sorted(label_ids)}))
     files.extend(figures.values())
     return EvaluateResult(per_patient=per_patient, per_case=per_case, summary=summary, files=files,
                           references={"path": str(references.source), "layout": references.layout, "matched_splits": splits})

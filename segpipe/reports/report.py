@@ -23,8 +23,18 @@ def html_report(
     per_patient: pd.DataFrame,
     figures: dict[str, Path],
     notes: list[str],
+    views: list | None = None,
+    labels: dict[int, str] | None = None,
 ) -> Path:
-    """Write report.html next to the figures (linked by relative path)."""
+    """Write report.html next to the figures (linked by relative path).
+
+    With `views` (segpipe.reports.html.PatientView), the page gets a slice viewer and a
+    sortable, filterable patient table (segpipe.reports.html.page); without, a static page.
+    """
+    if views:
+        from segpipe.reports.html import render_report
+
+        return render_report(path, title, summary, per_patient, figures, notes, views, labels)
     path = Path(path)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]

@@ -1,0 +1,39 @@
+"""`segpipe report`: registered on the CLI group in segpipe/cli.py (`cli.add_command(report)`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from segpipe.cli import _emit_json, _quiet_libraries, _silent, common_options
+
+
+@click.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--open", "open_browser", is_flag=True, help="Also open report.html in the default web browser.")
+@click.option("--rebuild", is_flag=True,
+              help="Run the evaluation again from the inputs and settings its summary.json records, and rewrite "
+                   "the report (done anyway when report.html is missing).")
+@common_options
+def report(folder: Path, open_browser: bool, rebuild: bool, quiet: bool) -> None:
+    """Reopen or rebuild the browsable report.html of a reports folder or a model folder.
+
+    FOLDER is a reports folder written by `segpipe evaluate` (or `segpipe infer --labels`),
+    or a folder above one, such as a model or predictions folder: then its newest reports
+    folder up to two levels down is used. Prints the path of report.html, which opens from
+    disk in any browser (no server, no network).
+    """
+    _quiet_libraries()
+    from segpipe.reports.reopen import rebuild as run_rebuild
+    from segpipe.reports.reopen import report_folder
+
+    target = report_folder(folder)
+    page = target / "report.html"
+    rebuilt = rebuild or not page.is_file()
+    if rebuilt:
+        run_rebuild(target, quiet=_silent(quiet))
+    if not _emit_json({"report": page.resolve(), "rebuilt": rebuilt}) and not quiet:
+        click.echo(f"{'rebuilt' if rebuilt else 'report'}: {page.resolve()}")
+    if open_browser:
+        click.launch(str(page.resolve()))
