@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -32,7 +33,7 @@ def report(folder: Path, open_browser: bool, rebuild: bool, quiet: bool) -> None
     page = target / "report.html"
     rebuilt = rebuild or not page.is_file()
     if rebuilt:
-        run_rebuild(target, quiet=_silent(quiet))
+        run_rebuild(target, quiet=_silent(quiet) or not sys.stderr.isatty())  # progress bars only on a terminal
     if not _emit_json({"report": page.resolve(), "rebuilt": rebuilt}) and not quiet:
         click.echo(f"{'rebuilt' if rebuilt else 'report'}: {page.resolve()}")
     if open_browser:
