@@ -447,6 +447,15 @@ def evaluate(pred_dir: Path, labels: Path, output_dir: Path, images: Path | None
     elif not quiet:
         click.echo(result.matched_line())
         _print_summary(result.per_patient)
+        if lesion_wise:
+            regions = [c.removeprefix("lesion_dice_") for c in result.per_patient.columns if c.startswith("lesion_dice_")]
+            table = result.per_patient[["patient"]].copy()
+            for r in regions:
+                table[r] = result.per_patient[f"lesion_dice_{r}"]
+                table["missed"], table["false_pos"] = result.per_patient[f"lesions_fn_{r}"], result.per_patient[f"lesions_fp_{r}"]
+                table = table.rename(columns={"missed": f"{r}_missed", "false_pos": f"{r}_false_pos"})
+            click.echo("Lesion-wise Dice (BraTS 2023), missed and false-positive lesions per patient:")
+            _print_table(table)
         click.echo(f"reports in {output_dir}: " + ", ".join(f.name for f in result.files))
 
 

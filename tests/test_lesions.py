@@ -227,3 +227,25 @@ def test_lesion_wise_without_panoptica_names_the_extra(tmp_path, monkeypatch):
     assert out.exit_code == 1
     assert out.output.strip().splitlines() == ["error: option --lesion-wise: needs panoptica: pip install 'segpipe[lesion]'"]
     assert not (tmp_path / "o").exists()
+
+
+def test_empty_and_unmatched_masks_equal_the_direct_computation():
+    """Zero matches (panoptica's zero-TP edge cases): misses and false positives only."""
+    pytest.importorskip("panoptica")
+    from segpipe.reports.lesions import LesionScorer
+
+    ref = np.zeros((20, 20, 10), bool)
+    ref[2:6, 2:6, 2:6] = True
+    ref[14:17, 14:17, 2:5] = True
+    far = np.zeros_like(ref)
+    far[10:13, 2:5, 6:9] = True
+    scorer = LesionScorer(dilation=3, min_volume=5.0)
+    cases = {"empty prediction": (np.zeros_like(ref), ref), "empty reference": (far, np.zeros_like(ref)),
+             "no match": (far, ref), "no match in 2D": (far[:, :, 7], ref[:, :, 3])}
+    for name, (pred, reference) in cases.items():
+        spacing = (1.0,) * reference.ndim
+        got = scorer.score(pred, reference, spacing).scores()
+        want = scores_of(direct_lesion_scores(pred, reference, spacing, 3, 5.0))
+        for key, value in want.items():
+            assert (np.isnan(got[key]) and np.isnan(value)) or got[key] == pytest.approx(value), (name, key, got[key], value)
+        assert got["lesion_dice"] == 0.0 and got["lesion_hd95_mm"] == PENALTY, name

@@ -177,12 +177,19 @@ class LesionScorer:
         panoptica = require_panoptica()
         from panoptica import CCABackend, ConnectedComponentsInstanceApproximator, InputType, Metric, NaiveThresholdMatching
 
+        from panoptica.utils.edge_case_handling import EdgeCaseHandler, EdgeCaseResult, MetricZeroTPEdgeCaseHandling
+
         grouped, matching = _plugins(panoptica)
         self.min_volume = min_volume
         self._metric = Metric
+        no_tp = MetricZeroTPEdgeCaseHandling(no_instances_result=EdgeCaseResult.NAN, default_result=EdgeCaseResult.ZERO)
+        edge_cases = EdgeCaseHandler({  # panoptica has no zero-TP rule for HD95; segpipe scores misses itself
+            Metric.DSC: no_tp, Metric.IOU: no_tp,
+            Metric.HD95: MetricZeroTPEdgeCaseHandling(no_instances_result=EdgeCaseResult.NAN, default_result=EdgeCaseResult.INF),
+        })
         self._brats = panoptica.Panoptica_Evaluator(
             expected_input=InputType.SEMANTIC, instance_approximator=grouped(dilation), instance_matcher=matching(dilation),
-            instance_metrics=[Metric.DSC, Metric.HD95], global_metrics=[Metric.DSC],
+            instance_metrics=[Metric.DSC, Metric.HD95], global_metrics=[Metric.DSC], edge_case_handler=edge_cases,
         )
         self._pq = panoptica.Panoptica_Evaluator(
             expected_input=InputType.SEMANTIC, instance_approximator=ConnectedComponentsInstanceApproximator(CCABackend.cc3d),
