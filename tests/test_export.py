@@ -19,7 +19,7 @@ from segpipe.pipeline.export import ATOL, save_onnx, save_torchscript
 from segpipe.pipeline.model import build_from_spec
 from segpipe.pipeline.model_folder import ModelFolder, load_model_folder
 
-from conftest import tiny_config
+from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.* is deprecated")
 
