@@ -209,6 +209,8 @@ def test_small_reference_lesions_are_left_out_and_no_false_positive():
     assert scores["lesion_dice"] == pytest.approx(2 * 384 / (384 + 512))
     empty = LesionScorer().score(np.zeros((4, 4), bool), np.zeros((4, 4), bool), (1.0, 1.0)).scores()
     assert np.isnan(empty["lesion_dice"]) and np.isnan(empty["pq"])
+    with pytest.raises(SegpipeError, match="evaluate.lesion_dilation"):
+        LesionScorer(dilation=-1)
 
 
 def test_lesion_wise_without_panoptica_names_the_extra(tmp_path, monkeypatch):

@@ -174,6 +174,10 @@ class LesionScorer:
     """Scores one binary region mask pair at a time (panoptica evaluators built once)."""
 
     def __init__(self, dilation: int = 3, min_volume: float = 50.0) -> None:
+        if dilation < 0:
+            raise SegpipeError(f"evaluate.lesion_dilation: expected 0 or more iterations, got {dilation}")
+        if min_volume < 0:
+            raise SegpipeError(f"evaluate.lesion_min_volume: expected 0 or more mm3, got {min_volume}")
         panoptica = require_panoptica()
         from panoptica import CCABackend, ConnectedComponentsInstanceApproximator, InputType, Metric, NaiveThresholdMatching
 
