@@ -44,13 +44,13 @@
   function renderTable() {
     var head = "<tr>" + S.columns.map(function (c) {
       var arrow = c === state.sortBy ? (state.ascending ? " \u25b2" : " \u25bc") : "";
-      return "<th data-col='" + c + "'>" + c + arrow + "</th>";
+      return "<th data-col='" + escapeHtml(c) + "'>" + escapeHtml(c) + arrow + "</th>";
     }).join("") + "</tr>";
     var rows = S.rows.filter(matches).sort(compare);
     state.order = rows.map(function (r) { return String(r[PATIENT]); });
     var body = rows.map(function (r) {
       var p = String(r[PATIENT]);
-      return "<tr data-patient='" + encodeURIComponent(p) + "'" + (p === state.patient ? " class='current'" : "") + ">" +
+      return "<tr data-patient='" + escapeHtml(encodeURIComponent(p)) + "'" + (p === state.patient ? " class='current'" : "") + ">" +
         r.map(function (v) { return "<td>" + escapeHtml(fmt(v)) + "</td>"; }).join("") + "</tr>";
     }).join("");
     $("patients").tHead.innerHTML = head;
@@ -81,7 +81,7 @@
     $("slice").max = data.slices.length - 1;
     $("viewer-title").textContent = "Patient " + patient + " (" + data.case + ")";
     var row = S.rows.filter(function (r) { return String(r[PATIENT]) === patient; })[0] || [];
-    $("patient-row").innerHTML = "<table><tr>" + S.columns.map(function (c) { return "<th>" + c + "</th>"; }).join("") +
+    $("patient-row").innerHTML = "<table><tr>" + S.columns.map(function (c) { return "<th>" + escapeHtml(c) + "</th>"; }).join("") +
       "</tr><tr>" + row.map(function (v) { return "<td>" + escapeHtml(fmt(v)) + "</td>"; }).join("") + "</tr></table>";
     renderTable();
     setSlice(slice);

@@ -92,6 +92,11 @@ def display_volume(path: Path | None, shape: tuple[int, ...]) -> np.ndarray | No
     return None
 
 
+def orient(array: np.ndarray) -> np.ndarray:
+    """A volume slice in display orientation: x to the right, y (anterior) up."""
+    return np.ascontiguousarray(array.T[::-1])
+
+
 def volume_view(patient: str, case: str, image_path: Path | None, ref: np.ndarray, pred: np.ndarray, max_slices: int) -> PatientView:
     """Slices of one volume, x to the right and y (anterior) up, as the overlays draw them."""
     view = PatientView(patient, case)
@@ -99,7 +104,6 @@ def volume_view(patient: str, case: str, image_path: Path | None, ref: np.ndarra
     picks = pick_slices(ref, pred, max_slices)
     window = _window(volume[:, :, picks] if volume is not None else None, (*ref.shape[:2], len(picks)))
     for i, z in enumerate(picks):
-        orient = lambda a: np.ascontiguousarray(a.T[::-1])  # noqa: E731
         view.slices.append(SliceView(f"z={z}", png_data_uri(orient(window[:, :, i])),
                                      png_data_uri(orient(_labels8(ref[:, :, z]))), png_data_uri(orient(_labels8(pred[:, :, z])))))
     return view
