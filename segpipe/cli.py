@@ -346,6 +346,12 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
               help="Fold batch norms into convolutions and run instance norm + ReLU in one in-place step; same masks, faster. [default: on]")
 @click.option("--overwrite", is_flag=True, help="Replace masks that already exist (they are skipped otherwise).")
 @click.option("--keep-going", is_flag=True, help="Skip a case that cannot be read, go on, and list the skipped cases at the end.")
+@click.option("--strict", is_flag=True,
+              help="Refuse (do not segment) cases flagged out of distribution, list them and exit 1; without it they are "
+                   "segmented with a warning. Flags are in OUTPUT/cases.csv either way.")
+@click.option("--uncertainty", is_flag=True,
+              help="Also write a voxel uncertainty map (softmax entropy / log(classes), 0 certain to 1 uniform): "
+                   "<case>_uncertainty.nii.gz, or .npy for slices, in the input's geometry.")
 @click.option("--labels", type=click.Path(path_type=Path), default=None,
               help="Reference masks (folder or dataset): evaluate the masks in the same run, reports in OUTPUT/evaluation/.")
 @common_options
@@ -354,7 +360,7 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
           checkpoint: str | None, precision: str | None, threads: int | None, tta: bool | None, folds: str | None,
           shard: str | None, probabilities: bool, dicom_seg: bool, rtstruct: bool, keep_largest: str | None, min_size: int | None,
           skip_empty: bool | None, channels_last: bool | None, reuse_memory: bool | None, fuse: bool | None,
-          overwrite: bool, keep_going: bool, labels: Path | None,
+          overwrite: bool, keep_going: bool, strict: bool, uncertainty: bool, labels: Path | None,
           quiet: bool) -> None:
     """Segment images and write masks with the input's own shape and geometry.
 
@@ -363,6 +369,11 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
     the preprocessing (resampling, cropping, reorientation). NIfTI in, NIfTI out; NRRD/MHA
     in, the same out; PNG slices or MAT-files in, PNG masks out; DICOM series in, NIfTI in
     the series' geometry out. A 2D model given volumes segments them slice by slice.
+
+    Every run also writes OUTPUT/cases.csv: per case the volume (ml) and voxel count of
+    each label and region, the tumour's connected components, the arithmetic, seconds, a
+    confidence (expected Dice, no ground truth needed), out-of-distribution flags (checked
+    against the model's training fingerprint before segmenting) and needs_review.
     """
     _quiet_libraries()
     from segpipe.pipeline.infer import infer as run
@@ -377,10 +388,12 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
     }
     result = run(model_dir, list(inputs), output_dir, overrides, sliding_window=sliding_window, overwrite=overwrite,
                  quiet=quiet, folds=folds, shard=shard, probabilities=probabilities, dicom_seg=dicom_seg,
-                 keep_going=keep_going, rtstruct=rtstruct)
+                 keep_going=keep_going, rtstruct=rtstruct, strict=strict, uncertainty=uncertainty)
     summary: dict[str, Any] = {"written": result.written, "skipped_existing": result.skipped,
                                "failed": [{"input": p, "error": e} for p, e in result.failed],
-                               "seconds_per_case": round(result.seconds_per_case, 3), "precision": result.precision}
+                               "refused": [{"input": p, "error": e} for p, e in result.refused],
+                               "seconds_per_case": round(result.seconds_per_case, 3), "precision": result.precision,
+                               "cases_csv": result.cases_csv, "cases": result.cases}
     if labels is None and _emit_json(summary):
         pass
     elif not quiet:
@@ -389,7 +402,9 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
             + (f", {result.seconds_per_case:.1f} s per case ({result.precision})" if result.written else "")
             + (f"; skipped {len(result.skipped)} existing (use --overwrite)" if result.skipped else "")
         )
-    _report_failures(result.failed)
+    if not quiet and not _meta("segpipe.json"):
+        _report_qc(result)
+    _report_failures(result.failed + result.refused)
     if labels is not None:
         from segpipe.pipeline.evaluate import evaluate as run_evaluate
         from segpipe.pipeline.model_folder import read_model_config
@@ -471,6 +486,15 @@ def _evaluation_summary(result: Any) -> dict[str, Any]:
     means = result.summary.set_index("metric")["mean"]
     return {"patients": int(len(result.per_patient)), "files": result.files, "references": result.references,
             "mean": {k: (None if v != v else float(v)) for k, v in means.items()}}
+
+
+def _report_qc(result: Any) -> None:
+    """One warning line per out-of-distribution flag, and the cases to review."""
+    for line in result.warnings:
+        click.echo(f"warning: {line}", err=True)
+    review = [r["case"] for r in result.cases if r.get("needs_review")]
+    if result.cases_csv is not None:
+        click.echo(f"{len(review)} of {len(result.cases)} case(s) need review (needs_review in {result.cases_csv})")
 
 
 def _report_failures(failed: list) -> None:

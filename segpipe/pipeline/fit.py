@@ -35,6 +35,7 @@ from segpipe.pipeline.evaluate import default_regions
 from segpipe.pipeline.model import build_from_spec, network_spec
 from segpipe.pipeline.precision import ARITHMETIC, resolve_precision
 from segpipe.pipeline.preprocess import load_prepared
+from segpipe.qc.reference import with_reference
 from segpipe.pipeline.training import ListSampler, Precision, epoch_indices, make_optimizer, make_scheduler
 from segpipe.reports.figures import training_curves
 from segpipe.reports.patients import label_structures, structures
@@ -266,7 +267,7 @@ def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.
     run = Run(cfg, model_dir, device, d, quiet, spec, labels, scored, label_structures(label_ids, names), chain,
               model, model, optimizer, make_scheduler(optimizer, t), Precision(t.precision, device),
               make_loss(t, chain is not None), _cases(prepared, manifest, train_ids), _cases(prepared, manifest, val_ids))
-    run.plan, run.tune = plan, tune
+    run.plan, run.tune = with_reference(plan, manifest, train_ids), tune  # plan plus the QC reference of the training cases only
     if resume:
         _load_state(run)
     if t.compile:

@@ -23,6 +23,7 @@ from segpipe.networks.inference import optimize_for_inference
 from segpipe.pipeline.allocator import keep_freed_memory
 from segpipe.pipeline.model_folder import ModelFolder, load_model_folder
 from segpipe.pipeline.precision import autocast, check_precision, resolve_precision
+from segpipe.qc.session import InferQC, Refused, uncertainty_name
 from segpipe.pipeline.writers import output_name, probability_name, write_mask, write_probabilities
 from segpipe.transforms.postprocess import postprocess
 from segpipe.transforms.inversion import invert_to_input
@@ -41,6 +42,10 @@ class InferResult:
     failed: list[tuple[Path, str]] = field(default_factory=list)  # with keep_going: (input, error)
     seconds_per_case: float = 0.0
     precision: str = ""  # the arithmetic that ran (what "auto" chose)
+    refused: list[tuple[Path, str]] = field(default_factory=list)  # with strict: out-of-distribution cases not segmented
+    warnings: list[str] = field(default_factory=list)  # one line per out-of-distribution flag
+    cases: list[dict[str, Any]] = field(default_factory=list)  # the rows of cases.csv written by this run
+    cases_csv: Path | None = None
 
 
 class SkipEmptyWindows(torch.nn.Module):
@@ -104,7 +109,7 @@ class Segmenter:
         kind = "".join(path.suffixes[-2:]).lower()
         key = (layout, kind)
         if key not in self._chains:
-            self._chains[key] = chain_for(self.plan["preprocess"], layout, with_label=False, path=path)
+            self._chains[key] = chain_for(self.plan["preprocess"], layout, with_label=False, record_qc=True, path=path)
         return self._chains[key]
 
     def _logits(self, net: torch.nn.Module, x: torch.Tensor, sliding_window: bool) -> torch.Tensor:
@@ -168,7 +173,8 @@ def predict_labels(segmenter: Segmenter, image: torch.Tensor, sliding_window: bo
     return probs.argmax(0, keepdim=True).to(torch.uint8), probs
 
 
-def segment_case(segmenter: Segmenter, case: Case, sliding_window: bool, with_probabilities: bool = False) -> tuple[np.ndarray, Any, np.ndarray | None]:
+def segment_case(segmenter: Segmenter, case: Case, sliding_window: bool, with_probabilities: bool = False,
+                 qc: InferQC | None = None) -> tuple[np.ndarray, Any, np.ndarray | None]:
     """Preprocess, predict, invert and post-process one case.
 
     Returns:
@@ -182,12 +188,16 @@ def segment_case(segmenter: Segmenter, case: Case, sliding_window: bool, with_pr
         data = chain({"image": source})
     except Exception as exc:  # any reader failure is a bad file
         raise reader_error(exc, case.images[0], "cannot read image") from None
+    if qc is not None:
+        qc.before(case.images[0], data)  # out-of-distribution flags; --strict refuses here
     channels = data["image"].shape[0]
     if channels != segmenter.network["in_channels"]:
         raise SegpipeError(
             f"{case.images[0]}: has {channels} channel(s), the model expects {segmenter.network['in_channels']}"
         )
     pred, probs = predict_labels(segmenter, data["image"].as_tensor(), sliding_window)
+    if qc is not None:
+        qc.predicted(chain, data, pred, probs)
     labels = invert_to_input(chain, data, pred)[0].numpy()
     icfg = segmenter.icfg
     labels = postprocess(labels, icfg.keep_largest, icfg.min_component_size)
@@ -242,6 +252,8 @@ def infer(
     dicom_seg: bool = False,
     keep_going: bool = False,
     rtstruct: bool = False,
+    strict: bool = False,
+    uncertainty: bool = False,
 ) -> InferResult:
     """Segment every input case into `output_dir`, one mask per case in the input's form.
 
@@ -251,7 +263,11 @@ def infer(
     a cohort without overlap. With `dicom_seg`, DICOM series also get a DICOM-SEG
     (`<case>_seg.dcm`, through highdicom) beside the NIfTI mask; with `rtstruct`, an RT
     Structure Set (`<case>_rtstruct.dcm`, through rt-utils, one ROI per label and region). With `keep_going`, a case
-    that fails with a user error is recorded in `failed` and the run goes on. Each mask is written to a temporary name and renamed into
+    that fails with a user error is recorded in `failed` and the run goes on. Every case
+    is checked against the model's training fingerprint and given a confidence
+    (segpipe.qc), and `cases.csv` lists volumes, confidence and flags; with `strict`, a
+    flagged case is refused (recorded in `refused`) instead of segmented; `uncertainty`
+    writes each case's voxel entropy map beside its mask. Each mask is written to a temporary name and renamed into
     place, so an interrupted run leaves no partial file.
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -276,6 +292,26 @@ def infer(
     except OSError as exc:
         raise SegpipeError(f"{out}: cannot write to the output folder ({exc.strerror})") from None
     result = InferResult(precision=segmenter.precision)
+    qc = InferQC(segmenter.plan, segmenter.network, _regions(models[0]), segmenter.precision, strict=strict, uncertainty=uncertainty)
+    try:
+        _segment_all(segmenter, cases, out, result, qc, sliding_window=sliding_window, overwrite=overwrite, quiet=quiet,
+                     probabilities=probabilities, dicom_seg=dicom_seg, keep_going=keep_going, rtstruct=rtstruct)
+    finally:  # the table of the cases done so far, also when a case stops the run
+        result.cases, result.warnings = qc.rows, qc.warnings
+        result.cases_csv = qc.write(out)
+    return result
+
+
+def _regions(model: ModelFolder) -> dict[str, list[int]]:
+    from segpipe.pipeline.evaluate import default_regions
+
+    regions = model.config.evaluate.regions
+    return regions if regions is not None else default_regions([int(k) for k in model.plan["labels"] if int(k) != 0])
+
+
+def _segment_all(segmenter: Segmenter, cases: list[Case], out: Path, result: InferResult, qc: InferQC, *,
+                 sliding_window: bool, overwrite: bool, quiet: bool, probabilities: bool, dicom_seg: bool,
+                 keep_going: bool, rtstruct: bool = False) -> None:
     started = time.perf_counter()
     for case in tqdm(cases, desc="infer", unit="case", disable=quiet):
         layout = str(case.attrs.get("layout", "generic"))
@@ -283,13 +319,22 @@ def infer(
         if target.exists() and not overwrite:
             result.skipped.append(target)
             continue
+        qc.start()
         try:
-            labels, original_affine, probs = segment_case(segmenter, case, sliding_window, probabilities)
+            labels, original_affine, probs = segment_case(segmenter, case, sliding_window, probabilities, qc)
+        except Refused as exc:
+            result.refused.append((case.images[0], str(exc)))
+            qc.done(case.case_id, case.images[0], None, None, None, "refused")
+            continue
         except SegpipeError as exc:
+            qc.done(case.case_id, case.images[0], None, None, None, "failed")
             if not keep_going:
                 raise
             result.failed.append((case.images[0], str(exc)))
             continue
+        entropy = qc.take_uncertainty()
+        if entropy is not None:
+            write_probabilities(layout, case.images[0], entropy, out / uncertainty_name(case.case_id, layout), original_affine)
         if probs is not None:
             write_probabilities(layout, case.images[0], probs, out / probability_name(case.case_id, layout), original_affine)
         if dicom_seg and layout == "dicom":
@@ -302,11 +347,11 @@ def infer(
             from segpipe.pipeline.rtstruct import write_rtstruct
 
             names = {int(k): v for k, v in segmenter.plan["labels"].items()}
-            regions = models[0].config.evaluate.regions
+            regions = segmenter.models[0].config.evaluate.regions
             regions = default_regions([k for k in names if k]) if regions is None else regions
             write_rtstruct(case.images[0], labels, names, regions, out / f"{case.case_id}_rtstruct.dcm")
         write_mask(layout, case.images[0], labels, target, original_affine)
         result.written.append(target)
+        qc.done(case.case_id, case.images[0], target, labels, original_affine, "ok")
     if result.written:
         result.seconds_per_case = (time.perf_counter() - started) / len(result.written)
-    return result

@@ -85,7 +85,7 @@ def _prepare_case(case: Case, settings: dict[str, Any], layout: str, out_dir: Pa
 
     torch.set_num_threads(1)
     mapping = {int(k): int(v) for k, v in settings["label_mapping"].items()}
-    chain = chain_for(settings, layout, with_label=True, record_stats=True, label_mapping=mapping, path=case.images[0])
+    chain = chain_for(settings, layout, with_label=True, record_stats=True, record_qc=True, label_mapping=mapping, path=case.images[0])
     source = str(case.images[0]) if len(case.images) == 1 else [str(p) for p in case.images]
     try:
         data = chain({"image": source, "label": str(case.label)})
@@ -112,6 +112,7 @@ def _prepare_case(case: Case, settings: dict[str, Any], layout: str, out_dir: Pa
         "channels": int(image.shape[0]),
         "label_counts": {str(int(v)): int(c) for v, c in zip(values, counts)},
         "intensity": data["intensity_stats"],
+        "qc": data["qc_features"],  # out-of-distribution reference (segpipe.qc.reference)
         "attrs": case.attrs,
     }
 
@@ -237,7 +238,7 @@ def preprocess(
     for case in tqdm(dataset.training, desc="hashing", unit="case", disable=quiet, leave=False):
         digest = file_digest([*case.images, case.label])
         prev = old_cases.get(case.case_id)
-        if prev and prev.get("hash") == digest and (out / prev["image"]).is_file() and (out / prev["label"]).is_file():
+        if prev and prev.get("hash") == digest and "qc" in prev and (out / prev["image"]).is_file() and (out / prev["label"]).is_file():
             entries[case.case_id] = prev
         else:
             todo.append((case, digest))

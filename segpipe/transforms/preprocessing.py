@@ -37,6 +37,7 @@ def preprocessing_chain(
     crop_foreground: bool = True,
     normalize_nonzero: bool = True,
     record_stats: bool = False,
+    record_qc: bool = False,
     image_reader: Any = None,
     label_reader: Any = None,
     label_mapping: dict[int, int] | None = None,
@@ -56,6 +57,8 @@ def preprocessing_chain(
         normalize_nonzero: z-score each channel over its non-zero voxels only.
         record_stats: store raw per-channel intensity statistics (before normalisation)
             under the "intensity_stats" key, for the dataset fingerprint.
+        record_qc: store the raw image's quality-control features (segpipe.qc.features)
+            under the "qc_features" key, for out-of-distribution checks.
         image_reader, label_reader: MONAI readers for LoadImaged (None: by file suffix).
         label_mapping: label value substitutions applied on load (e.g. BraTS 1/2/4).
     """
@@ -78,6 +81,10 @@ def preprocessing_chain(
     steps.append(Contiguousd(keys))
     if record_stats:
         steps.append(IntensityStatsd("image", mask_key="label" if with_label else None))
+    if record_qc:
+        from segpipe.qc.features import QCFeaturesd
+
+        steps.append(QCFeaturesd("image"))
     if normalize_nonzero:  # MONAI's NormalizeIntensityd(nonzero=True, channel_wise=True), bit for bit, faster
         steps.append(NormalizeNonzeroChannelwised("image"))
     else:
@@ -90,7 +97,7 @@ def preprocessing_chain(
 
 
 def chain_for(settings: dict[str, Any], layout: str, *, with_label: bool, record_stats: bool = False,
-              label_mapping: dict[int, int] | None = None, path: Any = None) -> Compose:
+              record_qc: bool = False, label_mapping: dict[int, int] | None = None, path: Any = None) -> Compose:
     """The chain a prepared dataset's recorded settings describe, for files of `layout`."""
     from segpipe.data.loading import monai_reader
 
@@ -101,6 +108,7 @@ def chain_for(settings: dict[str, Any], layout: str, *, with_label: bool, record
         crop_foreground=settings["crop_foreground"],
         normalize_nonzero=settings["normalize_nonzero"],
         record_stats=record_stats,
+        record_qc=record_qc,
         image_reader=monai_reader(layout, "image", path),
         label_reader=monai_reader(layout, "label", path),
         label_mapping=label_mapping,

@@ -1,0 +1,1 @@
+"""Quality control at inference: per-case table, confidence, out-of-distribution flags."""

@@ -1,0 +1,100 @@
+"""cases.csv: one row per input case of an `infer` run, no ground truth needed.
+
+Columns: case, input, mask, status (ok, skipped, refused by --strict, failed), seconds,
+precision, voxels_<label> and ml_<label> for every label and region (true voxel size
+from the input's header; a 2D slice counts as 1 mm thick), components_tumour (connected
+components of all non-zero labels, face connectivity), confidence (expected Dice,
+segpipe.qc.confidence), needs_review, flags (out-of-distribution flag names joined
+with ';') and one 0/1 column flag_<name> per check (segpipe.qc.ood.FLAGS).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from segpipe.atomic import write_with
+from segpipe.qc.confidence import REVIEW_THRESHOLD
+from segpipe.qc.ood import FLAGS, Flag
+
+CASES_CSV = "cases.csv"
+
+
+def voxel_ml(affine: Any, ndim: int) -> float:
+    """Volume of one voxel in ml from an affine (a 2D pixel counts as 1 mm thick)."""
+    if affine is None:
+        return 1e-3
+    a = np.asarray(affine, dtype=float)
+    n = min(ndim, a.shape[0] - 1)
+    return abs(float(np.linalg.det(a[:n, :n]))) / 1000.0 or 1e-3
+
+
+def volumes(labels: np.ndarray, affine: Any, structures: dict[str, list[int]]) -> dict[str, float]:
+    """voxels_<name> and ml_<name> of every label or region in `structures`."""
+    ml = voxel_ml(affine, labels.ndim)
+    out: dict[str, float] = {}
+    for name, members in structures.items():
+        count = int(np.isin(labels, members).sum())
+        out[f"voxels_{name}"] = count
+        out[f"ml_{name}"] = round(count * ml, 4)
+    return out
+
+
+def tumour_components(labels: np.ndarray) -> int:
+    """Connected components of the non-zero labels taken together."""
+    return int(ndimage.label(labels > 0)[1])
+
+
+def structures_of(label_names: dict[int, str], regions: dict[str, list[int]]) -> dict[str, list[int]]:
+    """Labels (by name) and regions to report volumes for."""
+    out = {name.replace(" ", "_"): [k] for k, name in sorted(label_names.items()) if k != 0}
+    out.update(regions)
+    return out
+
+
+def case_row(case_id: str, source: Path, *, mask: Path | None, status: str, seconds: float, precision: str,
+             labels: np.ndarray | None, affine: Any, structures: dict[str, list[int]], confidence: float | None,
+             flags: list[Flag]) -> dict[str, Any]:
+    """One row of cases.csv."""
+    row: dict[str, Any] = {"case": case_id, "input": str(source), "mask": str(mask) if mask else "", "status": status,
+                           "seconds": round(seconds, 3), "precision": precision}
+    if labels is not None:
+        row.update(volumes(labels, affine, structures))
+        row["components_tumour"] = tumour_components(labels)
+    else:
+        row.update({f"{kind}_{name}": None for name in structures for kind in ("voxels", "ml")})
+        row["components_tumour"] = None
+    row["confidence"] = None if confidence is None else round(confidence, 4)
+    row["needs_review"] = bool(flags) or (confidence is not None and confidence < REVIEW_THRESHOLD)
+    row["flags"] = ";".join(f.name for f in flags)
+    names = {f.name for f in flags}
+    row.update({f"flag_{name}": int(name in names) for name in FLAGS})
+    return row
+
+
+def write_cases(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Write the rows as CSV (atomically); rows of an earlier run for other cases are kept."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    if path.is_file():
+        try:
+            old = pd.read_csv(path)
+            old = old[~old["case"].astype(str).isin(frame["case"].astype(str))] if "case" in old else None
+        except (ValueError, OSError, pd.errors.ParserError):
+            old = None
+        if old is not None and len(old):
+            frame = pd.concat([old, frame], ignore_index=True)
+    write_with(path, lambda tmp: frame.to_csv(tmp, index=False))
+    return path
+
+
+def read_cases(folder: Path) -> Any:
+    """The cases.csv of a predictions folder as a DataFrame, or None."""
+    import pandas as pd
+
+    path = Path(folder) / CASES_CSV
+    return pd.read_csv(path, dtype={"case": str}) if path.is_file() else None

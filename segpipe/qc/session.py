@@ -1,0 +1,102 @@
+"""What `segpipe infer` records per case: flags before segmenting, confidence after, cases.csv at the end."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segpipe.errors import SegpipeError
+from segpipe.qc.casetable import CASES_CSV, case_row, structures_of, write_cases
+from segpipe.qc.confidence import entropy_map, expected_dice, expected_dice_terms
+from segpipe.qc.ood import Flag, check_case
+
+
+class Refused(SegpipeError):
+    """A case --strict refuses to segment because it is out of distribution."""
+
+
+@dataclass
+class _Pending:
+    flags: list[Flag] = field(default_factory=list)
+    confidence: float | None = None
+    uncertainty: np.ndarray | None = None
+    started: float = 0.0
+
+
+class InferQC:
+    """Out-of-distribution checks, confidence and the per-case table of one infer run.
+
+    Args:
+        plan: the model's plan (with "qc_reference" when the model folder has one).
+        network: the model's network.json (in_channels, spatial_dims).
+        regions: evaluation regions (name -> label values) to report volumes for.
+        strict: refuse flagged cases instead of warning.
+        uncertainty: keep a voxel entropy map of each case, in the input's geometry.
+    """
+
+    def __init__(self, plan: dict[str, Any], network: dict[str, Any], regions: dict[str, list[int]], precision: str,
+                 *, strict: bool = False, uncertainty: bool = False) -> None:
+        self.plan, self.network, self.precision = plan, network, precision
+        self.strict, self.uncertainty = strict, uncertainty
+        names = {int(k): v for k, v in plan["labels"].items()}
+        self.structures = structures_of(names, regions)
+        self.rows: list[dict[str, Any]] = []
+        self.warnings: list[str] = []
+        self.has_reference = bool(plan.get("qc_reference"))
+        self._case: _Pending = _Pending()
+
+    def start(self) -> None:
+        """A new case begins (its clock starts)."""
+        self._case = _Pending(started=time.perf_counter())
+
+    def before(self, source: Path, data: dict[str, Any]) -> None:
+        """Check the preprocessed case's features; warn, or with --strict raise `Refused`."""
+        features = data.get("qc_features")
+        if features is None:
+            return
+        flags = check_case(features, self.plan, int(self.network["in_channels"]), int(self.network["spatial_dims"]))
+        self._case.flags = flags
+        for flag in flags:
+            self.warnings.append(f"{source}: out of distribution ({flag.name}): {flag.message}")
+        if self.strict and flags and not any(f.name == "channels" for f in flags):
+            raise Refused(f"{source}: refused by --strict: " + ", ".join(f.name for f in flags))
+
+    def predicted(self, chain: Any, data: dict[str, Any], labels: torch.Tensor, probs: torch.Tensor | None) -> None:
+        """Confidence (and the uncertainty map) from the network's output on the preprocessed grid."""
+        if probs is None:
+            return
+        self._case.confidence = expected_dice(expected_dice_terms(probs, labels[0]))
+        if self.uncertainty:
+            from segpipe.transforms.inversion import invert_to_input
+
+            entropy = entropy_map(probs)[None]
+            self._case.uncertainty = invert_to_input(chain, data, entropy, nearest=False)[0].numpy()
+
+    def take_uncertainty(self) -> np.ndarray | None:
+        """The current case's entropy map on the input's grid (once)."""
+        out, self._case.uncertainty = self._case.uncertainty, None
+        return out
+
+    def done(self, case_id: str, source: Path, mask: Path | None, labels: np.ndarray | None, affine: Any, status: str) -> None:
+        """Record the case's row."""
+        self.rows.append(case_row(
+            case_id, source, mask=mask, status=status, seconds=time.perf_counter() - self._case.started,
+            precision=self.precision, labels=labels, affine=affine, structures=self.structures,
+            confidence=self._case.confidence if labels is not None else None, flags=self._case.flags,
+        ))
+
+    def write(self, folder: Path) -> Path | None:
+        """Write cases.csv into the predictions folder (nothing when no case was processed)."""
+        if not self.rows:
+            return None
+        return write_cases(Path(folder) / CASES_CSV, self.rows)
+
+
+def uncertainty_name(case_id: str, layout: str) -> str:
+    """File name of a case's entropy map: NIfTI for volumes, .npy for 2D slices."""
+    return f"{case_id}_uncertainty.npy" if layout in ("slices", "figshare") else f"{case_id}_uncertainty.nii.gz"
