@@ -80,7 +80,9 @@ def evaluate(
     summary.json (conventions, missing cases), overlays of the best, median and worst
     patients, curves.png (with `model_dir`) and report.html. With `lesion_wise`, the
     tables also hold BraTS 2023 lesion-wise Dice and HD95 and PQ/RQ/SQ per region
-    (segpipe.reports.lesions; needs panoptica).
+    (segpipe.reports.lesions; needs panoptica). When `pred_dir` holds the cases.csv of
+    `segpipe infer`, its confidence, needs_review and flags join the tables and
+    confidence_vs_dice.png plots confidence against Dice.
     """
     ecfg = ecfg or EvaluateConfig()
     if lesion_wise:
@@ -125,7 +127,10 @@ def evaluate(
 
         lesion_structures = {k: v for k, v in scored.items() if k in regions} if regions else scored
         per_case, per_patient = lesion_columns(per_case, per_patient, loaded, lesion_structures, ecfg, quiet)
-    summary = summarise(per_patient.drop(columns=["slices_or_volumes"]))
+    from segpipe.qc.evaluation import add_qc_columns, confidence_figure
+
+    per_case, per_patient, with_qc = add_qc_columns(per_case, per_patient, pred_dir)  # from pred_dir/cases.csv
+    summary = summarise(per_patient.drop(columns=["slices_or_volumes", "needs_review"], errors="ignore"))
 
     files = [out / n for n in ("per_patient.csv", "per_case.csv", "summary.csv", "summary.json")]
     write_with(files[0], lambda tmp: per_patient.to_csv(tmp, index=False, float_format="%.6f"))
@@ -154,6 +159,8 @@ def evaluate(
         },
     )
     figures, without_image = _overlays(per_patient, per_case, loaded, refs, names, out)
+    if with_qc:
+        figures["Confidence against Dice"] = confidence_figure(per_patient, out / "confidence_vs_dice.png")
     if model_dir is not None and (Path(model_dir) / "metrics.csv").is_file():
         figures["Training curves"] = training_curves(pd.read_csv(Path(model_dir) / "metrics.csv"), out / "curves.png")
     notes = [

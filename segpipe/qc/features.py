@@ -17,6 +17,7 @@ from scipy import ndimage
 
 QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 MAP_GRID = 16  # side of the coarse brain map used for the orientation check
+SPREAD_LIMIT = 1.4  # a component spread wider than this (relative to a ball) is a shell, not a brain
 WORK_MM = 2.0  # the brain-like foreground is found on a grid of about this voxel size
 
 
@@ -58,15 +59,28 @@ def _ball(ndim: int, radius: int) -> np.ndarray:
     return (grid**2).sum(0) <= radius**2
 
 
+def _spread(part: np.ndarray, spacing: list[float]) -> float:
+    """Radius of gyration of a voxel set over that of a ball of the same volume (1 for a ball)."""
+    points = np.argwhere(part) * np.asarray(spacing)
+    gyration = float(np.sqrt(((points - points.mean(0)) ** 2).sum(1).mean()))
+    volume = len(points) * float(np.prod(spacing))
+    if part.ndim == 3:
+        ball = np.sqrt(3 / 5) * (3 * volume / (4 * np.pi)) ** (1 / 3)
+    else:
+        ball = np.sqrt(1 / 2) * np.sqrt(volume / np.pi)
+    return gyration / max(ball, 1e-6)
+
+
 def brain_like_foreground(nonzero: np.ndarray, combined: np.ndarray, spacing: list[float]) -> np.ndarray:
-    """The brain-shaped part of the non-zero voxels: solid bright blobs, holes filled.
+    """The brain-shaped part of the non-zero voxels: compact bright blobs, holes filled.
 
     Voxels above the 10th percentile of the non-zero intensities, opened by a ~4 mm ball
     (which cuts the scalp from the brain across the dark skull), then every connected
-    component at least a quarter the size of the largest that is solid (filling its holes
-    less than doubles it: a scalp or skull shell enclosing the brain is not), holes filled,
-    dilated back by ~6 mm (sulcal CSF, dark rims). In a skull-stripped image this covers
-    nearly every non-zero voxel; in a head it leaves out scalp, skull, neck and noise.
+    component at least a quarter the size of the largest that is compact (its radius of
+    gyration under SPREAD_LIMIT times that of a ball of its volume: a scalp or skull shell
+    around the brain is not), holes filled, dilated back by ~6 mm (sulcal CSF, dark rims).
+    In a skull-stripped image this covers nearly every non-zero voxel; in a head it leaves
+    out scalp, skull, neck and background noise.
     """
     if not nonzero.any():
         return nonzero
@@ -83,9 +97,9 @@ def brain_like_foreground(nonzero: np.ndarray, combined: np.ndarray, spacing: li
     blob = np.zeros_like(nonzero)
     for index in np.flatnonzero(sizes >= 0.25 * sizes.max()):
         part = labels == index + 1
-        filled = ndimage.binary_fill_holes(part)
-        if filled.sum() < 2 * sizes[index]:
-            blob |= filled
+        if _spread(part, spacing) < SPREAD_LIMIT:
+            blob |= part
+    blob = ndimage.binary_fill_holes(blob)
     if ndim == 3:
         for z in range(blob.shape[2]):  # axial holes too (ventricles opening to the surface)
             blob[:, :, z] = ndimage.binary_fill_holes(blob[:, :, z])

@@ -1,0 +1,250 @@
+"""Quality control at inference: cases.csv, confidence, out-of-distribution flags, --strict, evaluate's join."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from scipy import ndimage
+
+from segpipe.cli import cli
+from segpipe.qc.confidence import expected_dice, expected_dice_terms
+from segpipe.qc.ood import FLAGS, check_case
+from segpipe.qc.reference import build_reference, with_reference
+from segpipe.transforms.preprocessing import chain_for
+from tests.conftest import shared_data
+
+SETTINGS_3D = {"target_spacing": [2.0, 2.0, 2.0], "orientation": "RAS", "crop_foreground": True, "normalize_nonzero": True}
+SETTINGS_2D = {"target_spacing": None, "orientation": None, "crop_foreground": True, "normalize_nonzero": True}
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(map(str, args)))
+
+
+def features_of(path, settings, layout="generic"):
+    return chain_for(settings, layout, with_label=False, record_qc=True, path=path)({"image": str(path)})["qc_features"]
+
+
+def flags_of(path, plan, settings, in_channels, dims, layout="generic"):
+    return sorted(f.name for f in check_case(features_of(path, settings, layout), plan, in_channels, dims))
+
+
+# ---- 3D: the real BraTS case (Decathlon layout, 4 channels), changed in known ways ----------------
+
+@pytest.fixture(scope="module")
+def brats_3d(tmp_path_factory):
+    """The real case on a 2 mm grid (fast), and a reference made from it alone."""
+    root = shared_data("Task01_BrainTumour_sample")
+    src = nib.load(str(root / "imagesTr" / "BRATS_900.nii.gz"))
+    data = np.asarray(src.dataobj, dtype=np.float32)[::2, ::2, ::2, :]
+    affine = src.affine.copy()
+    affine[:3, :3] *= 2
+    folder = tmp_path_factory.mktemp("brats3d")
+    base = folder / "base.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), str(base))
+    plan = {"qc_reference": build_reference([features_of(base, SETTINGS_3D)], [50.0]), "labels": {"0": "background"}}
+    return folder, data, affine, plan
+
+
+def _save(folder, name, data, affine):
+    path = folder / f"{name}.nii.gz"
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data), affine), str(path))
+    return path
+
+
+def _check(brats_3d, name, data, affine=None):
+    folder, _, base_affine, plan = brats_3d
+    path = _save(folder, name, data, base_affine if affine is None else affine)
+    return flags_of(path, plan, SETTINGS_3D, 4, 3)
+
+
+def test_unchanged_real_volume_has_no_flags(brats_3d):
+    folder, data, affine, plan = brats_3d
+    assert _check(brats_3d, "same", data) == []
+    # a linear rescaling (another scanner gain) is invisible after z-scoring: no flag
+    assert _check(brats_3d, "linear", data * 3.7) == []
+
+
+def test_flipped_orientation_is_flagged(brats_3d):
+    _, data, _, _ = brats_3d
+    # voxels flipped front-back and top-bottom, header unchanged (a wrong header)
+    assert "orientation" in _check(brats_3d, "flipped", data[:, ::-1, ::-1, :])
+
+
+def test_resampled_spacing_is_flagged(brats_3d):
+    _, data, affine, _ = brats_3d
+    coarse = data[::2, ::2, :, :]
+    thick = affine.copy()
+    thick[:3, :2] *= 2  # 4 x 4 x 2 mm: same head, other voxel size
+    assert _check(brats_3d, "coarse", coarse, thick) == ["spacing"]
+
+
+def test_partial_coverage_is_flagged_as_shape(brats_3d):
+    _, data, _, _ = brats_3d
+    part = np.zeros_like(data)
+    z = data.shape[2] // 2
+    part[:, :, z - 8 : z + 8] = data[:, :, z - 8 : z + 8]  # a 32 mm slab of the brain
+    assert "shape" in _check(brats_3d, "slab", part)
+
+
+def test_wrong_channel_count_is_flagged(brats_3d):
+    _, data, _, _ = brats_3d
+    assert "channels" in _check(brats_3d, "three", data[..., :3])
+
+
+def test_non_linear_intensity_change_is_flagged(brats_3d):
+    _, data, _, _ = brats_3d
+    scaled = data / data.max(axis=(0, 1, 2), keepdims=True)
+    assert "intensity" in _check(brats_3d, "gamma", np.where(data > 0, scaled**4 + 1e-3, 0))
+
+
+def test_skull_like_shell_is_flagged(brats_3d):
+    _, data, _, _ = brats_3d
+    brain = (data != 0).any(-1)
+    pad = 8
+    padded = np.pad(data, [(pad, pad)] * 3 + [(0, 0)])
+    distance = ndimage.distance_transform_edt(~np.pad(brain, pad))  # in 2 mm voxels
+    shell = (distance > 2) & (distance <= 6)  # 4-12 mm outside the brain, beyond a dark gap
+    rng = np.random.default_rng(0)
+    for c in range(data.shape[-1]):
+        padded[..., c][shell] = rng.uniform(0.5, 1.0, int(shell.sum())) * np.percentile(data[..., c][brain], 99)
+    assert "not_skull_stripped" in _check(brats_3d, "head", padded)
+
+
+# ---- 2D: real BrainTumour_2D slices, reference from other patients ----------------------------
+
+@pytest.fixture(scope="module")
+def slices_2d(tmp_path_factory):
+    """36 real slices of 6 patients; the reference is built from 5 of them (as fit does)."""
+    from segpipe.config import load_config
+    from segpipe.pipeline.preprocess import load_prepared, preprocess
+
+    src = shared_data("BrainTumour_2D")
+    names = sorted(p.name for p in (src / "training_images").glob("BRATS_00*.png"))[:36]
+    root = tmp_path_factory.mktemp("slices")
+    for sub in ("training_images", "training_labels"):
+        (root / sub).mkdir()
+        for name in names:
+            shutil.copy(src / sub / name, root / sub / name)
+    prep = tmp_path_factory.mktemp("prep2d")
+    preprocess(root, prep, load_config(None, ["preprocess.folds=3"]), quiet=True)
+    plan, _, manifest = load_prepared(prep)
+    patients = sorted({n.split("_z")[0] for n in names})
+    held = [n for n in names if n.startswith(patients[-1])]
+    train = [n[:-4] for n in names if n not in held]
+    return root, with_reference(plan, manifest, train), held
+
+
+def test_held_out_real_slices_have_no_flags(slices_2d):
+    root, plan, held = slices_2d
+    assert "qc_reference" in plan and plan["qc_reference"]["cases"] == 30
+    for name in held:
+        assert flags_of(root / "training_images" / name, plan, SETTINGS_2D, 1, 2, "slices") == [], name
+
+
+def test_skull_like_ring_on_real_slices_is_flagged(slices_2d, tmp_path):
+    root, plan, held = slices_2d
+    for name in held:
+        image = np.asarray(Image.open(root / "training_images" / name)).astype(np.float64)
+        distance = ndimage.distance_transform_edt(image == 0)
+        image[(distance > 3) & (distance < 9)] = 200  # a bright ring beyond a dark gap: scalp and skull
+        path = tmp_path / name
+        Image.fromarray(image.astype(np.uint8)).save(path)
+        assert "not_skull_stripped" in flags_of(path, plan, SETTINGS_2D, 1, 2, "slices"), name
+
+
+# ---- confidence ------------------------------------------------------------------------------
+
+def test_expected_dice_is_one_for_certain_and_lower_for_doubtful_predictions():
+    labels = torch.zeros(8, 8, dtype=torch.long)
+    labels[2:6, 2:6] = 1
+    certain = torch.nn.functional.one_hot(labels, 2).permute(2, 0, 1).float()
+    assert expected_dice(expected_dice_terms(certain, labels)) == pytest.approx(1.0)
+    doubtful = certain * 0.4 + 0.3  # the same argmax, probabilities 0.7 / 0.3
+    assert expected_dice(expected_dice_terms(doubtful, labels)) < 0.8
+    empty = torch.zeros(2, 8, 8)
+    empty[0] = 1.0
+    assert expected_dice(expected_dice_terms(empty, torch.zeros(8, 8, dtype=torch.long))) == 1.0  # nothing predicted or probable
+
+
+# ---- cases.csv, --json, --strict, evaluate --------------------------------------------------------
+
+def test_cases_csv_columns_and_volumes(tiny_model, synthetic_dataset, tmp_path):
+    out = tmp_path / "pred"
+    result = run("infer", "-m", tiny_model, "-i", synthetic_dataset, "-o", out, "--json", "--uncertainty")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    table = pd.read_csv(out / "cases.csv", dtype={"case": str})
+    structures = ["edema", "non-enhancing_tumour", "enhancing_tumour", "whole_tumour", "tumour_core"]
+    expected = ["case", "input", "mask", "status", "seconds", "precision",
+                *[f"{k}_{s}" for s in structures for k in ("voxels", "ml")],
+                "components_tumour", "confidence", "needs_review", "flags", *[f"flag_{f}" for f in FLAGS]]
+    assert list(table.columns) == expected
+    assert sorted(table["case"]) == ["SYN_006", "SYN_007"] == sorted(r["case"] for r in summary["cases"])
+    assert [r["confidence"] for r in summary["cases"]] == table["confidence"].tolist()  # --json mirrors the file
+    for _, row in table.iterrows():
+        mask_img = nib.load(row["mask"])
+        mask = np.asarray(mask_img.dataobj)
+        ml = float(np.prod(mask_img.header.get_zooms()[:3])) / 1000.0
+        assert row["voxels_edema"] == int((mask == 1).sum())
+        assert row["voxels_whole_tumour"] == int((mask > 0).sum())
+        assert row["ml_tumour_core"] == pytest.approx(int(np.isin(mask, [2, 3]).sum()) * ml, abs=1e-3)
+        assert row["components_tumour"] == ndimage.label(mask > 0)[1]
+        assert 0.0 <= row["confidence"] <= 1.0 and row["status"] == "ok" and row["precision"] in ("fp32", "bf16")
+        assert row["needs_review"] == (row["confidence"] < 0.5 or bool(isinstance(row["flags"], str) and row["flags"]))
+        entropy = nib.load(str(out / f"{row['case']}_uncertainty.nii.gz"))
+        assert entropy.shape == mask.shape and np.allclose(entropy.affine, mask_img.affine)
+        values = np.asarray(entropy.dataobj)
+        assert values.min() >= 0.0 and values.max() <= 1.0 + 1e-5
+
+
+def test_in_distribution_synthetic_cases_are_not_flagged(tiny_model, synthetic_dataset, tmp_path):
+    plan = json.loads((tiny_model / "plan.json").read_text())
+    assert plan["qc_reference"]["cases"] == 4  # the fold's training cases only
+    for name in ("SYN_006", "SYN_007"):
+        assert flags_of(synthetic_dataset / "imagesTs" / f"{name}.nii.gz", plan, plan["preprocess"], 4, 3) == []
+
+
+def test_strict_refuses_flagged_cases(tiny_model, synthetic_dataset, tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(synthetic_dataset / "imagesTs" / "SYN_006.nii.gz", inputs / "SYN_006.nii.gz")
+    src = nib.load(str(synthetic_dataset / "imagesTs" / "SYN_007.nii.gz"))
+    affine = src.affine.copy()
+    affine[:3, :3] *= 3  # the same voxels said to be 3 mm: out of the training range
+    nib.save(nib.Nifti1Image(np.asarray(src.dataobj), affine), str(inputs / "SYN_007.nii.gz"))
+
+    lenient = run("infer", "-m", tiny_model, "-i", inputs, "-o", tmp_path / "warn")
+    assert lenient.exit_code == 0, lenient.output
+    assert "SYN_007.nii.gz: out of distribution (spacing)" in lenient.output
+    table = pd.read_csv(tmp_path / "warn" / "cases.csv", dtype={"case": str}).set_index("case")
+    assert table.loc["SYN_007", "flag_spacing"] == 1 and table.loc["SYN_007", "needs_review"]
+    assert table.loc["SYN_006", "flag_spacing"] == 0 and (tmp_path / "warn" / "SYN_007.nii.gz").is_file()
+
+    strict = run("infer", "-m", tiny_model, "-i", inputs, "-o", tmp_path / "strict", "--strict")
+    assert strict.exit_code == 1
+    assert "SYN_007.nii.gz: refused by --strict: spacing" in strict.output
+    assert (tmp_path / "strict" / "SYN_006.nii.gz").is_file() and not (tmp_path / "strict" / "SYN_007.nii.gz").exists()
+    table = pd.read_csv(tmp_path / "strict" / "cases.csv", dtype={"case": str}).set_index("case")
+    assert table.loc["SYN_007", "status"] == "refused" and table.loc["SYN_006", "status"] == "ok"
+
+
+def test_evaluate_joins_confidence_and_plots_it(tiny_model, synthetic_dataset, tmp_path):
+    pred, rep = tmp_path / "pred", tmp_path / "rep"
+    assert run("infer", "-m", tiny_model, "-i", synthetic_dataset, "-o", pred, "-q").exit_code == 0
+    result = run("evaluate", "-p", pred, "-l", synthetic_dataset / "labelsTs", "-o", rep, "-q")
+    assert result.exit_code == 0, result.output
+    per_patient = pd.read_csv(rep / "per_patient.csv")
+    cases = pd.read_csv(pred / "cases.csv")
+    assert {"confidence", "needs_review", "flags"} <= set(per_patient.columns)
+    assert sorted(per_patient["confidence"].round(4)) == sorted(cases["confidence"].round(4))
+    assert (rep / "confidence_vs_dice.png").stat().st_size > 1000
+    assert "confidence_vs_dice.png" in (rep / "report.html").read_text()
