@@ -52,7 +52,7 @@ def candidate_table(model: Path, images: list[Path], reference: dict) -> list[di
     from segpipe.config import merge_dict
     from segpipe.data.inputs import discover_inputs
     from segpipe.pipeline.infer import Segmenter, load_models
-    from segpipe.qc.confidence import candidates
+    from segpipe.qc.confidence import candidates, expected_dice_terms
 
     models = load_models(model, None, None)
     icfg = merge_dict(models[0].config, {"infer": {"precision": "fp32"}}, "bench").infer
@@ -66,6 +66,8 @@ def candidate_table(model: Path, images: list[Path], reference: dict) -> list[di
         axes = list(range(1, x.ndim))
         mirrored = torch.flip(seg.probabilities(torch.flip(x, axes), sliding_window=True), axes)
         row = candidates(probs, probs.argmax(0), mirrored)
+        for k, (num, den) in enumerate(expected_dice_terms(probs, probs.argmax(0)), start=1):
+            row[f"_num{k}"], row[f"_den{k}"] = num, den
         ml = row["tumour_voxels"] / 1000.0
         row["volume_plausibility"] = -abs(float(np.log((ml + 0.01) / (median_ml + 0.01))))
         row["case"] = case.case_id
@@ -95,9 +97,9 @@ def ood_counts(model: Path, work: Path, held_out: list[Path], data: Path) -> dic
 
     def flags_of(path: Path, layout: str) -> list[str]:
         chain = chain_for(plan["preprocess"], layout, with_label=False, record_qc=True, path=path)
-        source = str(path)
-        features = chain({"image": source})["qc_features"]
-        return sorted(f.name for f in check_case(features, plan, network["in_channels"], network["spatial_dims"]))
+        features = chain({"image": str(path)})["qc_features"]
+        names = sorted(f.name for f in check_case(features, plan, network["in_channels"], network["spatial_dims"]))
+        return ["cases", *(names or ["(none)"])]
 
     changed = work / "changed"
     changed.mkdir(parents=True, exist_ok=True)
@@ -120,14 +122,14 @@ def ood_counts(model: Path, work: Path, held_out: list[Path], data: Path) -> dic
     }
     counts: dict[str, Counter] = {"held-out slices as they are": Counter()}
     for path in held_out:
-        counts["held-out slices as they are"].update(flags_of(path, "slices") or ["(none)"])
+        counts["held-out slices as they are"].update(flags_of(path, "slices"))
     sample = held_out[::8]
     for name, change in changes.items():
         counts[name] = Counter()
         for path in sample:
             target = changed / f"{path.stem}.png"
             Image.fromarray(change(_png(path).astype(np.float64)).astype(np.uint8)).save(target)
-            counts[name].update(flags_of(target, "slices") or ["(none)"])
+            counts[name].update(flags_of(target, "slices"))
     # the same slices as NIfTI: two channels; a 2 mm grid (resampled)
     for name in ("two channels", "resampled to 2 mm pixels"):
         counts[name] = Counter()
@@ -139,17 +141,17 @@ def ood_counts(model: Path, work: Path, held_out: list[Path], data: Path) -> dic
                 img = nib.Nifti1Image(ndimage.zoom(a, 0.5, order=1)[:, :, None], np.diag([2.0, 2.0, 1.0, 1.0]))
             target = changed / f"{path.stem}_{name.split()[0]}.nii.gz"
             nib.save(img, str(target))
-            counts[name].update(flags_of(target, "generic") or ["(none)"])
+            counts[name].update(flags_of(target, "generic"))
     brats = data.parent / "BraTS2021" / "BraTS2021_00006"
     for channel in ("t1ce", "t1", "t2", "flair"):
         path = brats / f"BraTS2021_00006_{channel}.nii.gz"
         if path.is_file():
-            counts[f"BraTS 2021 volume, {channel}"] = Counter(flags_of(path, "generic") or ["(none)"])
+            counts[f"BraTS 2021 volume, {channel}"] = Counter(flags_of(path, "generic"))
     try:
         import nilearn
 
         mni = Path(nilearn.__file__).parent / "datasets" / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-        counts[f"MNI152 T1 template (nilearn {nilearn.__version__})"] = Counter(flags_of(mni, "generic") or ["(none)"])
+        counts[f"MNI152 T1 template (nilearn {nilearn.__version__})"] = Counter(flags_of(mni, "generic"))
     except ImportError:
         print("nilearn not installed: MNI152 template skipped", file=sys.stderr)
     return counts
@@ -164,6 +166,8 @@ def main() -> None:
     args = parser.parse_args()
     import pandas as pd
     import torch
+
+    from segpipe.qc.confidence import expected_dice
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     work = args.work
@@ -184,8 +188,14 @@ def main() -> None:
     plan = json.loads((args.model / "plan.json").read_text())
     table = pd.DataFrame(candidate_table(args.model, sorted(held.iterdir()), plan.get("qc_reference", {})))
     table["patient"] = table["case"].str.extract(r"^(BRATS_\d+)")[0]
-    names = [c for c in table.columns if c not in ("case", "patient", "tumour_voxels")]
+    names = [c for c in table.columns if c not in ("case", "patient", "tumour_voxels") and not c.startswith("_")]
     per_patient_conf = table.groupby("patient")[names].mean()
+    sums = table.groupby("patient")[[c for c in table.columns if c.startswith("_")]].sum()
+    labels = sorted({int(c[4:]) for c in sums.columns if c.startswith("_num")})
+    per_patient_conf["expected_dice_pooled"] = [
+        expected_dice([(row[f"_num{k}"], row[f"_den{k}"]) for k in labels]) for _, row in sums.iterrows()
+    ]
+    names.append("expected_dice_pooled")
     merged = per_patient.set_index("patient")[["dice_mean", "dice_whole_tumour"]].join(per_patient_conf, how="inner")
     patients = sorted(merged.index)
     rng = np.random.default_rng(0)
@@ -204,11 +214,11 @@ def main() -> None:
     print(f"\nbest on half A: {best}")
 
     cases["patient"] = cases["case"].str.extract(r"^(BRATS_\d+)")[0]
-    shipped = cases.groupby("patient").agg(confidence=("confidence", "mean"), needs_review=("needs_review", "any"))
-    joined = per_patient.set_index("patient")[["dice_mean"]].join(shipped, how="inner")
+    joined = per_patient.set_index("patient")[["dice_mean", "confidence", "needs_review"]]  # evaluate's join of cases.csv
+    joined["needs_review"] = joined["needs_review"].astype(str).str.lower().isin(("true", "1"))
     rho = spearman(joined["confidence"], joined["dice_mean"])
     flagged, unflagged = joined[joined["needs_review"]], joined[~joined["needs_review"]]
-    print(f"\nshipped confidence (cases.csv, per-patient mean): rho {rho:.3f} over {len(joined)} patients")
+    print(f"\nshipped confidence (per_patient.csv: mean of the patient's slices in cases.csv): rho {rho:.3f} over {len(joined)} patients")
     print(f"needs_review: {len(flagged)} patients, mean Dice {flagged['dice_mean'].mean():.3f}; "
           f"others: {len(unflagged)}, mean Dice {unflagged['dice_mean'].mean():.3f}; "
           f"difference {unflagged['dice_mean'].mean() - flagged['dice_mean'].mean():.3f}")
@@ -220,9 +230,9 @@ def main() -> None:
     counts = ood_counts(args.model, work, sorted(held.iterdir()), args.data)
     print("\n| input | cases | flags (count) |\n|---|---|---|")
     for name, counter in counts.items():
-        n = sum(counter.values()) if "(none)" in counter or len(counter) == 0 else None
+        n = counter.pop("cases")
         text = ", ".join(f"{k} {v}" for k, v in sorted(counter.items()))
-        print(f"| {name} | {n if n is not None else ''} | {text} |")
+        print(f"| {name} | {n} | {text} |")
     merged.to_csv(work / "candidates_per_patient.csv")
     table.to_csv(work / "candidates_per_slice.csv", index=False)
 

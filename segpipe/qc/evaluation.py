@@ -8,13 +8,14 @@ import pandas as pd
 
 from segpipe.atomic import write_with
 from segpipe.qc.casetable import read_cases
+from segpipe.qc.confidence import REVIEW_THRESHOLD
 
 
 def add_qc_columns(per_case: pd.DataFrame, per_patient: pd.DataFrame, pred_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
     """Join confidence, needs_review and flags of pred_dir/cases.csv onto the tables.
 
-    Per patient: the mean confidence of its cases, needs_review if any case needs it, and
-    the union of the flags. Returns the tables and whether cases.csv was found.
+    Per patient: the mean confidence of its cases, the union of their flags, and
+    needs_review when that mean is under the review threshold or any case is flagged. Returns the tables and whether cases.csv was found.
     """
     cases = read_cases(pred_dir)
     if cases is None or "confidence" not in cases:
@@ -26,9 +27,10 @@ def add_qc_columns(per_case: pd.DataFrame, per_patient: pd.DataFrame, pred_dir: 
     grouped = per_case.groupby("patient", sort=False)
     patient_qc = pd.DataFrame({
         "confidence": grouped["confidence"].mean(),
-        "needs_review": grouped["needs_review"].agg(lambda v: bool(v.fillna(False).astype(bool).any())),
         "flags": grouped["flags"].agg(lambda v: ";".join(sorted({f for text in v if isinstance(text, str) for f in text.split(";") if f}))),
     }).reset_index()
+    # a patient's slices are scored pooled, so its review flag follows its mean confidence (or any flag)
+    patient_qc.insert(2, "needs_review", (patient_qc["confidence"] < REVIEW_THRESHOLD) | (patient_qc["flags"] != ""))
     per_patient = per_patient.merge(patient_qc, on="patient", how="left")
     return per_case, per_patient, True
 
