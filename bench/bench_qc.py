@@ -218,7 +218,7 @@ def main() -> None:
     joined["needs_review"] = joined["needs_review"].astype(str).str.lower().isin(("true", "1"))
     rho = spearman(joined["confidence"], joined["dice_mean"])
     flagged, unflagged = joined[joined["needs_review"]], joined[~joined["needs_review"]]
-    print(f"\nshipped confidence (per_patient.csv: mean of the patient's slices in cases.csv): rho {rho:.3f} over {len(joined)} patients")
+    print(f"\nshipped confidence (per_patient.csv: expected Dice with the patient's slices pooled, from cases.csv): rho {rho:.3f} over {len(joined)} patients")
     print(f"needs_review: {len(flagged)} patients, mean Dice {flagged['dice_mean'].mean():.3f}; "
           f"others: {len(unflagged)}, mean Dice {unflagged['dice_mean'].mean():.3f}; "
           f"difference {unflagged['dice_mean'].mean() - flagged['dice_mean'].mean():.3f}")

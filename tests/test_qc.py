@@ -186,7 +186,9 @@ def test_cases_csv_columns_and_volumes(tiny_model, synthetic_dataset, tmp_path):
     structures = ["edema", "non-enhancing_tumour", "enhancing_tumour", "whole_tumour", "tumour_core"]
     expected = ["case", "input", "mask", "status", "seconds", "precision",
                 *[f"{k}_{s}" for s in structures for k in ("voxels", "ml")],
-                "components_tumour", "confidence", "needs_review", "flags", *[f"flag_{f}" for f in FLAGS]]
+                "components_tumour", "confidence",
+                *[f"soft_{k}_{s}" for s in structures[:3] for k in ("overlap", "total")],
+                "needs_review", "flags", *[f"flag_{f}" for f in FLAGS]]
     assert list(table.columns) == expected
     assert sorted(table["case"]) == ["SYN_006", "SYN_007"] == sorted(r["case"] for r in summary["cases"])
     assert [r["confidence"] for r in summary["cases"]] == table["confidence"].tolist()  # --json mirrors the file
@@ -245,6 +247,23 @@ def test_evaluate_joins_confidence_and_plots_it(tiny_model, synthetic_dataset, t
     per_patient = pd.read_csv(rep / "per_patient.csv")
     cases = pd.read_csv(pred / "cases.csv")
     assert {"confidence", "needs_review", "flags"} <= set(per_patient.columns)
-    assert sorted(per_patient["confidence"].round(4)) == sorted(cases["confidence"].round(4))
+    # one volume per patient: the pooled confidence is the case's own
+    assert sorted(per_patient["confidence"]) == pytest.approx(sorted(cases["confidence"]), abs=2e-3)
     assert (rep / "confidence_vs_dice.png").stat().st_size > 1000
     assert "confidence_vs_dice.png" in (rep / "report.html").read_text()
+
+
+def test_patient_confidence_pools_its_slices(tmp_path):
+    from segpipe.qc.evaluation import add_qc_columns
+
+    # slice a: label 1 predicted and sure (overlap 10 of total 10); slice b: a doubtful speck (0 of 30)
+    pd.DataFrame({
+        "case": ["P1_a", "P1_b"], "confidence": [1.0, 0.0], "soft_overlap_edema": [10.0, 0.0],
+        "soft_total_edema": [10.0, 30.0], "needs_review": [False, True], "flags": [None, None],
+    }).to_csv(tmp_path / "cases.csv", index=False)
+    per_case = pd.DataFrame({"case": ["P1_a", "P1_b"], "patient": ["P1", "P1"], "dice_edema": [1.0, 0.0]})
+    per_patient = pd.DataFrame({"patient": ["P1"], "dice_mean": [0.5]})
+    per_case, per_patient, found = add_qc_columns(per_case, per_patient, tmp_path)
+    assert found and "soft_total_edema" not in per_case.columns
+    assert per_patient.loc[0, "confidence"] == pytest.approx(10 / 40)  # pooled, not the mean 0.5 of the slices
+    assert bool(per_patient.loc[0, "needs_review"]) and per_patient.loc[0, "flags"] == ""

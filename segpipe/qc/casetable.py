@@ -4,7 +4,8 @@ Columns: case, input, mask, status (ok, skipped, refused by --strict, failed), s
 precision, voxels_<label> and ml_<label> for every label and region (true voxel size
 from the input's header; a 2D slice counts as 1 mm thick), components_tumour (connected
 components of all non-zero labels, face connectivity), confidence (expected Dice,
-segpipe.qc.confidence), needs_review, flags (out-of-distribution flag names joined
+segpipe.qc.confidence), soft_overlap_<label> and soft_total_<label> (its terms, so
+`evaluate` can pool the slices of a patient), needs_review, flags (out-of-distribution flag names joined
 with ';') and one 0/1 column flag_<name> per check (segpipe.qc.ood.FLAGS).
 """
 
@@ -57,7 +58,7 @@ def structures_of(label_names: dict[int, str], regions: dict[str, list[int]]) ->
 
 def case_row(case_id: str, source: Path, *, mask: Path | None, status: str, seconds: float, precision: str,
              labels: np.ndarray | None, affine: Any, structures: dict[str, list[int]], confidence: float | None,
-             flags: list[Flag]) -> dict[str, Any]:
+             flags: list[Flag], terms: list[tuple[float, float]] | None = None) -> dict[str, Any]:
     """One row of cases.csv."""
     row: dict[str, Any] = {"case": case_id, "input": str(source), "mask": str(mask) if mask else "", "status": status,
                            "seconds": round(seconds, 3), "precision": precision}
@@ -68,6 +69,11 @@ def case_row(case_id: str, source: Path, *, mask: Path | None, status: str, seco
         row.update({f"{kind}_{name}": None for name in structures for kind in ("voxels", "ml")})
         row["components_tumour"] = None
     row["confidence"] = None if confidence is None else round(confidence, 4)
+    label_names = [name for name, members in structures.items() if len(members) == 1]
+    for i, name in enumerate(label_names):
+        term = terms[i] if terms is not None and i < len(terms) else (None, None)
+        row[f"soft_overlap_{name}"] = None if term[0] is None else round(term[0], 3)
+        row[f"soft_total_{name}"] = None if term[1] is None else round(term[1], 3)
     row["needs_review"] = bool(flags) or (confidence is not None and confidence < REVIEW_THRESHOLD)
     row["flags"] = ";".join(f.name for f in flags)
     names = {f.name for f in flags}

@@ -8,31 +8,45 @@ import pandas as pd
 
 from segpipe.atomic import write_with
 from segpipe.qc.casetable import read_cases
-from segpipe.qc.confidence import REVIEW_THRESHOLD
+from segpipe.qc.confidence import REVIEW_THRESHOLD, expected_dice
 
 
 def add_qc_columns(per_case: pd.DataFrame, per_patient: pd.DataFrame, pred_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
     """Join confidence, needs_review and flags of pred_dir/cases.csv onto the tables.
 
-    Per patient: the mean confidence of its cases, the union of their flags, and
-    needs_review when that mean is under the review threshold or any case is flagged. Returns the tables and whether cases.csv was found.
+    Per patient: its expected Dice with its cases pooled (as its Dice is), the union of
+    their flags, and
+    needs_review when that confidence is under the review threshold or any case is flagged. Returns the tables and whether cases.csv was found.
     """
     cases = read_cases(pred_dir)
     if cases is None or "confidence" not in cases:
         return per_case, per_patient, False
-    qc = cases[["case", "confidence", "needs_review", "flags"]].copy()
+    soft = [c for c in cases.columns if c.startswith(("soft_overlap_", "soft_total_"))]
+    qc = cases[["case", "confidence", "needs_review", "flags", *soft]].copy()
     qc["flags"] = ["" if pd.isna(v) else str(v) for v in qc["flags"]]
     qc["needs_review"] = qc["needs_review"].astype(str).str.lower().isin(("true", "1"))
-    per_case = per_case.merge(qc, on="case", how="left")
-    grouped = per_case.groupby("patient", sort=False)
+    merged = per_case.merge(qc, on="case", how="left")
+    per_case = merged.drop(columns=soft)
+    grouped = merged.groupby("patient", sort=False)
     patient_qc = pd.DataFrame({
-        "confidence": grouped["confidence"].mean(),
+        "confidence": _pooled_confidence(merged, soft) if soft else grouped["confidence"].mean(),
         "flags": grouped["flags"].agg(lambda v: ";".join(sorted({f for text in v if isinstance(text, str) for f in text.split(";") if f}))),
     }).reset_index()
     # a patient's slices are scored pooled, so its review flag follows its mean confidence (or any flag)
     patient_qc.insert(2, "needs_review", (patient_qc["confidence"] < REVIEW_THRESHOLD) | (patient_qc["flags"] != ""))
     per_patient = per_patient.merge(patient_qc, on="patient", how="left")
     return per_case, per_patient, True
+
+
+def _pooled_confidence(merged: pd.DataFrame, soft: list[str]) -> pd.Series:
+    """Expected Dice of each patient with its slices pooled (as its Dice is), from the per-case terms."""
+    sums = merged.groupby("patient", sort=False)[soft].sum(min_count=1)
+    names = [c.removeprefix("soft_overlap_") for c in soft if c.startswith("soft_overlap_")]
+    return pd.Series({
+        patient: expected_dice([(row[f"soft_overlap_{n}"], row[f"soft_total_{n}"]) for n in names
+                                if pd.notna(row[f"soft_overlap_{n}"])]) if row.notna().any() else float("nan")
+        for patient, row in sums.iterrows()
+    }).rename_axis("patient")
 
 
 def confidence_figure(per_patient: pd.DataFrame, path: str | Path) -> Path:

@@ -24,6 +24,7 @@ class Refused(SegpipeError):
 class _Pending:
     flags: list[Flag] = field(default_factory=list)
     confidence: float | None = None
+    terms: list[tuple[float, float]] | None = None
     uncertainty: np.ndarray | None = None
     started: float = 0.0
 
@@ -70,7 +71,8 @@ class InferQC:
         """Confidence (and the uncertainty map) from the network's output on the preprocessed grid."""
         if probs is None:
             return
-        self._case.confidence = expected_dice(expected_dice_terms(probs, labels[0]))
+        self._case.terms = expected_dice_terms(probs, labels[0])
+        self._case.confidence = expected_dice(self._case.terms)
         if self.uncertainty:
             from segpipe.transforms.inversion import invert_to_input
 
@@ -88,6 +90,7 @@ class InferQC:
             case_id, source, mask=mask, status=status, seconds=time.perf_counter() - self._case.started,
             precision=self.precision, labels=labels, affine=affine, structures=self.structures,
             confidence=self._case.confidence if labels is not None else None, flags=self._case.flags,
+            terms=self._case.terms if labels is not None else None,
         ))
 
     def write(self, folder: Path) -> Path | None:
