@@ -222,10 +222,11 @@ def main() -> None:
     print(f"needs_review: {len(flagged)} patients, mean Dice {flagged['dice_mean'].mean():.3f}; "
           f"others: {len(unflagged)}, mean Dice {unflagged['dice_mean'].mean():.3f}; "
           f"difference {unflagged['dice_mean'].mean() - flagged['dice_mean'].mean():.3f}")
-    for t in (0.3, 0.4, 0.5, 0.6, 0.7):
+    quartile = float(joined["confidence"].quantile(0.25))
+    for t in (quartile, 0.3, 0.4, 0.5, 0.6, 0.7):
         f = joined[joined["confidence"] < t]
         u = joined[joined["confidence"] >= t]
-        print(f"  threshold {t}: {len(f)} flagged mean Dice {f['dice_mean'].mean():.3f}, {len(u)} others {u['dice_mean'].mean():.3f}")
+        print(f"  threshold {t:.3f}{' (lowest quarter)' if t == quartile else ''}: {len(f)} flagged mean Dice {f['dice_mean'].mean():.3f}, {len(u)} others {u['dice_mean'].mean():.3f}")
 
     counts = ood_counts(args.model, work, sorted(held.iterdir()), args.data)
     print("\n| input | cases | flags (count) |\n|---|---|---|")
