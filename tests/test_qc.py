@@ -267,3 +267,18 @@ def test_patient_confidence_pools_its_slices(tmp_path):
     assert found and "soft_total_edema" not in per_case.columns
     assert per_patient.loc[0, "confidence"] == pytest.approx(10 / 40)  # pooled, not the mean 0.5 of the slices
     assert bool(per_patient.loc[0, "needs_review"]) and per_patient.loc[0, "flags"] == ""
+
+
+def test_region_outputs_get_a_confidence_and_an_entropy_map(prepared_dataset, synthetic_dataset, tmp_path):
+    from segpipe.pipeline.fit import fit
+    from tests.conftest import tiny_config
+
+    fit(prepared_dataset, tmp_path / "model", tiny_config(**{"model.targets": "regions"}), quiet=True)
+    out = tmp_path / "pred"
+    result = run("infer", "-m", tmp_path / "model", "-i", synthetic_dataset, "-o", out, "--uncertainty", "-q")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "cases.csv")
+    assert {"soft_overlap_whole_tumour", "soft_total_tumour_core", "soft_total_enhancing_tumour"} <= set(table.columns)
+    assert table["confidence"].between(0, 1).all()
+    values = np.asarray(nib.load(str(out / "SYN_006_uncertainty.nii.gz")).dataobj)
+    assert values.min() >= 0.0 and values.max() <= 1.0 + 1e-5

@@ -292,7 +292,8 @@ def infer(
     except OSError as exc:
         raise SegpipeError(f"{out}: cannot write to the output folder ({exc.strerror})") from None
     result = InferResult(precision=segmenter.precision)
-    qc = InferQC(segmenter.plan, segmenter.network, _regions(models[0]), segmenter.precision, strict=strict, uncertainty=uncertainty)
+    qc = InferQC(segmenter.plan, segmenter.network, _regions(models[0]), segmenter.precision, strict=strict,
+                 uncertainty=uncertainty, region_outputs=segmenter.regions)
     try:
         _segment_all(segmenter, cases, out, result, qc, sliding_window=sliding_window, overwrite=overwrite, quiet=quiet,
                      probabilities=probabilities, dicom_seg=dicom_seg, keep_going=keep_going, rtstruct=rtstruct)

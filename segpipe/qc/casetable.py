@@ -58,7 +58,7 @@ def structures_of(label_names: dict[int, str], regions: dict[str, list[int]]) ->
 
 def case_row(case_id: str, source: Path, *, mask: Path | None, status: str, seconds: float, precision: str,
              labels: np.ndarray | None, affine: Any, structures: dict[str, list[int]], confidence: float | None,
-             flags: list[Flag], terms: list[tuple[float, float]] | None = None) -> dict[str, Any]:
+             flags: list[Flag], terms: dict[str, tuple[float, float]] | None = None) -> dict[str, Any]:
     """One row of cases.csv."""
     row: dict[str, Any] = {"case": case_id, "input": str(source), "mask": str(mask) if mask else "", "status": status,
                            "seconds": round(seconds, 3), "precision": precision}
@@ -69,11 +69,11 @@ def case_row(case_id: str, source: Path, *, mask: Path | None, status: str, seco
         row.update({f"{kind}_{name}": None for name in structures for kind in ("voxels", "ml")})
         row["components_tumour"] = None
     row["confidence"] = None if confidence is None else round(confidence, 4)
-    label_names = [name for name, members in structures.items() if len(members) == 1]
-    for i, name in enumerate(label_names):
-        term = terms[i] if terms is not None and i < len(terms) else (None, None)
-        row[f"soft_overlap_{name}"] = None if term[0] is None else round(term[0], 3)
-        row[f"soft_total_{name}"] = None if term[1] is None else round(term[1], 3)
+    names = list(terms) if terms else [name for name, members in structures.items() if len(members) == 1]
+    for name in names:
+        num, den = terms[name] if terms else (None, None)
+        row[f"soft_overlap_{name}"] = None if num is None else round(num, 3)
+        row[f"soft_total_{name}"] = None if den is None else round(den, 3)
     row["needs_review"] = bool(flags) or (confidence is not None and confidence < REVIEW_THRESHOLD)
     row["flags"] = ";".join(f.name for f in flags)
     names = {f.name for f in flags}

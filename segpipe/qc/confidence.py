@@ -35,10 +35,26 @@ def expected_dice(terms: list[tuple[float, float]]) -> float:
     return float(np.mean(scores)) if scores else 1.0
 
 
-def entropy_map(probs: torch.Tensor) -> torch.Tensor:
-    """Voxel-wise entropy of the class probabilities, divided by log(C) (0 certain, 1 uniform)."""
+def entropy_map(probs: torch.Tensor, sigmoid: bool = False) -> torch.Tensor:
+    """Voxel-wise entropy of the class probabilities, divided by log(C) (0 certain, 1 uniform).
+
+    With `sigmoid` (independent region outputs), the mean binary entropy of the channels in bits.
+    """
+    if sigmoid:
+        p = probs.clamp(1e-8, 1 - 1e-8)
+        return (-(p * p.log2() + (1 - p) * (1 - p).log2())).mean(0)
     p = probs.clamp_min(1e-8)
     return -(p * p.log()).sum(0) / float(np.log(probs.shape[0]))
+
+
+def region_terms(probs: torch.Tensor, labels: torch.Tensor, members: list[list[int]]) -> list[tuple[float, float]]:
+    """Expected Dice terms of sigmoid region outputs: channel r against the labels in region r."""
+    out = []
+    for r, values in enumerate(members):
+        hard = torch.isin(labels, torch.tensor(values, dtype=labels.dtype))
+        p = probs[r]
+        out.append((float(2 * (p * hard).sum()), float(p.sum() + hard.sum())))
+    return out
 
 
 def tumour_regions(labels: np.ndarray, band: int = 2) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ import torch
 
 from segpipe.errors import SegpipeError
 from segpipe.qc.casetable import CASES_CSV, case_row, structures_of, write_cases
-from segpipe.qc.confidence import entropy_map, expected_dice, expected_dice_terms
+from segpipe.qc.confidence import entropy_map, expected_dice, expected_dice_terms, region_terms
 from segpipe.qc.ood import Flag, check_case
 
 
@@ -24,7 +24,7 @@ class Refused(SegpipeError):
 class _Pending:
     flags: list[Flag] = field(default_factory=list)
     confidence: float | None = None
-    terms: list[tuple[float, float]] | None = None
+    terms: dict[str, tuple[float, float]] | None = None
     uncertainty: np.ndarray | None = None
     started: float = 0.0
 
@@ -41,11 +41,12 @@ class InferQC:
     """
 
     def __init__(self, plan: dict[str, Any], network: dict[str, Any], regions: dict[str, list[int]], precision: str,
-                 *, strict: bool = False, uncertainty: bool = False) -> None:
+                 *, strict: bool = False, uncertainty: bool = False, region_outputs: Any = None) -> None:
         self.plan, self.network, self.precision = plan, network, precision
         self.strict, self.uncertainty = strict, uncertainty
         names = {int(k): v for k, v in plan["labels"].items()}
         self.structures = structures_of(names, regions)
+        self.region_outputs = region_outputs  # a RegionChain when the network has sigmoid region outputs
         self.rows: list[dict[str, Any]] = []
         self.warnings: list[str] = []
         self.has_reference = bool(plan.get("qc_reference"))
@@ -71,12 +72,18 @@ class InferQC:
         """Confidence (and the uncertainty map) from the network's output on the preprocessed grid."""
         if probs is None:
             return
-        self._case.terms = expected_dice_terms(probs, labels[0])
-        self._case.confidence = expected_dice(self._case.terms)
+        if self.region_outputs is not None:
+            outputs = self.region_outputs
+            terms = region_terms(probs, labels[0], [list(m) for m in outputs.members])
+            self._case.terms = dict(zip(outputs.names, terms))
+        else:
+            label_names = [n for n, m in self.structures.items() if len(m) == 1]
+            self._case.terms = dict(zip(label_names, expected_dice_terms(probs, labels[0])))
+        self._case.confidence = expected_dice(list(self._case.terms.values()))
         if self.uncertainty:
             from segpipe.transforms.inversion import invert_to_input
 
-            entropy = entropy_map(probs)[None]
+            entropy = entropy_map(probs, sigmoid=self.region_outputs is not None)[None]
             self._case.uncertainty = invert_to_input(chain, data, entropy, nearest=False)[0].numpy()
 
     def take_uncertainty(self) -> np.ndarray | None:
