@@ -282,3 +282,15 @@ def test_region_outputs_get_a_confidence_and_an_entropy_map(prepared_dataset, sy
     assert table["confidence"].between(0, 1).all()
     values = np.asarray(nib.load(str(out / "SYN_006_uncertainty.nii.gz")).dataobj)
     assert values.min() >= 0.0 and values.max() <= 1.0 + 1e-5
+
+
+def test_reference_can_be_added_to_an_older_model_folder(prepared_dataset, tiny_model, tmp_path):
+    from segpipe.qc.reference import main
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    plan = json.loads((model / "plan.json").read_text())
+    expected = plan.pop("qc_reference")
+    (model / "plan.json").write_text(json.dumps(plan))
+    main([str(prepared_dataset), str(model)])
+    assert json.loads((model / "plan.json").read_text())["qc_reference"] == expected
