@@ -239,7 +239,11 @@ def test_keep_going_skips_bad_cases_and_lists_them(tiny_model, synthetic_dataset
     result = CliRunner().invoke(cli, ["infer", "-m", str(tiny_model), "-i", str(inputs), "-o", str(out), "-q", "--keep-going"])
     assert result.exit_code == 1
     assert "skipped 1 case(s)" in result.output and "BROKEN.nii.gz" in result.output
-    assert sorted(p.name for p in out.iterdir()) == ["SYN_006.nii.gz", "SYN_007.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["SYN_006.nii.gz", "SYN_007.nii.gz", "cases.csv"]
+    import pandas as pd
+
+    status = pd.read_csv(out / "cases.csv").set_index("case")["status"]
+    assert status["BROKEN"] == "failed" and status["SYN_006"] == status["SYN_007"] == "ok"
 
 
 def test_fused_channels_last_network_gives_the_masks_of_the_plain_one(tiny_model, synthetic_dataset, tmp_path):
