@@ -102,6 +102,7 @@ class Segmenter:
             self.nets.append(net)
 
         self._chains: dict[tuple[str, str], Any] = {}
+        self.qc: InferQC | None = None  # set by infer()
         self.regions = region_chain_of(first)
 
     def chain(self, layout: str, path: Path) -> Any:
@@ -173,8 +174,7 @@ def predict_labels(segmenter: Segmenter, image: torch.Tensor, sliding_window: bo
     return probs.argmax(0, keepdim=True).to(torch.uint8), probs
 
 
-def segment_case(segmenter: Segmenter, case: Case, sliding_window: bool, with_probabilities: bool = False,
-                 qc: InferQC | None = None) -> tuple[np.ndarray, Any, np.ndarray | None]:
+def segment_case(segmenter: Segmenter, case: Case, sliding_window: bool, with_probabilities: bool = False) -> tuple[np.ndarray, Any, np.ndarray | None]:
     """Preprocess, predict, invert and post-process one case.
 
     Returns:
@@ -182,6 +182,7 @@ def segment_case(segmenter: Segmenter, case: Case, sliding_window: bool, with_pr
         (if asked) the class probabilities on the input's grid, channel last.
     """
     layout = str(case.attrs.get("layout", "generic"))
+    qc: InferQC | None = segmenter.qc  # checks, confidence and uncertainty of this run (segpipe.qc)
     chain = segmenter.chain(layout, case.images[0])
     source = str(case.images[0]) if len(case.images) == 1 else [str(p) for p in case.images]
     try:
@@ -292,8 +293,8 @@ def infer(
     except OSError as exc:
         raise SegpipeError(f"{out}: cannot write to the output folder ({exc.strerror})") from None
     result = InferResult(precision=segmenter.precision)
-    qc = InferQC(segmenter.plan, segmenter.network, _regions(models[0]), segmenter.precision, strict=strict,
-                 uncertainty=uncertainty, region_outputs=segmenter.regions)
+    qc = segmenter.qc = InferQC(segmenter.plan, segmenter.network, _regions(models[0]), segmenter.precision,
+                                strict=strict, uncertainty=uncertainty, region_outputs=segmenter.regions)
     try:
         _segment_all(segmenter, cases, out, result, qc, sliding_window=sliding_window, overwrite=overwrite, quiet=quiet,
                      probabilities=probabilities, dicom_seg=dicom_seg, keep_going=keep_going, rtstruct=rtstruct)
@@ -322,7 +323,7 @@ def _segment_all(segmenter: Segmenter, cases: list[Case], out: Path, result: Inf
             continue
         qc.start()
         try:
-            labels, original_affine, probs = segment_case(segmenter, case, sliding_window, probabilities, qc)
+            labels, original_affine, probs = segment_case(segmenter, case, sliding_window, probabilities)
         except Refused as exc:
             result.refused.append((case.images[0], str(exc)))
             qc.done(case.case_id, case.images[0], None, None, None, "refused")
