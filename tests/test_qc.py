@@ -294,3 +294,12 @@ def test_reference_can_be_added_to_an_older_model_folder(prepared_dataset, tiny_
     (model / "plan.json").write_text(json.dumps(plan))
     main([str(prepared_dataset), str(model)])
     assert json.loads((model / "plan.json").read_text())["qc_reference"] == expected
+
+
+def test_shards_write_their_own_tables_and_evaluate_reads_them_all(tiny_model, synthetic_dataset, tmp_path):
+    pred = tmp_path / "pred"
+    for shard in ("0/2", "1/2"):
+        assert run("infer", "-m", tiny_model, "-i", synthetic_dataset, "-o", pred, "--shard", shard, "-q").exit_code == 0
+    assert sorted(p.name for p in pred.glob("cases*.csv")) == ["cases_shard0of2.csv", "cases_shard1of2.csv"]
+    assert run("evaluate", "-p", pred, "-l", synthetic_dataset / "labelsTs", "-o", tmp_path / "rep", "-q").exit_code == 0
+    assert pd.read_csv(tmp_path / "rep" / "per_patient.csv")["confidence"].notna().sum() == 2

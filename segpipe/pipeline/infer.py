@@ -300,7 +300,7 @@ def infer(
                      probabilities=probabilities, dicom_seg=dicom_seg, keep_going=keep_going, rtstruct=rtstruct)
     finally:  # the table of the cases done so far, also when a case stops the run
         result.cases, result.warnings = qc.rows, qc.warnings
-        result.cases_csv = qc.write(out)
+        result.cases_csv = qc.write(out, (index, count))
     return result
 
 

@@ -99,8 +99,11 @@ def write_cases(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def read_cases(folder: Path) -> Any:
-    """The cases.csv of a predictions folder as a DataFrame, or None."""
+    """The cases.csv of a predictions folder (and those of --shard runs) as one DataFrame, or None."""
     import pandas as pd
 
-    path = Path(folder) / CASES_CSV
-    return pd.read_csv(path, dtype={"case": str}) if path.is_file() else None
+    paths = sorted(p for p in Path(folder).glob("cases*.csv") if p.name == CASES_CSV or p.name.startswith("cases_shard"))
+    if not paths:
+        return None
+    frame = pd.concat([pd.read_csv(p, dtype={"case": str}) for p in paths], ignore_index=True)
+    return frame.drop_duplicates("case", keep="last")

@@ -100,11 +100,17 @@ class InferQC:
             terms=self._case.terms if labels is not None else None,
         ))
 
-    def write(self, folder: Path) -> Path | None:
-        """Write cases.csv into the predictions folder (nothing when no case was processed)."""
+    def write(self, folder: Path, shard: tuple[int, int] = (0, 1)) -> Path | None:
+        """Write cases.csv into the predictions folder (nothing when no case was processed).
+
+        A shard i/n of a run split over processes writes cases_shard<i>of<n>.csv, so that
+        processes writing the same folder never overwrite each other's rows.
+        """
         if not self.rows:
             return None
-        return write_cases(Path(folder) / CASES_CSV, self.rows)
+        index, count = shard
+        name = CASES_CSV if count == 1 else f"cases_shard{index}of{count}.csv"
+        return write_cases(Path(folder) / name, self.rows)
 
 
 def uncertainty_name(case_id: str, layout: str) -> str:
