@@ -25,7 +25,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     format from the extension still work. On any error the temporary file is removed and
     `path` is left as it was.
     """
+    from segpipe.outputs import check_target
+
     path = Path(path)
+    check_target(path)  # never onto or inside an input of the running verb
     suffix = "".join(path.suffixes) if path.suffixes else ""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,9 +102,27 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_with(path, lambda tmp: tmp.write_text(text))
 
 
+def finite_json(data: Any) -> Any:
+    """`data` with every NaN or infinite float replaced by None, so it is valid JSON."""
+    if isinstance(data, float):
+        return data if data == data and data not in (float("inf"), float("-inf")) else None
+    if isinstance(data, dict):
+        return {k: finite_json(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_json(v) for v in data]
+    if hasattr(data, "item") and getattr(data, "ndim", None) == 0:  # numpy scalars
+        return finite_json(data.item())
+    return data
+
+
+def dumps_json(data: Any, indent: int | None = 2) -> str:
+    """Strict JSON (never NaN or Infinity); paths and other objects as strings."""
+    return json.dumps(finite_json(data), indent=indent, sort_keys=False, allow_nan=False, default=str)
+
+
 def write_json(path: str | Path, data: Any) -> Path:
-    """Atomically write pretty JSON."""
-    return write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    """Atomically write pretty, strict JSON (NaN and infinities become null)."""
+    return write_text(path, dumps_json(data) + "\n")
 
 
 def write_yaml(path: str | Path, data: Any) -> Path:

@@ -54,6 +54,14 @@ class SegpipeGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # a bug or an unforeseen input: still one line, traceback with --debug
+            if ctx.meta.get("segpipe.debug"):
+                raise
+            text = " ".join(str(exc).split())[:500]
+            click.echo(f"error: {type(exc).__name__}{': ' + text if text else ''} (internal error; rerun with --debug for the traceback)", err=True)
+            ctx.exit(1)
 
 
 def _set_meta(key: str):
@@ -97,9 +105,9 @@ def _emit_json(summary: dict[str, Any]) -> bool:
     """With --json, print `summary` and return True (the caller then prints no text)."""
     if not _meta("segpipe.json"):
         return False
-    import json
+    from segpipe.atomic import dumps_json
 
-    click.echo(json.dumps(summary, indent=2, default=str))
+    click.echo(dumps_json(summary))  # strict JSON: NaN and infinities become null
     return True
 
 
@@ -129,6 +137,13 @@ def _config(config_path: str | None, overrides: tuple[str, ...], base: dict | No
     return load_config(resolve_config(config_path) if config_path else None, overrides)
 
 
+def _guard(verb: str, outputs: list, inputs: list, files: tuple = ()) -> Any:
+    """The output guard of segpipe/outputs.py: outputs apart from inputs, a lock, reads inside the inputs."""
+    from segpipe.outputs import guard
+
+    return guard(verb, outputs, inputs, files=files)
+
+
 def _parse_ints(value: str | None, option: str) -> list[int] | None:
     if value is None:
         return None
@@ -152,6 +167,10 @@ def cli() -> None:
       segpipe infer      --model MODEL --input IMAGES --output PREDICTIONS --sliding-window
       segpipe evaluate   --pred PREDICTIONS --labels REFERENCES --output REPORTS
     `segpipe demo` runs all four on a synthetic dataset it makes itself.
+
+    Each verb reads only inside its inputs, never writes over or inside them, and locks
+    its output folder; images over SEGPIPE_MAX_IMAGE_MEMORY (default 2GiB) are refused
+    before loading. See docs/limits.md.
     """
 
 
@@ -192,7 +211,10 @@ def preprocess(input_dir: Path, output_dir: Path | None, workers: int | None, la
     if verify_only:
         from segpipe.data.verify import verify_dataset
 
-        report = verify_dataset(open_dataset(input_dir, cfg), progress=not quiet)
+        from segpipe.data.guard import reading_inside
+
+        with reading_inside(input_dir):
+            report = verify_dataset(open_dataset(input_dir, cfg), progress=not quiet)
         summary = {"usable": report.usable, "cases": report.cases,
                    "errors": [{"path": str(f.path), "message": f.message} for f in report.errors],
                    "warnings": [{"path": str(f.path), "message": f.message} for f in report.warnings]}
@@ -204,7 +226,8 @@ def preprocess(input_dir: Path, output_dir: Path | None, workers: int | None, la
     if output_dir is None:
         raise SegpipeError("option --output: required unless --verify-only")
     started = time.perf_counter()
-    result = run(input_dir, output_dir, cfg, workers=workers or os.cpu_count() or 1, quiet=quiet, keep_going=keep_going)
+    with _guard("preprocess", [output_dir], [input_dir]):
+        result = run(input_dir, output_dir, cfg, workers=workers or os.cpu_count() or 1, quiet=quiet, keep_going=keep_going)
     if _emit_json({"output": result.output, "cases": result.cases, "reused": result.reused,
                    "seconds": round(time.perf_counter() - started, 2), "target_spacing": result.plan["target_spacing"],
                    "patch_size": result.plan["patch_size"], "failed": [{"case": c, "error": e} for c, e in result.failed]}):
@@ -258,8 +281,6 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
     (DistributedDataParallel; see docs/training.md).
     """
     _quiet_libraries()
-    import yaml
-
     from segpipe.pipeline.fit import fit as run
     from segpipe.pipeline.fit import fit_folds
     from segpipe.pipeline.preprocess import load_prepared
@@ -273,7 +294,9 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
     base = None
     config_file = model_dir / "config.yaml" if not all_folds else model_dir / "fold_0" / "config.yaml"
     if resume and config_file.is_file():
-        base = yaml.safe_load(config_file.read_text())
+        from segpipe.pipeline.model_folder import read_yaml
+
+        base = read_yaml(config_file)
     extra = list(overrides)
     if fold is not None and not all_folds:
         extra.append(f"train.fold={fold}")
@@ -284,19 +307,23 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
     cfg = _config(config_path, tuple(extra), base)
     if init_from is not None:
         cfg.train.init_from = str(init_from.resolve())
-    if all_folds:
-        folds = list(range(len(load_prepared(prepared_dir)[1])))
-        results = fit_folds(prepared_dir, model_dir, cfg, folds, resume=resume, quiet=quiet)
-    else:
-        results = [run(prepared_dir, model_dir, cfg, resume=resume, quiet=quiet, epochs_this_run=epochs_this_run)]
+    plan = load_prepared(prepared_dir)[0] if prepared_dir.is_dir() else {}
+    source = plan.get("source") if isinstance(plan, dict) and isinstance(plan.get("source"), str) else None
+    with _guard("fit", [model_dir], [prepared_dir, source, init_from]):  # never a model folder inside the data
+        if all_folds:
+            folds = list(range(len(load_prepared(prepared_dir)[1])))
+            results = fit_folds(prepared_dir, model_dir, cfg, folds, resume=resume, quiet=quiet)
+        else:
+            results = [run(prepared_dir, model_dir, cfg, resume=resume, quiet=quiet, epochs_this_run=epochs_this_run)]
     if _emit_json({"models": [{"model_dir": r.model_dir, "epochs": r.epochs, "best_epoch": r.best_epoch,
                                "best_val_dice": None if r.best_metric != r.best_metric else r.best_metric,
                                "stopped_early": r.stopped_early, "precision": r.precision} for r in results]}):
         pass
     elif not quiet:
         for result in results:
-            best = (f"best validation Dice {result.best_metric:.4f} at epoch {result.best_epoch}"
-                    if result.best_metric == result.best_metric else "no validation cases in this fold")
+            scored = result.best_metric == result.best_metric and abs(result.best_metric) != float("inf")
+            best = (f"best validation Dice {result.best_metric:.4f} at epoch {result.best_epoch}" if scored
+                    else "no validation Dice was scored (no validation cases, or none with a label)")
             click.echo(f"{result.model_dir}: trained to epoch {result.epochs} in {result.precision}; {best}")
 
 
@@ -386,6 +413,7 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
         "min_component_size": min_size, "skip_empty": skip_empty, "channels_last": channels_last,
         "fuse": fuse, "reuse_memory": reuse_memory,
     }
+    click.get_current_context().with_resource(_guard("infer", [output_dir], [*inputs, model_dir, labels]))
     result = run(model_dir, list(inputs), output_dir, overrides, sliding_window=sliding_window, overwrite=overwrite,
                  quiet=quiet, folds=folds, shard=shard, probabilities=probabilities, dicom_seg=dicom_seg,
                  keep_going=keep_going, rtstruct=rtstruct, strict=strict, uncertainty=uncertainty)
@@ -455,8 +483,9 @@ def evaluate(pred_dir: Path, labels: Path, output_dir: Path, images: Path | None
 
     quiet = _silent(quiet)
     cfg = _config(config_path, overrides)
-    result = run(pred_dir, labels, output_dir, _evaluate_config(cfg), images=images, model_dir=model_dir, quiet=quiet,
-                 lesion_wise=lesion_wise)
+    with _guard("evaluate", [output_dir], [pred_dir, labels, images, model_dir]):
+        result = run(pred_dir, labels, output_dir, _evaluate_config(cfg), images=images, model_dir=model_dir, quiet=quiet,
+                     lesion_wise=lesion_wise)
     if _emit_json(_evaluation_summary(result)):
         pass
     elif not quiet:

@@ -40,7 +40,11 @@ def export(model_dir: Path, fmt: str, output: Path, checkpoint: str | None, over
     from segpipe.pipeline.export import export as run
 
     quiet = _silent(quiet)
-    result = run(model_dir, fmt, output, checkpoint=checkpoint, overwrite=overwrite)
+    from segpipe.cli import _guard
+
+    folder = fmt == "bundle"
+    with _guard("export", [output] if folder else [], [model_dir], files=() if folder else (output,)):
+        result = run(model_dir, fmt, output, checkpoint=checkpoint, overwrite=overwrite)
     if _emit_json({"format": fmt, "output": result.output, "files": result.files, "max_abs_diff": result.max_abs_diff}):
         pass
     elif not quiet:

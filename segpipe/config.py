@@ -15,6 +15,7 @@ from typing import Any, Union
 
 import yaml
 
+from segpipe.config_schema import validate
 from segpipe.errors import SegpipeError
 
 
@@ -231,7 +232,7 @@ def merge_dict(cfg: Config, data: Any, source: str) -> Config:
             raise SegpipeError(f"{source}: config section '{section}' must be a mapping")
         for key, value in values.items():
             _apply(cfg, str(section), str(key), value, source)
-    return cfg
+    return validate(cfg, source)
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -268,7 +269,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
     for text in overrides:
         section, key, value = parse_override(text)
         _apply(cfg, section, key, value, f"override '{text}'")
-    return cfg
+    return validate(cfg, f"config {path}" if path is not None else "config")
 
 
 def config_from_dict(data: dict[str, Any], source: str) -> Config:

@@ -90,7 +90,7 @@ def test_other_networks_export_with_dynamic_shapes(spec, tmp_path):
         net(torch.randn(2, spec["in_channels"], *([24] * spec["spatial_dims"])))
     net.eval()
     patch = [32, 32] if spec["spatial_dims"] == 2 else [16, 16, 16]
-    model = ModelFolder(root=tmp_path, config=tiny_config(**{"train.patch_size": patch}), plan={"patch_size": patch},
+    model = ModelFolder(root=tmp_path, config=tiny_config(**{"train.patch_size": patch, "model.spatial_dims": spec["spatial_dims"]}), plan={"patch_size": patch},
                         network=spec, net=net, checkpoint=tmp_path / "none.pt")
     assert save_torchscript(model, tmp_path / "m.pt") <= ATOL
     sizes = [[37, 50], [64, 64], [33, 31]] if spec["spatial_dims"] == 2 else [[17, 9, 12], [16, 16, 16], [24, 8, 8]]

@@ -32,7 +32,7 @@ import yaml
 from PIL import Image
 
 from segpipe.pipeline.checkpoints import load_checkpoint
-from tests._corpus import TINY, assert_no_partials, env, make_dataset, partials, run
+from tests._corpus import TINY, assert_no_partials, env, make_dataset, one_line_error, partials, run
 
 TRIALS = 5
 FIT_ARGS = [*TINY, "--set", "train.epochs=4", "--set", "train.deterministic=true", "--set", "train.threads=1", "-q"]
@@ -241,14 +241,17 @@ def test_infer_rerun_removes_the_temporary_a_killed_write_left(data: dict[str, P
 
 
 def test_two_infer_processes_writing_the_same_folder(data: dict[str, Path], tmp_path: Path) -> None:
-    """Same inputs, same output folder, --overwrite, at the same time: while they run, every
-    mask visible under its final name loads whole; afterwards all are right, no temporaries."""
+    """Same inputs, same output folder, at the same time: one writer holds the folder's lock,
+    the other is refused with one line naming the holder's PID (issue 17); while the writer
+    runs, every mask visible under its final name loads whole; afterwards all are right, no
+    temporaries, no lock left."""
     args = ["-m", str(data["model"]), "-i", str(data["raw"] / "imagesTs"), "-q", "--threads", "1"]
     ref = tmp_path / "ref"
     assert run("infer", *args, "-o", ref).exit_code == 0
     want = _masks(ref)
     out = tmp_path / "shared"
-    procs = [_spawn(["infer", *args, "-o", str(out), "--overwrite"]) for _ in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-m", "segpipe", "infer", *args, "-o", str(out), "--overwrite"], env=env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     reads = 0
     while any(p.poll() is None for p in procs):
         for mask in (out.glob("*.nii.gz") if out.exists() else []):
@@ -261,9 +264,16 @@ def test_two_infer_processes_writing_the_same_folder(data: dict[str, Path], tmp_
             assert np.array_equal(data_read, want[mask.name]), f"{mask.name} read torn or wrong"
             reads += 1
         time.sleep(0.01)
-    assert [p.returncode for p in procs] == [0, 0]
+    errors = {p.pid: p.stderr.read() for p in procs}
+    codes = {p.pid: p.returncode for p in procs}
+    if sorted(codes.values()) == [0, 1]:  # they overlapped: the later one was refused
+        loser = next(pid for pid, code in codes.items() if code == 1)
+        winner = next(pid for pid in codes if pid != loser)
+        one_line_error(errors[loser], 1, str(out), "in use by `segpipe infer`", f"PID {winner}")
+    else:  # the first finished before the second started: both wrote, one after the other
+        assert list(codes.values()) == [0, 0], errors
     got = _masks(out)
     assert got.keys() == want.keys() and all(np.array_equal(got[n], want[n]) for n in want)
     assert_no_partials(out)
-    assert not [p for p in out.iterdir() if p.name.startswith(".")], "hidden leftovers"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "hidden leftovers (temporaries or the lock)"
     print(f"concurrent infer: {reads} mask reads during the run, none torn")

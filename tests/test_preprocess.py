@@ -67,7 +67,7 @@ def test_undeclared_label_values_are_refused(synthetic_dataset, tmp_path):
     arr = np.asarray(lab.dataobj).copy()
     arr[arr == 3] = 7
     nib.save(nib.Nifti1Image(arr, lab.affine), str(path))
-    with pytest.raises(SegpipeError, match=r"SYN_003.nii.gz: label values \[7\] are not declared"):
+    with pytest.raises(SegpipeError, match=r"SYN_003.nii.gz: label values 7 not declared"):
         preprocess(data, tmp_path / "prep", tiny_config(), quiet=True)
 
 

@@ -143,7 +143,7 @@ def test_epoch_draws_are_reproducible_and_split_by_rank():
 
 
 def test_early_stopping_and_all_folds(prepared_dataset, tmp_path):
-    cfg = tiny_config(**{"train.epochs": "30", "train.early_stopping": "1", "train.lr": "0.0"})
+    cfg = tiny_config(**{"train.epochs": "30", "train.early_stopping": "1", "train.lr": "1e-30"})  # too small to move float32 weights (lr must be > 0)
     result = fit(prepared_dataset, tmp_path / "es", cfg, quiet=True)
     assert result.stopped_early and len(pd.read_csv(tmp_path / "es" / "metrics.csv")) == 2
     results = fit_folds(prepared_dataset, tmp_path / "cv", tiny_config(**{"train.epochs": "1"}), [0, 1, 2], quiet=True)

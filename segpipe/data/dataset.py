@@ -43,6 +43,12 @@ class Dataset:
     label_mapping: dict[int, int] | None = None
     folds: dict[str, int] | None = None
 
+    def __post_init__(self) -> None:
+        from segpipe.limits import check_label_value
+
+        for value in [*self.labels, *(self.label_mapping or {}).values()]:
+            check_label_value(value, self.root)
+
     @property
     def cases(self) -> list[Case]:
         """Training then test cases."""

@@ -19,6 +19,9 @@ __all__ = ["LAYOUT", "Dataset", "read_decathlon", "is_decathlon_folder"]
 
 
 def _load_json(path: Path) -> dict[str, Any]:
+    from segpipe.data.guard import resolve_inside
+
+    resolve_inside(path)  # a dataset.json linked in from elsewhere is not read
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:

@@ -55,6 +55,9 @@ def _fail(path: Path, what: str) -> SegpipeError:
 def _h5(path: Path):  # noqa: ANN202 - h5py.File
     import h5py
 
+    from segpipe.data.guard import check_read
+
+    check_read(path)  # inside the inputs, no external links or storage, within the size limits
     try:
         return h5py.File(path, "r")
     except Exception as exc:  # h5py raises OSError, but also others on corrupt files

@@ -99,6 +99,9 @@ def _held_out(root: Path, images: str, labels: str) -> tuple[list[Case], list[Pa
 
 def label_values(path: Path) -> set[int]:
     """The integer values stored in a label file (NIfTI through nibabel, others through ITK)."""
+    from segpipe.data.guard import check_read
+
+    check_read(path)
     try:
         if path.name.lower().endswith((".nii", ".nii.gz")):
             import nibabel as nib
@@ -119,6 +122,9 @@ def channel_count(path: Path) -> int:
     if path.name.lower().endswith((".nii", ".nii.gz")):
         import nibabel as nib
 
+        from segpipe.data.guard import check_read
+
+        check_read(path)
         try:
             shape = nib.load(str(path)).shape
         except Exception as exc:

@@ -26,6 +26,7 @@ import numpy as np
 
 from segpipe.data.case import Case
 from segpipe.data.dataset import Dataset
+from segpipe.data.guard import check_read
 from segpipe.errors import SegpipeError
 
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -48,7 +49,11 @@ def monai_reader(layout: str, key: str, path: str | Path | None = None) -> Any:
     if key not in ("image", "label"):
         raise SegpipeError(f"key {key!r}: expected 'image' or 'label'")
     if layout == "slices":
-        return "PILReader"
+        from monai.data import PILReader
+
+        from segpipe.data.slices import to_declared_mode
+
+        return PILReader(converter=to_declared_mode)
     if layout == "figshare":
         from segpipe.data.figshare import FigshareMatReader
 
@@ -88,6 +93,8 @@ def _load(key: str, paths: list[Path], layout: str, mapping: dict[int, int] | No
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise SegpipeError(f"{missing[0]}: missing")
+    for path in paths:
+        check_read(path)  # inside the inputs, header-named files too; within the size limits
     try:
         return Compose(steps)({key: value})[key]
     except SegpipeError:

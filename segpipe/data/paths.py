@@ -63,6 +63,9 @@ def is_dicom_file(path: Path) -> bool:
     """A DICOM part-10 file (`DICM` at byte 128) or a file named `*.dcm`; header bytes only."""
     if not path.is_file() or is_hidden_or_resource(path):
         return False
+    from segpipe.data.guard import resolve_inside
+
+    resolve_inside(path)  # a link out of the inputs is refused before its header is read
     if has_suffix(path, ".dcm"):
         return True
     try:

@@ -14,9 +14,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from segpipe.data.build import build_dataset
 from segpipe.data.case import Case
 from segpipe.data.dataset import Dataset
+from segpipe.data.guard import resolve_inside
 from segpipe.data.layout import Layout
 from segpipe.data.paths import is_png_file
 from segpipe.errors import SegpipeError
@@ -37,6 +41,7 @@ def _pngs(folder: Path) -> list[Path]:
 
 
 def _check_png(path: Path) -> None:
+    resolve_inside(path)  # a link out of the dataset is refused before a byte is read
     try:
         with open(path, "rb") as fh:
             head = fh.read(26)
@@ -50,6 +55,19 @@ def _check_png(path: Path) -> None:
             f"{path}: PNG in {COLOUR_TYPES[head[25]]} colour mode; slices must be single-channel grayscale "
             "(or palette) images, e.g. convert with PIL.Image.open(path).convert('L')"
         )
+
+
+def to_declared_mode(img):  # noqa: ANN001, ANN201 - PIL images
+    """PIL converter for MONAI's PILReader: pixels by the PNG's declared mode, not its storage.
+
+    A palette PNG stores indices into a colour table; its pixels mean the table's colours.
+    A grey table (R = G = B) converts to those grey levels; `segpipe.data.guard` refuses a
+    coloured one before it gets here (MONAI would swallow an error raised here and fall
+    back to reading the indices).
+    """
+    if img.mode not in ("P", "PA"):
+        return img
+    return Image.fromarray(np.ascontiguousarray(np.asarray(img.convert("RGB"))[..., 0]))
 
 
 def _cases(images_dir: Path, labels_dir: Path | None, pattern: re.Pattern[str], *, need_labels: bool) -> list[Case]:

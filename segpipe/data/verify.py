@@ -22,7 +22,9 @@ import numpy as np
 
 from segpipe.data.case import Case
 from segpipe.data.dataset import Dataset
+from segpipe.data.guard import check_read
 from segpipe.data.loading import load_case
+from segpipe.data.validate import affine_problem, image_problem, label_problem, label_values
 from segpipe.errors import SegpipeError
 
 RTOL = 1e-3
@@ -141,24 +143,19 @@ def _meta_volume(tensor: Any, paths: list[Path]) -> _Volume:
     return _Volume([arr[c] for c in range(arr.shape[0])], tuple(arr.shape[1:]), affine, sources)
 
 
-def _values(label: np.ndarray) -> tuple[set[float], bool]:
-    """Distinct values of a label map (fast path for small non-negative integers), and
-    whether all are integral."""
-    flat = np.asarray(label).ravel()
-    if flat.size == 0:
-        return set(), True
-    if flat.dtype.kind in "biu" and flat.min() >= 0 and flat.max() < 65536:
-        return {float(v) for v in np.nonzero(np.bincount(flat.astype(np.int64)))[0]}, True
-    values = np.unique(flat[np.isfinite(flat)]) if flat.dtype.kind == "f" else np.unique(flat)
-    return {float(v) for v in values}, all(float(v).is_integer() for v in values)
-
-
 def _check_case(dataset: Dataset, case: Case, report: VerifyReport, channel_counts: dict[int, Path]) -> None:
     files = [*case.images, *([case.label] if case.label is not None else [])]
     missing = [p for p in files if not Path(p).exists()]
     for path in missing:
         report.errors.append(Finding(Path(path), f"missing (case '{case.case_id}')"))
     if missing:
+        return
+    try:
+        for path in files:
+            check_read(path)  # inside the inputs (links, header-named files), within the size limits
+    except SegpipeError as exc:
+        where, _, what = str(exc).partition(": ")
+        report.errors.append(Finding(Path(where), what))
         return
 
     nifti = all(_is_nifti(Path(p)) for p in files) and "layout" not in case.attrs
@@ -189,6 +186,10 @@ def _check_case(dataset: Dataset, case: Case, report: VerifyReport, channel_coun
         return
 
     image_name = Path(case.images[0])
+    problem = image_problem(np.stack(volume.channels)) or affine_problem(volume.affine)
+    if problem:
+        report.errors.append(Finding(image_name, problem))
+        return
     n = len(volume.channels)
     if dataset.modalities and n != len(dataset.modalities):
         report.errors.append(Finding(image_name, f"has {n} channel(s), the dataset declares {len(dataset.modalities)} modalities"))
@@ -218,24 +219,11 @@ def _check_case(dataset: Dataset, case: Case, report: VerifyReport, channel_coun
     problem = _affine_problem(label_affine, volume.affine)
     if problem:
         report.errors.append(Finding(label, f"label {problem} of image {image_name.name}"))
-    values, integral = _values(label_data)
-    if label_data.dtype.kind == "f" and not np.isfinite(label_data).all():
-        report.errors.append(Finding(label, "label has NaN or Inf voxels"))
-    if not integral:
-        odd = sorted(v for v in values if not float(v).is_integer())[:5]
-        report.errors.append(Finding(label, f"label has non-integer values {', '.join(f'{v:g}' for v in odd)}"))
+    problem = label_problem(label_data, dataset.labels, dataset.label_mapping)
+    if problem:
+        report.errors.append(Finding(label, problem))
         return
-    mapping = dataset.label_mapping
-    if mapping is not None:
-        unmapped = sorted(int(v) for v in values if v != 0 and int(v) not in mapping)
-        if unmapped:
-            report.errors.append(Finding(label, f"label values {', '.join(map(str, unmapped))} not in the label mapping "
-                                                f"{mapping} (stored values must be 0 or one of {sorted(mapping)})"))
-        values = {float(mapping.get(int(v), int(v))) for v in values if v == 0 or int(v) in mapping}
-    undeclared = sorted(int(v) for v in values if int(v) not in dataset.labels)
-    if undeclared:
-        declared = ", ".join(str(k) for k in sorted(dataset.labels))
-        report.errors.append(Finding(label, f"label values {', '.join(map(str, undeclared))} not declared (declared: {declared})"))
+    values, _ = label_values(label_data)
     if values <= {0.0}:
         report.warnings.append(Finding(label, "label is empty (background only)"))
 

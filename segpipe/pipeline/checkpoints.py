@@ -43,15 +43,38 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     write_with(path, lambda tmp: torch.save(payload, tmp))
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a segpipe checkpoint safely (no code is executed).
+KEYS: dict[str, type | tuple[type, ...]] = {"model": dict}
+TYPED: dict[str, type | tuple[type, ...]] = {"network": dict, "labels": dict}  # checked where present
+RESUME_KEYS: dict[str, type | tuple[type, ...]] = {
+    "optimizer": dict, "scheduler": dict, "epoch": int, "best_metric": (int, float), "best_epoch": int, "rng": dict,
+}
+
+
+def check_keys(path: Path, data: dict[str, Any], keys: dict[str, type | tuple[type, ...]]) -> None:
+    """Refuse a checkpoint lacking a key or holding one of the wrong type, naming it."""
+    for key, kind in keys.items():
+        if key not in data:
+            raise SegpipeError(f"{path}: checkpoint lacks the key '{key}' (damaged, or not written by segpipe fit)")
+        value = data[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise SegpipeError(f"{path}: checkpoint key '{key}' holds {type(value).__name__}, expected {names}")
+
+
+def load_checkpoint(path: str | Path, *, resume: bool = False) -> dict[str, Any]:
+    """Load a segpipe checkpoint safely (no code is executed) and check its keys (with
+    `resume`, also the training state's).
 
     Raises:
-        SegpipeError: missing, truncated or foreign files, and pickles carrying code.
+        SegpipeError: missing, truncated or foreign files, pickles carrying code, missing or
+            mistyped keys.
     """
     path = Path(path)
     if not path.is_file():
         raise SegpipeError(f"{path}: checkpoint not found")
+    from segpipe.data.guard import resolve_inside
+
+    resolve_inside(path)  # no link out of the model folder
     try:
         with warnings.catch_warnings():  # e.g. torch's note on a foreign pickle protocol: the error says it all
             warnings.simplefilter("ignore")
@@ -65,6 +88,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise SegpipeError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise SegpipeError(f"{path}: not a segpipe checkpoint")
+    check_keys(path, data, {**KEYS, **{k: v for k, v in TYPED.items() if k in data}, **(RESUME_KEYS if resume else {})})
     return data
 
 

@@ -19,6 +19,7 @@ import torch
 
 from segpipe.atomic import atomic_path, write_json, write_text
 from segpipe.errors import SegpipeError
+from segpipe.outputs import LOCK_NAME
 from segpipe.pipeline.model_folder import ModelFolder, load_model_folder
 
 FORMATS = ("torchscript", "onnx", "bundle")
@@ -322,7 +323,7 @@ def export(model_dir: str | Path, fmt: str, output: str | Path, *, checkpoint: s
         raise SegpipeError(f"option --format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     output = Path(output)
     if output.exists() and not overwrite:
-        if not (fmt == "bundle" and output.is_dir() and not any(output.iterdir())):
+        if not (fmt == "bundle" and output.is_dir() and not any(p.name != LOCK_NAME for p in output.iterdir())):
             raise SegpipeError(f"{output}: already exists (use --overwrite to replace it)")
     if fmt != "bundle" and output.is_dir():
         raise SegpipeError(f"{output}: is a folder; --format {fmt} writes one file")

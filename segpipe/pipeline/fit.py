@@ -26,6 +26,8 @@ from tqdm import tqdm
 
 from segpipe.atomic import remove_stale_partials, write_json, write_yaml
 from segpipe.config import Config, TrainConfig
+from segpipe.config_schema import check_device
+from segpipe.data.paths import inside
 from segpipe.errors import SegpipeError
 from segpipe.pipeline import finetune
 from segpipe.pipeline.allocator import keep_freed_memory
@@ -79,8 +81,13 @@ def _cases(prepared: Path, manifest: dict[str, Any], ids: list[str]) -> list[dic
     missing = [cid for cid in ids if cid not in cases]
     if missing:
         raise SegpipeError(f"{prepared / 'splits.json'}: cases {missing[:3]} are not in manifest.json (re-run preprocess)")
-    return [{"image": str(prepared / cases[c]["image"]), "label": str(prepared / cases[c]["label"]), "id": c,
-             "patient": str(cases[c].get("patient") or c), "voxels": math.prod(cases[c].get("shape") or [1])} for c in ids]
+    source = str(prepared / "manifest.json")
+    try:  # a manifest's paths stay inside the prepared folder, like a dataset.json's
+        return [{"image": str(inside(prepared, str(cases[c]["image"]), source)),
+                 "label": str(inside(prepared, str(cases[c]["label"]), source)), "id": c,
+                 "patient": str(cases[c].get("patient") or c), "voxels": math.prod(cases[c].get("shape") or [1])} for c in ids]
+    except (KeyError, TypeError, AttributeError):
+        raise SegpipeError(f"{source}: case entries lack 'image' or 'label' (re-run preprocess)") from None
 
 
 def _can_resume(model_dir: Path, resume: bool) -> bool:
@@ -142,6 +149,7 @@ def fit(
     """
     prepared, model_dir = Path(prepared_dir), Path(model_dir)
     cfg = copy.deepcopy(cfg)
+    check_device(cfg.train.device, "config key 'train.device'")
     if cfg.train.reuse_memory and not cfg.train.device.startswith("cuda"):
         keep_freed_memory()  # 3D steps ~15 % faster on CPU (docs/benchmarks.md)
     d, device = init_distributed(cfg.train.device)
@@ -278,15 +286,23 @@ def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.
 
 
 def _load_state(run: Run) -> None:
-    ckpt = run.ckpt = load_checkpoint(run.model_dir / "checkpoints" / "last.pt")
-    run.model.load_state_dict(ckpt["model"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.scheduler.load_state_dict(ckpt["scheduler"])
-    run.precision.load_state_dict(ckpt.get("scaler", {}))
+    last = run.model_dir / "checkpoints" / "last.pt"
+    ckpt = run.ckpt = load_checkpoint(last, resume=True)  # keys and their types checked
+    try:
+        run.model.load_state_dict(ckpt["model"])
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        run.scheduler.load_state_dict(ckpt["scheduler"])
+        run.precision.load_state_dict(ckpt.get("scaler", {}))
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise SegpipeError(f"{last}: cannot resume from this checkpoint ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     run.start_epoch = ckpt["epoch"] + 1
     run.selection = ModelSelection(ckpt["best_metric"], ckpt["best_epoch"], ckpt.get("stale_validations", 0))
     if (run.model_dir / "metrics.csv").is_file():
-        run.rows = pd.read_csv(run.model_dir / "metrics.csv").to_dict("records")[: run.start_epoch]
+        try:
+            run.rows = pd.read_csv(run.model_dir / "metrics.csv").to_dict("records")[: run.start_epoch]
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise SegpipeError(f"{run.model_dir / 'metrics.csv'}: not a readable metrics table ({exc})") from None
 
 
 def _record(run: Run) -> None:
@@ -311,7 +327,10 @@ def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.de
     loader = loader_cls(dataset, batch_size=volumes_per_batch, sampler=sampler, num_workers=t.num_workers)
     checkpointer = Checkpointer(model_dir, _tensorboard(model_dir) if d.main else None)
     if run.ckpt is not None:  # after the loader: MONAI's DataLoader re-seeds torch's generator when built
-        set_rng_state(run.ckpt["rng"])
+        try:
+            set_rng_state(run.ckpt["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise SegpipeError(f"{model_dir / 'checkpoints' / 'last.pt'}: damaged random state ({type(exc).__name__})") from None
 
     def draw(epoch: int, n_batches: int) -> None:
         sampler.indices = epoch_indices(len(dataset), n_batches * volumes_per_batch, t.seed, epoch, d.rank, d.world)

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from segpipe.atomic import remove_stale_partials
 from segpipe.config import InferConfig, merge_dict
+from segpipe.config_schema import check_device
 from segpipe.data.case import Case
 from segpipe.data.inputs import discover_inputs
 from segpipe.errors import SegpipeError, reader_error
@@ -81,6 +82,7 @@ class Segmenter:
     def __init__(self, models: list[ModelFolder], icfg: InferConfig) -> None:
         self.models = models
         self.icfg = icfg
+        check_device(icfg.device, "option --device (infer.device)")
         self.device = torch.device(icfg.device)
         check_precision(icfg.precision, self.device, "option --precision")
         if icfg.threads > 0:

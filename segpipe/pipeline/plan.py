@@ -17,11 +17,20 @@ PATCH_MULTIPLE = 16
 
 def header_geometry(path: Path) -> tuple[list[int], list[float]]:
     """Spatial shape and spacing of a NIfTI file, in RAS axis order (as after Orientationd)."""
+    from segpipe.data.guard import check_read
+    from segpipe.data.validate import affine_problem
+
+    check_read(path)
     try:
         img = nib.load(str(path))
+        problem = affine_problem(img.affine)
+        if problem:
+            raise SegpipeError(f"{path}: {problem}")
         shape = img.shape[:3]
         zooms = img.header.get_zooms()[:3]
         ornt = nib.io_orientation(img.affine)
+    except SegpipeError:
+        raise
     except Exception as exc:  # nibabel raises many types for broken headers
         raise SegpipeError(f"{path}: cannot read image header ({exc})") from None
     ras_shape = [0, 0, 0]
@@ -44,9 +53,14 @@ def case_geometry(dataset: Any, case: Any) -> tuple[list[int], list[float]]:
         return header_geometry(first)
     from segpipe.data.loading import load_case
 
+    from segpipe.data.validate import affine_problem
+
     image = load_case(dataset, case, with_label=False)["image"]
     shape = [int(v) for v in image.shape[1:]]
     affine = np.asarray(image.affine, dtype=float)
+    problem = affine_problem(affine)
+    if problem:
+        raise SegpipeError(f"{first}: {problem}")
     spacing = np.sqrt((affine[:-1, :-1] ** 2).sum(0)).tolist()
     if dataset.spatial_dims == 2:
         return shape, [float(v) for v in spacing]

@@ -21,6 +21,7 @@ from segpipe.atomic import write_json, write_with
 from segpipe.config import Config
 from segpipe.data import Case, read_dataset
 from segpipe.data.dataset import Dataset
+from segpipe.data.guard import input_roots
 from segpipe.data.loading import layout_of
 from segpipe.errors import SegpipeError, reader_error
 from segpipe.pipeline.plan import build_plan, case_geometry, median_spacing
@@ -42,8 +43,11 @@ class PreprocessResult:
 
 def file_digest(paths: list[Path]) -> str:
     """Content hash of a case's source files, in order."""
+    from segpipe.data.guard import check_read
+
     h = hashlib.blake2b(digest_size=16)
     for path in paths:
+        check_read(path)  # the first read of a label: inside the inputs, within the limits
         with open(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
@@ -77,18 +81,29 @@ def open_dataset(path: str | Path, cfg: Config) -> Dataset:
     return read_dataset(root, layout=p.layout, **options)
 
 
-def _prepare_case(case: Case, settings: dict[str, Any], layout: str, out_dir: Path, digest: str) -> dict[str, Any]:
-    """Run the chain on one case and cache image and label as .npy (atomically)."""
+def _prepare_case(case: Case, settings: dict[str, Any], layout: str, out_dir: Path, digest: str,
+                  labels: dict[int, str] | None = None, roots: tuple[Path, ...] | None = None) -> dict[str, Any]:
+    """Run the chain on one case and cache image and label as .npy (atomically).
+
+    `labels` (the declared values) make the chain refuse what `--verify-only` calls an
+    error; `roots` are the input folders files may be read from (worker processes do not
+    inherit the caller's `reading_inside`).
+    """
+    import contextlib
+
     import torch
 
+    from segpipe.data.guard import reading_inside
     from segpipe.transforms.preprocessing import chain_for
 
     torch.set_num_threads(1)
     mapping = {int(k): int(v) for k, v in settings["label_mapping"].items()}
-    chain = chain_for(settings, layout, with_label=True, record_stats=True, record_qc=True, label_mapping=mapping, path=case.images[0])
+    chain = chain_for(settings, layout, with_label=True, record_stats=True, record_qc=True, label_mapping=mapping,
+                      path=case.images[0], labels=labels)
     source = str(case.images[0]) if len(case.images) == 1 else [str(p) for p in case.images]
     try:
-        data = chain({"image": source, "label": str(case.label)})
+        with reading_inside(*roots) if roots is not None else contextlib.nullcontext():
+            data = chain({"image": source, "label": str(case.label)})
     except Exception as exc:  # any reader failure is a bad file
         raise reader_error(exc, case.images[0], f"cannot preprocess case {case.case_id}") from None
     image = np.ascontiguousarray(torch.as_tensor(data["image"]).numpy().astype(np.float32))
@@ -194,6 +209,10 @@ def preprocess(
     With `keep_going`, a case that fails with a user error is left out (and listed in the
     result's `failed`) instead of stopping the run.
     """
+    from segpipe.limits import MAX_THREADS
+
+    if not 1 <= workers <= MAX_THREADS:
+        raise SegpipeError(f"option --workers: {workers} is outside 1..{MAX_THREADS}")
     dataset = open_dataset(dataset_dir, cfg)
     if not dataset.training:
         raise SegpipeError(f"{dataset_dir}: lists no training cases with labels to preprocess")
@@ -253,6 +272,7 @@ def preprocess(
             write_json(manifest_path, {"settings_key": settings_key, "settings": settings, "cases": entries})
             last_save[0] = time.monotonic()
 
+    roots = input_roots() or (Path(dataset_dir),)
     bar = tqdm(total=len(todo), desc="preprocess", unit="case", disable=quiet)
     def collect(case: Case, result: Any) -> None:
         try:
@@ -266,12 +286,13 @@ def preprocess(
 
     if workers > 1 and len(todo) > 1:
         with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
-            futures = [pool.submit(_prepare_case, case, settings, layout_of(dataset, case), out, digest) for case, digest in todo]
+            futures = [pool.submit(_prepare_case, case, settings, layout_of(dataset, case), out, digest, dataset.labels, roots)
+                       for case, digest in todo]
             for (case, _), future in zip(todo, futures):
                 collect(case, future.result)
     else:
         for case, digest in todo:
-            collect(case, lambda: _prepare_case(case, settings, layout_of(dataset, case), out, digest))
+            collect(case, lambda: _prepare_case(case, settings, layout_of(dataset, case), out, digest, dataset.labels))
     bar.close()
 
     for entry in list(entries.values()):
@@ -334,6 +355,9 @@ def load_prepared(prepared_dir: str | Path) -> tuple[dict[str, Any], list[dict[s
         path = root / name
         if not path.is_file():
             raise SegpipeError(f"{path}: missing; {root} is not a complete prepared dataset (run `segpipe preprocess`)")
+        from segpipe.data.guard import resolve_inside
+
+        resolve_inside(path)  # no link out of the prepared folder
         try:
             out.append(json.loads(path.read_text()))
         except json.JSONDecodeError as exc:

@@ -29,8 +29,10 @@ def mask_id(path: Path) -> str:
 def _read_png(path: Path) -> np.ndarray:
     from PIL import Image
 
+    from segpipe.data.slices import to_declared_mode
+
     with Image.open(path) as img:
-        return np.asarray(img)
+        return np.asarray(to_declared_mode(img))
 
 
 def _read_mat_mask(path: Path) -> np.ndarray:
@@ -46,7 +48,10 @@ def load_mask(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
     Raises:
         SegpipeError: unreadable file or non-integer values.
     """
+    from segpipe.data.guard import check_read
+
     path = Path(path)
+    check_read(path)  # inside the inputs, header-named files too; within the size limits
     name = path.name.lower()
     try:
         if name.endswith(".png"):
@@ -73,6 +78,8 @@ def load_mask(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
         raise SegpipeError(f"{path}: cannot read mask ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     if data.ndim == len(spacing) + 1 and data.shape[-1] == 1:
         data = data[..., 0]
+    if data.dtype.kind == "c":
+        raise SegpipeError(f"{path}: mask is complex-valued")
     if data.dtype.kind == "f" and not np.all(np.isfinite(data) & (data == np.round(data))):
         raise SegpipeError(f"{path}: mask holds non-integer values")
     return data.astype(np.int32), spacing[: data.ndim]
@@ -80,8 +87,11 @@ def load_mask(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
 
 def load_display_slice(path: Path, mask_shape: tuple[int, ...], index: int | None) -> np.ndarray | None:
     """A 2D image to draw under an overlay: slice `index` of the last axis (first channel)."""
+    from segpipe.data.guard import check_read
+
     name = path.name.lower()
     try:
+        check_read(path)
         if name.endswith(".png"):
             data = _read_png(path).astype(np.float32)
             return data if data.ndim == 2 else data[..., 0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,16 +18,44 @@ def _source(tensor: Any) -> str:
     return str(name[0] if isinstance(name, (list, tuple)) else name)
 
 
-class CheckCased(Transform):
-    """Raise a one-line SegpipeError for NaN/Inf image voxels, and for a label whose grid
-    (shape or affine) differs from the image's. Runs right after loading, so the message
-    names the file as the user has it."""
+class GuardFilesd(Transform):
+    """Before LoadImaged: every file of `keys` passes `segpipe.data.guard.check_read`
+    (inside the inputs, header-named files too, within the size limits, real-valued)."""
 
-    def __init__(self, affine_tolerance: float = 1e-3) -> None:
-        self.affine_tolerance = affine_tolerance
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
 
     def __call__(self, data: Mapping[Hashable, Any]) -> Mapping[Hashable, Any]:
+        from segpipe.data.guard import check_read
+
+        for key in self.keys:
+            value = data.get(key)
+            for path in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(path, (str, Path)):
+                    check_read(path)
+        return data
+
+
+class CheckCased(Transform):
+    """Raise a one-line SegpipeError for what `--verify-only` calls an error: NaN/Inf image
+    voxels, a singular affine, a label whose grid (shape or affine) differs from the
+    image's, and label values that are not integers, not mapped or not declared (the
+    checks of `segpipe.data.validate`). Runs right after loading, before any rounding or
+    casting, so the message names the file as the user has it and the values as stored."""
+
+    def __init__(self, affine_tolerance: float = 1e-3, labels: dict[int, str] | None = None,
+                 label_mapping: dict[int, int] | None = None) -> None:
+        self.affine_tolerance = affine_tolerance
+        self.labels = labels
+        self.label_mapping = label_mapping
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> Mapping[Hashable, Any]:
+        from segpipe.data.validate import affine_problem, image_problem, label_problem
+
         image = data["image"]
+        problem = image_problem(torch.as_tensor(image).numpy()) or affine_problem(np.asarray(getattr(image, "affine", np.eye(4))))
+        if problem:
+            raise SegpipeError(f"{_source(image)}: {problem}")
         finite = torch.isfinite(torch.as_tensor(image))
         if not bool(finite.all()):
             values = torch.as_tensor(image)[~finite]
@@ -42,4 +71,8 @@ class CheckCased(Transform):
             scale = max(float(np.abs(b).max()), 1.0)
             if a.shape == b.shape and not np.allclose(a, b, atol=self.affine_tolerance * scale):
                 raise SegpipeError(f"{_source(label)}: label affine differs from the image's ({_source(image)})")
+            if self.labels is not None:
+                problem = label_problem(np.asarray(torch.as_tensor(label).numpy()), self.labels, self.label_mapping)
+                if problem:
+                    raise SegpipeError(f"{_source(label)}: {problem}")
         return data

@@ -20,7 +20,7 @@ from monai.transforms import (
     Spacingd,
 )
 
-from segpipe.transforms.checks import CheckCased
+from segpipe.transforms.checks import CheckCased, GuardFilesd
 from segpipe.transforms.stats import Contiguousd, IntensityStatsd, NormalizeNonzeroChannelwised
 
 
@@ -41,6 +41,7 @@ def preprocessing_chain(
     image_reader: Any = None,
     label_reader: Any = None,
     label_mapping: dict[int, int] | None = None,
+    labels: dict[int, str] | None = None,
 ) -> Compose:
     """Load, channel-first, reorient, crop to the foreground, normalise, resample.
 
@@ -61,13 +62,16 @@ def preprocessing_chain(
             under the "qc_features" key, for out-of-distribution checks.
         image_reader, label_reader: MONAI readers for LoadImaged (None: by file suffix).
         label_mapping: label value substitutions applied on load (e.g. BraTS 1/2/4).
+        labels: the declared label values; given, a label with values that are not
+            integers, not mapped or not declared is refused (as `--verify-only` reports it).
     """
     keys = ["image", "label"] if with_label else ["image"]
     modes = ["bilinear", "nearest"] if with_label else ["bilinear"]
-    steps: list = [LoadImaged("image", reader=image_reader, image_only=True)]
+    steps: list = [GuardFilesd(keys), LoadImaged("image", reader=image_reader, image_only=True)]
     if with_label:
         steps.append(LoadImaged("label", reader=label_reader, image_only=True))
-    steps += [EnsureChannelFirstd(keys), EnsureTyped(keys, dtype=torch.float32, track_meta=True), CheckCased()]
+    steps += [EnsureChannelFirstd(keys), EnsureTyped(keys, dtype=torch.float32, track_meta=True),
+              CheckCased(labels=labels, label_mapping=label_mapping or None)]
     if with_label and label_mapping:
         src = sorted(label_mapping)
         steps.append(MapLabelValued("label", orig_labels=src, target_labels=[label_mapping[k] for k in src], dtype=np.float32))
@@ -97,7 +101,8 @@ def preprocessing_chain(
 
 
 def chain_for(settings: dict[str, Any], layout: str, *, with_label: bool, record_stats: bool = False,
-              record_qc: bool = False, label_mapping: dict[int, int] | None = None, path: Any = None) -> Compose:
+              record_qc: bool = False, label_mapping: dict[int, int] | None = None, path: Any = None,
+              labels: dict[int, str] | None = None) -> Compose:
     """The chain a prepared dataset's recorded settings describe, for files of `layout`."""
     from segpipe.data.loading import monai_reader
 
@@ -112,4 +117,5 @@ def chain_for(settings: dict[str, Any], layout: str, *, with_label: bool, record
         image_reader=monai_reader(layout, "image", path),
         label_reader=monai_reader(layout, "label", path),
         label_mapping=label_mapping,
+        labels=labels,
     )

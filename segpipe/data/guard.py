@@ -1,0 +1,371 @@
+"""The one check of every file a reader opens: inside the inputs, not too large, real-valued.
+
+Every verb declares its input folders with `reading_inside(...)`; every place that opens
+an image, a label or a mask calls `check_read(path)` first. It
+
+- resolves the path (symlinks included) and refuses it when it lies outside the input
+  folders (without declared folders: outside the folder the path is in);
+- finds the files a header names (NRRD `data file:` / `datafile:`, single, LIST or
+  printf-style; MetaImage `ElementDataFile`, single, LIST or pattern; HDF5 external
+  links, external storage and virtual datasets in MAT-files) and refuses any outside
+  the inputs (HDF5 references are refused outright: MAT-files never need them);
+- reads the sizes the header declares (NIfTI, NRRD, MetaImage, PNG, MAT v7.3, DICOM) and
+  refuses an image over the memory limit of `segpipe.limits` before it is allocated,
+  and refuses complex-valued images (their imaginary part would be dropped).
+
+`add_read_hook(fn)` calls `fn(resolved_path)` for every file the guard lets a reader open
+(tests use it to prove that nothing outside their folder is read).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from segpipe.errors import SegpipeError
+from segpipe.limits import check_image_size
+
+_ROOTS: contextvars.ContextVar[tuple[Path, ...] | None] = contextvars.ContextVar("segpipe_read_roots", default=None)
+_HOOKS: list[Callable[[Path], None]] = []
+HEADER_BYTES = 1 << 16
+MAX_LISTED_FILES = 100_000
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+@contextlib.contextmanager
+def reading_inside(*roots: str | Path) -> Iterator[tuple[Path, ...]]:
+    """Within the block, `check_read` accepts only files resolving inside `roots`.
+
+    A file root stands for its folder (`infer -i scan.nii.gz`).
+    """
+    resolved = tuple(_root_of(Path(r)) for r in roots if r is not None)
+    token = _ROOTS.set(resolved)
+    try:
+        yield resolved
+    finally:
+        _ROOTS.reset(token)
+
+
+def input_roots() -> tuple[Path, ...] | None:
+    """The folders declared by the innermost `reading_inside`, or None."""
+    return _ROOTS.get()
+
+
+def add_read_hook(hook: Callable[[Path], None]) -> Callable[[], None]:
+    """Call `hook(resolved)` for every file `check_read` or `resolve_inside` lets through;
+    returns a function that removes the hook."""
+    _HOOKS.append(hook)
+    return lambda: _HOOKS.remove(hook) if hook in _HOOKS else None
+
+
+def _root_of(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    base = path if path.is_dir() or not path.exists() else path.parent
+    return base.resolve()
+
+
+def _inside(target: Path, roots: Iterable[Path]) -> bool:
+    return any(target == r or r in target.parents for r in roots)
+
+
+def resolve_inside(path: str | Path, *, named_by: str | Path | None = None) -> Path:
+    """Resolve `path` (symlinks too) and refuse it when it leaves the input folders.
+
+    Args:
+        path: the file as a reader would open it.
+        named_by: the header that names `path`, for the message.
+
+    Raises:
+        SegpipeError: the file resolves outside every input folder.
+    """
+    given = Path(os.path.abspath(path))
+    try:
+        target = given.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise SegpipeError(f"{given}: cannot resolve the path ({exc})") from None
+    roots = _ROOTS.get()
+    if roots is None:
+        roots = (_root_of(Path(os.path.abspath(named_by)).parent if named_by else given.parent),)
+    if not _inside(target, roots):
+        where = roots[0] if len(roots) == 1 else "the input folders " + ", ".join(map(str, roots))
+        if named_by is not None:
+            raise SegpipeError(f"{named_by}: header names the data file {path}, which lies outside {where}; refused")
+        raise SegpipeError(f"{given}: resolves to {target}, outside {where}; refused (links out of the inputs are not followed)")
+    for hook in list(_HOOKS):
+        hook(target)
+    return target
+
+
+def check_read(path: str | Path) -> Path:
+    """Check a file (or a DICOM series folder) before any reader opens it.
+
+    Returns:
+        The resolved path.
+
+    Raises:
+        SegpipeError: outside the inputs (itself or a file its header names), larger than
+            the memory limit, complex-valued, or a header that cannot be parsed.
+    """
+    target = resolve_inside(path)
+    if target.is_dir():
+        _check_series(Path(path), target)
+        return target
+    if not target.is_file():
+        return target  # the reader reports a missing file in its own words
+    try:
+        with open(target, "rb") as fh:
+            head = fh.read(HEADER_BYTES)
+    except OSError as exc:
+        raise SegpipeError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    name = target.name.lower()
+    if head.startswith(b"NRRD"):
+        _check_nrrd(Path(path), target, head)
+    elif _looks_metaimage(name, head):
+        _check_metaimage(Path(path), target, head)
+    elif name.endswith((".nii", ".nii.gz")):
+        _check_nifti(Path(path))
+    elif head.startswith(b"\x89PNG"):
+        _check_png(Path(path))
+    elif head.startswith(HDF5_MAGIC) or head[512:520] == HDF5_MAGIC:
+        _check_hdf5(Path(path))
+    elif head[128:132] == b"DICM":
+        _check_series(Path(path), target, files=[target])
+    return target
+
+
+# ---------------------------------------------------------------- header-referenced files
+
+
+def _expand(spec: str, following: list[str], path: Path) -> list[str]:
+    """File names of a NRRD `data file:` or MetaImage `ElementDataFile` value."""
+    words = spec.split()
+    if not words:
+        return []
+    if words[0].upper() == "LIST":
+        return [line.strip() for line in following if line.strip()]
+    if words[0].upper() == "LOCAL":
+        return []
+    if "%" in words[0] and len(words) >= 4:
+        try:
+            start, stop, step = (int(w) for w in words[1:4])
+        except ValueError:
+            raise SegpipeError(f"{path}: data file pattern {spec!r} has no valid range") from None
+        if step == 0 or abs((stop - start) // step) + 1 > MAX_LISTED_FILES:
+            raise SegpipeError(f"{path}: data file pattern {spec!r} names too many files")
+        try:
+            return [words[0] % i for i in range(start, stop + (1 if step > 0 else -1), step)]
+        except (TypeError, ValueError):
+            raise SegpipeError(f"{path}: data file pattern {spec!r} is not a valid printf pattern") from None
+    return [spec.strip()]
+
+
+def _check_refs(path: Path, target: Path, names: list[str]) -> None:
+    if len(names) > MAX_LISTED_FILES:
+        raise SegpipeError(f"{path}: header names {len(names)} data files")
+    for name in names:
+        ref = Path(name) if os.path.isabs(name) else target.parent / name
+        resolve_inside(ref, named_by=path)
+
+
+def _header_lines(head: bytes, stop_at_blank: bool) -> list[str]:
+    text = head.decode("latin-1")
+    lines = []
+    for line in text.splitlines():
+        if stop_at_blank and not line.strip():
+            break
+        lines.append(line)
+    return lines
+
+
+def _nrrd_itemsize(kind: str) -> int:
+    kind = kind.lower()
+    if "char" in kind or re.search(r"int8", kind):
+        return 1
+    if "short" in kind or "16" in kind:
+        return 2
+    if "long" in kind or "64" in kind or kind == "double":
+        return 8
+    return 4
+
+
+def _check_nrrd(path: Path, target: Path, head: bytes) -> None:
+    lines = _header_lines(head, stop_at_blank=True)
+    fields: dict[str, str] = {}
+    refs: list[str] = []
+    for i, line in enumerate(lines[1:], start=1):
+        if line.startswith("#") or ":" not in line:
+            continue
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        value = value.lstrip("=").strip()
+        fields[key] = value
+        if key in ("data file", "datafile"):
+            refs = _expand(value, lines[i + 1 :], path)
+            break
+    _check_refs(path, target, refs)
+    if "complex" in fields.get("kinds", "").lower():
+        raise SegpipeError(f"{path}: complex-valued image; segpipe needs real intensities (store the magnitude)")
+    try:
+        sizes = tuple(int(v) for v in fields.get("sizes", "").split())
+    except ValueError:
+        raise SegpipeError(f"{path}: NRRD header field 'sizes' is not a list of integers") from None
+    if sizes:
+        check_image_size(path, sizes, _nrrd_itemsize(fields.get("type", "float")))
+
+
+_MET_SIZES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
+              "MET_LONG": 8, "MET_ULONG": 8, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8}
+
+
+def _looks_metaimage(name: str, head: bytes) -> bool:
+    return name.endswith((".mha", ".mhd")) or re.search(rb"(?m)^\s*ElementDataFile\s*=", head[:8192]) is not None
+
+
+def _check_metaimage(path: Path, target: Path, head: bytes) -> None:
+    lines = _header_lines(head, stop_at_blank=False)
+    fields: dict[str, str] = {}
+    refs: list[str] = []
+    for i, line in enumerate(lines):
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        key = key.strip().lower()
+        fields[key] = value.strip()
+        if key == "elementdatafile":  # the last field; LOCAL data follows it
+            refs = _expand(value.strip(), lines[i + 1 :], path)
+            break
+    _check_refs(path, target, refs)
+    try:
+        dims = tuple(int(v) for v in fields.get("dimsize", "").split())
+        channels = int(fields.get("elementnumberofchannels", "1") or 1)
+    except ValueError:
+        raise SegpipeError(f"{path}: MetaImage header field DimSize or ElementNumberOfChannels is not an integer") from None
+    if dims:
+        check_image_size(path, (*dims, channels), _MET_SIZES.get(fields.get("elementtype", "").upper(), 4))
+
+
+# ---------------------------------------------------------------- declared sizes
+
+
+def _refuse_complex(path: Path, dtype: object) -> None:
+    import numpy as np
+
+    dt = np.dtype(dtype)  # type: ignore[call-overload]
+    if dt.kind == "c" or (dt.names is not None and {"real", "imag"} <= set(dt.names)):
+        raise SegpipeError(f"{path}: complex-valued image; segpipe needs real intensities (store the magnitude)")
+
+
+def _check_nifti(path: Path) -> None:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        dtype = img.get_data_dtype()
+    except Exception as exc:  # nibabel raises many types for broken headers
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SegpipeError(f"{path}: cannot read image header ({first})") from None
+    _refuse_complex(path, dtype)
+    if dtype.names is not None:
+        raise SegpipeError(f"{path}: NIfTI of a structured type ({dtype}); segpipe needs one real value per voxel")
+    check_image_size(path, tuple(img.shape), dtype.itemsize)
+
+
+def _check_png(path: Path) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            bands = len(img.getbands())
+            coloured = img.mode in ("P", "PA") and _coloured_palette(img)
+    except Image.DecompressionBombError:
+        raise SegpipeError(f"{path}: PNG declares an image too large to decode safely") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise SegpipeError(f"{path}: not a readable PNG ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    check_image_size(path, (width, height, bands))
+    if coloured:
+        raise SegpipeError(f"{path}: palette PNG with coloured entries; its pixels are colours, not intensities or "
+                           "labels (store grayscale, e.g. PIL.Image.open(path).convert('L'))")
+    try:
+        with Image.open(path) as img:
+            img.load()  # decodes every row: a PNG cut short fails here, not half-read later
+    except (OSError, SyntaxError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SegpipeError(f"{path}: PNG is truncated or damaged, its image data is incomplete ({first})") from None
+
+
+def _coloured_palette(img: object) -> bool:
+    """Whether a palette image uses a table entry that is not grey (R = G = B)."""
+    import numpy as np
+
+    palette = np.asarray(img.getpalette() or [], dtype=np.int32)  # type: ignore[attr-defined]
+    table = palette[: len(palette) // 3 * 3].reshape(-1, 3)
+    used = [i for _count, i in (img.getcolors(maxcolors=256) or [])]  # type: ignore[attr-defined]
+    used = [i for i in used if isinstance(i, int) and i < len(table)]
+    rows = table[used] if used else table
+    return bool(len(rows)) and not (np.all(rows[:, 0] == rows[:, 1]) and np.all(rows[:, 1] == rows[:, 2]))
+
+
+def _check_hdf5(path: Path) -> None:
+    import h5py
+
+    try:
+        fh = h5py.File(path, "r")
+    except Exception:
+        return  # not readable as HDF5: the reader says why in its own words
+    with fh:
+        def visit(group: h5py.Group, prefix: str) -> None:
+            for key in group:
+                link = group.get(key, getlink=True)
+                name = f"{prefix}{key}"
+                if isinstance(link, h5py.ExternalLink):
+                    raise SegpipeError(f"{path}: '{name}' links to another file ({link.filename}); MAT-files must hold their own data")
+                if isinstance(link, h5py.SoftLink):
+                    continue
+                obj = group[key]
+                if isinstance(obj, h5py.Group):
+                    visit(obj, f"{name}/")
+                elif isinstance(obj, h5py.Dataset):
+                    if obj.external or obj.is_virtual:
+                        raise SegpipeError(f"{path}: '{name}' stores its data in another file; MAT-files must hold their own data")
+                    if len(obj.shape) >= 2:
+                        _refuse_complex(Path(f"{path}"), obj.dtype)
+                    check_image_size(f"{path} ('{name}')", tuple(obj.shape), obj.dtype.itemsize or 4)
+
+        visit(fh, "")
+
+
+def _check_series(given: Path, folder: Path, files: list[Path] | None = None) -> None:
+    """DICOM: every file of a series folder inside the inputs; rows x columns x frames in all."""
+    from segpipe.data.paths import is_hidden_or_resource
+
+    if files is None:
+        files = [p for p in sorted(Path(given).iterdir()) if not is_hidden_or_resource(p) and not p.is_dir()]
+        for p in files:
+            resolve_inside(p)
+    try:
+        import pydicom
+    except ImportError:
+        return
+    rows = cols = 0
+    frames = 0
+    for p in files:
+        try:
+            with open(p, "rb") as fh:
+                if fh.read(132)[128:132] != b"DICM" and not p.name.lower().endswith(".dcm"):
+                    continue
+            ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["Rows", "Columns", "NumberOfFrames", "SamplesPerPixel"])
+        except Exception:
+            continue  # the DICOM reader names unreadable files itself
+        r, c = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        n = int(str(ds.get("NumberOfFrames", 1) or 1).strip() or 1) * int(ds.get("SamplesPerPixel", 1) or 1)
+        rows, cols, frames = max(rows, r), max(cols, c), frames + n
+    if frames:
+        check_image_size(given, (cols, rows, frames))
+
+
+__all__ = ["reading_inside", "input_roots", "add_read_hook", "resolve_inside", "check_read"]

@@ -1,0 +1,855 @@
+"""The hostile-input corpus (issue 17): one builder per kind, grouped by defect class.
+
+Each builder makes its inputs in its own folder of the corpus and returns a `Kind`: the
+command line, where the verb may write, and the words its one error line must hold.
+A secret folder beside the corpus (`outside/`) holds the files hostile inputs point at;
+the tests prove that no reader ever opens them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from PIL import Image
+
+from tests._corpus import AFFINE, SHAPE, brain_voxel, edit_json, load, make_dataset, save
+
+
+@dataclass
+class Fixtures:
+    """What builders share: the secret folder, a tiny model, a prepared dataset and its source."""
+
+    outside: Path
+    model: Path
+    prepared: Path
+    dataset: Path
+    live_pid: int  # a process that runs for the whole session (holds locks in lock kinds)
+    base: Path  # a small clean Decathlon dataset to copy
+
+
+@dataclass
+class Kind:
+    """One hostile input: `segpipe ARGS` must fail with one line holding `fragments`."""
+
+    args: list[str]
+    output: Path | None = None  # the only place the verb may write (None: nowhere)
+    fragments: tuple[str, ...] = ()
+    report: bool = False  # --verify-only: a report with an `ERROR <file>: ...` line instead of one line
+    env: dict[str, str] = field(default_factory=dict)
+    watch: list[Path] = field(default_factory=list)  # more folders that must stay untouched
+
+
+KINDS: dict[str, tuple[int, Callable[[Path, Fixtures], Kind]]] = {}
+
+
+def kind(defect: int, name: str) -> Callable:
+    """Register a builder under `name` for defect class `defect` (1..9 of issue 17)."""
+
+    def register(build: Callable[[Path, Fixtures], Kind]) -> Callable[[Path, Fixtures], Kind]:
+        assert name not in KINDS, name
+        KINDS[name] = (defect, build)
+        return build
+
+    return register
+
+
+# ---------------------------------------------------------------- file builders
+
+
+def save_sform(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
+    """A NIfTI whose only geometry is `affine` as sform (nibabel refuses a singular qform)."""
+    img = nib.Nifti1Image(np.asarray(data), None)
+    img.set_qform(None, code=0)
+    img.set_sform(affine, code=1)
+    nib.save(img, str(path))
+    return path
+
+
+def make_outside(folder: Path) -> Path:
+    """The secret files hostile inputs point at."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "secret.raw").write_bytes(np.arange(64, dtype=np.float32).tobytes())
+    for i in range(3):
+        (folder / f"slice{i}.raw").write_bytes(np.arange(16, dtype=np.float32).tobytes())
+    save(folder / "secret.nii.gz", np.ones(SHAPE, np.float32))
+    Image.fromarray(np.full((16, 16), 7, np.uint8)).save(folder / "secret.png")
+    import h5py
+
+    with h5py.File(folder / "secret.h5", "w") as fh:
+        fh["data"] = np.ones((8, 8), np.int16)
+    return folder
+
+
+def nrrd_header(data_file: str, sizes: str = "4 4 4", extra: str = "") -> str:
+    return (f"NRRD0004\ntype: float\ndimension: {len(sizes.split())}\nsizes: {sizes}\nencoding: raw\nendian: little\n"
+            f"space directions: (1,0,0) (0,1,0) (0,0,1)\n{data_file}\n{extra}")
+
+
+def mhd_header(data_file: str, dims: str = "4 4 4", extra: str = "") -> str:
+    return (f"ObjectType = Image\nNDims = {len(dims.split())}\nDimSize = {dims}\nElementType = MET_FLOAT\n"
+            f"ElementSpacing = 1 1 1\nElementDataFile = {data_file}\n{extra}")
+
+
+def generic_dataset(root: Path, image_name: str, image_text: str | None = None) -> Path:
+    """images/ + labels/: case `a` (image given as header text) and a clean case `b`."""
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    label = np.zeros(SHAPE, np.uint8)
+    label[4:8, 4:8, 4:8] = 1
+    for cid in ("a", "b"):
+        save(root / "labels" / f"{cid}.nii.gz", label)
+    save(root / "images" / "b.nii.gz", np.random.default_rng(0).random(SHAPE).astype(np.float32) + 1)
+    if image_text is not None:
+        (root / "images" / image_name).write_text(image_text)
+    return root
+
+
+def slices_dataset(root: Path) -> Path:
+    from tests.test_readers import make_slices
+
+    return make_slices(root, patients=("BRATS_001", "BRATS_002", "BRATS_003"), size=(16, 16))
+
+
+def png_declaring(path: Path, width: int, height: int) -> Path:
+    """A PNG whose IHDR declares `width` x `height` (8-bit grey) with one tiny IDAT."""
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def nifti_declaring(path: Path, shape: tuple[int, ...]) -> Path:
+    """A .nii.gz whose header declares `shape` (uint8) but holds a few bytes of data."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.uint8)
+    header["vox_offset"] = 352
+    header.set_sform(AFFINE, code=1)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header.binaryblock + b"\0" * 4 + b"\0" * 1024)
+    return path
+
+
+def figshare_file(path: Path) -> Path:
+    from segpipe.data.figshare import write_figshare_mat
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:8, 4:8] = 1
+    return write_figshare_mat(path, np.arange(256, dtype=np.int16).reshape(16, 16) + 1, mask, label=2, pid="P1",
+                              border=[3, 2, 5, 2])
+
+
+def swap_mat_image(path: Path, make: Callable) -> Path:  # noqa: ANN001 - h5py group -> None
+    import h5py
+
+    with h5py.File(path, "r+") as fh:
+        del fh["cjdata"]["image"]
+        make(fh["cjdata"])
+    return path
+
+
+def copy_model(fx: Fixtures, dest: Path) -> Path:
+    return Path(shutil.copytree(fx.model, dest))
+
+
+def lock_with(folder: Path, pid: int, verb: str = "fit") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    os.symlink(f"pid={pid};verb={verb};host=test;since=now", folder / ".segpipe.lock")
+    return folder
+
+
+def image_in(folder: Path, name: str = "a.nii.gz") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    data = np.zeros((*SHAPE, 4), np.float32)
+    data[2:14, 2:14, 2:10] = 1.0
+    return save(folder / name, data)
+
+
+def mask_in(folder: Path, name: str = "a.nii.gz") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    label = np.zeros(SHAPE, np.uint8)
+    label[4:8, 4:8, 4:8] = 1
+    return save(folder / name, label)
+
+
+# ---------------------------------------------------------------- 1. reading outside the inputs
+
+OUT_WORDS = ("outside",)
+
+
+@kind(1, "nrrd-detached-absolute-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = generic_dataset(root / "ds", "a.nhdr", nrrd_header(f"data file: {fx.outside / 'secret.raw'}"))
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
+                (str(ds / "images" / "a.nhdr"), "header names the data file", "outside"))
+
+
+@kind(1, "nrrd-datafile-list-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "in").mkdir(parents=True)
+    rel = os.path.relpath(fx.outside / "secret.raw", root / "in")
+    (root / "in" / "x.nhdr").write_text(nrrd_header("data file: LIST", extra=f"{rel}\n"))
+    return Kind(["infer", "-m", fx.model, "-i", root / "in" / "x.nhdr", "-o", root / "out"], root / "out",
+                ("x.nhdr", "header names the data file", "outside"))
+
+
+@kind(1, "nrrd-printf-evaluate")
+def _(root: Path, fx: Fixtures) -> Kind:
+    mask_in(root / "ref")
+    (root / "pred").mkdir(parents=True)
+    rel = os.path.relpath(fx.outside / "slice%d.raw", root / "pred")
+    (root / "pred" / "a.nhdr").write_text(nrrd_header(f"datafile: {rel} 0 2 1 2", sizes="4 4 3"))
+    return Kind(["evaluate", "-p", root / "pred", "-l", root / "ref", "-o", root / "out"], root / "out",
+                ("a.nhdr", "header names the data file", "outside"))
+
+
+@kind(1, "mhd-absolute-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "in").mkdir(parents=True)
+    (root / "in" / "x.mhd").write_text(mhd_header(str(fx.outside / "secret.raw")))
+    return Kind(["infer", "-m", fx.model, "-i", root / "in", "-o", root / "out"], root / "out",
+                ("x.mhd", "header names the data file", "outside"))
+
+
+@kind(1, "mhd-list-verify")
+def _(root: Path, fx: Fixtures) -> Kind:
+    rel = os.path.relpath(fx.outside / "secret.raw", root / "ds" / "images")
+    ds = generic_dataset(root / "ds", "a.mhd", mhd_header("LIST 2D", extra=f"{rel}\n{rel}\n"))
+    return Kind(["preprocess", "-i", ds, "--verify-only"], None, ("a.mhd", "header names the data file"), report=True)
+
+
+@kind(1, "mha-pattern-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    rel = os.path.relpath(fx.outside / "slice%d.raw", root / "ds" / "images")
+    ds = generic_dataset(root / "ds", "a.mha", mhd_header(f"{rel} 0 2 1 2", dims="4 4 3"))
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
+                ("a.mha", "header names the data file", "outside"))
+
+
+@kind(1, "symlink-slices-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = slices_dataset(root / "ds")
+    link = ds / "training_images" / "BRATS_002_z10.png"
+    link.unlink()
+    link.symlink_to(fx.outside / "secret.png")
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", (str(link), "outside"))
+
+
+@kind(1, "symlink-brats-verify")
+def _(root: Path, fx: Fixtures) -> Kind:
+    from tests.test_readers import make_brats
+
+    ds = make_brats(root / "brats", shape=SHAPE)
+    link = next((ds / "BraTS2021_00001").glob("*_flair.nii.gz"))
+    link.unlink()
+    link.symlink_to(fx.outside / "secret.nii.gz")
+    return Kind(["preprocess", "-i", ds, "--verify-only"], None, (str(link), "outside"), report=True)
+
+
+@kind(1, "symlink-brats-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    from tests.test_readers import make_brats
+
+    ds = make_brats(root / "brats", shape=SHAPE)
+    link = next((ds / "BraTS2021_00002").glob("*_seg.nii.gz"))
+    link.unlink()
+    link.symlink_to(fx.outside / "secret.nii.gz")
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", (str(link), "outside"))
+
+
+@kind(1, "symlink-infer-folder")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "in").mkdir(parents=True)
+    (root / "in" / "a.nii.gz").symlink_to(fx.outside / "secret.nii.gz")
+    return Kind(["infer", "-m", fx.model, "-i", root / "in", "-o", root / "out"], root / "out", ("a.nii.gz", "outside"))
+
+
+@kind(1, "symlink-evaluate-reference")
+def _(root: Path, fx: Fixtures) -> Kind:
+    mask_in(root / "pred")
+    (root / "ref").mkdir(parents=True)
+    (root / "ref" / "a.nii.gz").symlink_to(fx.outside / "secret.nii.gz")
+    return Kind(["evaluate", "-p", root / "pred", "-l", root / "ref", "-o", root / "out"], root / "out",
+                (str(root / "ref" / "a.nii.gz"), "outside"))
+
+
+@kind(1, "mat-external-link-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    import h5py
+
+    mat = swap_mat_image(figshare_file(root / "in" / "1.mat"),
+                         lambda g: g.__setitem__("image", h5py.ExternalLink(str(fx.outside / "secret.h5"), "/data")))
+    return Kind(["infer", "-m", fx.model, "-i", mat, "-o", root / "out"], root / "out", (str(mat), "links to another file"))
+
+
+@kind(1, "mat-external-storage-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    mat = swap_mat_image(figshare_file(root / "in" / "1.mat"), lambda g: g.create_dataset(
+        "image", shape=(4, 4), dtype="<f4", external=[(str(fx.outside / "secret.raw"), 0, 64)]))
+    return Kind(["infer", "-m", fx.model, "-i", mat, "-o", root / "out"], root / "out", (str(mat), "stores its data in another file"))
+
+
+@kind(1, "dicom-symlink-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    from tests.test_readers import write_dicom_series
+
+    series = write_dicom_series(root / "dcm", n=3)
+    victim = sorted(series.iterdir())[1]
+    shutil.copy(victim, fx.outside / "secret.dcm")
+    victim.unlink()
+    victim.symlink_to(fx.outside / "secret.dcm")
+    return Kind(["infer", "-m", fx.model, "-i", series, "-o", root / "out"], root / "out", (str(victim), "outside"))
+
+
+@kind(1, "manifest-path-escapes-fit")
+def _(root: Path, fx: Fixtures) -> Kind:
+    prep = Path(shutil.copytree(fx.prepared, root / "prep"))
+    rel = os.path.relpath(fx.outside / "secret.raw", prep)
+    edit_json(prep / "manifest.json", lambda m: next(iter(m["cases"].values())).update(image=rel))
+    return Kind(["fit", "-d", prep, "-o", root / "model", "--epochs", "1"], root / "model",
+                (str(prep / "manifest.json"), "points outside"))
+
+
+@kind(1, "dicom-dcm-symlink-verify")
+def _(root: Path, fx: Fixtures) -> Kind:
+    from tests.test_readers import write_dicom_series
+
+    series = write_dicom_series(root / "dcm" / "s1", n=3)
+    victim = sorted(series.iterdir())[0]
+    shutil.copy(victim, fx.outside / "secret2.dcm")
+    victim.unlink()
+    link = series / "linked.dcm"
+    link.symlink_to(fx.outside / "secret2.dcm")
+    return Kind(["preprocess", "-i", root / "dcm", "--verify-only"], None, (str(link), "outside"))
+
+
+@kind(1, "dataset-json-symlink")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = Path(shutil.copytree(fx.base, root / "ds"))
+    shutil.copy(ds / "dataset.json", fx.outside / "dataset.json")
+    (ds / "dataset.json").unlink()
+    (ds / "dataset.json").symlink_to(fx.outside / "dataset.json")
+    return Kind(["preprocess", "-i", ds, "-o", root / "out"], root / "out", (str(ds / "dataset.json"), "outside"))
+
+
+@kind(1, "checkpoint-symlink-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    model = copy_model(fx, root / "model")
+    best = model / "checkpoints" / "best.pt"
+    shutil.copy(best, fx.outside / "best.pt")
+    best.unlink()
+    best.symlink_to(fx.outside / "best.pt")
+    image_in(root / "in")
+    return Kind(["infer", "-m", model, "-i", root / "in", "-o", root / "out"], root / "out", (str(best), "outside"))
+
+
+# ---------------------------------------------------------------- 2. writing over the inputs
+
+
+@kind(2, "infer-output-is-input")
+def _(root: Path, fx: Fixtures) -> Kind:
+    image_in(root / "in")
+    return Kind(["infer", "-m", fx.model, "-i", root / "in", "-o", root / "in", "--overwrite"], None,
+                ("the output is the input",))
+
+
+@kind(2, "infer-output-contains-input-file")
+def _(root: Path, fx: Fixtures) -> Kind:
+    image = image_in(root / "in")
+    return Kind(["infer", "-m", fx.model, "-i", image, "-o", root / "in", "--overwrite"], None, ("contains the input",))
+
+
+@kind(2, "infer-output-is-model")
+def _(root: Path, fx: Fixtures) -> Kind:
+    image_in(root / "in")
+    return Kind(["infer", "-m", fx.model, "-i", root / "in", "-o", fx.model], None, ("the output is the input",),
+                watch=[fx.model])
+
+
+@kind(2, "preprocess-output-inside-input")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = shutil.copytree(fx.base, root / "ds")
+    return Kind(["preprocess", "-i", ds, "-o", Path(ds) / "prepared"], None, ("lies inside the input",))
+
+
+@kind(2, "fit-output-inside-prepared")
+def _(root: Path, fx: Fixtures) -> Kind:
+    return Kind(["fit", "-d", fx.prepared, "-o", fx.prepared / "model"], None, ("lies inside the input",),
+                watch=[fx.prepared])
+
+
+@kind(2, "fit-model-inside-source-dataset")
+def _(root: Path, fx: Fixtures) -> Kind:
+    return Kind(["fit", "-d", fx.prepared, "-o", fx.dataset / "model"], None, ("lies inside the input", str(fx.dataset)),
+                watch=[fx.dataset])
+
+
+@kind(2, "evaluate-output-is-predictions")
+def _(root: Path, fx: Fixtures) -> Kind:
+    mask_in(root / "pred")
+    mask_in(root / "ref")
+    return Kind(["evaluate", "-p", root / "pred", "-l", root / "ref", "-o", root / "pred"], None, ("the output is the input",))
+
+
+@kind(2, "evaluate-output-is-references")
+def _(root: Path, fx: Fixtures) -> Kind:
+    mask_in(root / "pred")
+    mask_in(root / "ref")
+    return Kind(["evaluate", "-p", root / "pred", "-l", root / "ref", "-o", root / "ref"], None, ("the output is the input",))
+
+
+@kind(2, "export-over-a-checkpoint")
+def _(root: Path, fx: Fixtures) -> Kind:
+    model = copy_model(fx, root / "model")
+    return Kind(["export", "-m", model, "-f", "torchscript", "-o", model / "checkpoints" / "best.pt", "--overwrite"],
+                None, ("lies inside the input",))
+
+
+@kind(2, "export-bundle-into-model")
+def _(root: Path, fx: Fixtures) -> Kind:
+    model = copy_model(fx, root / "model")
+    return Kind(["export", "-m", model, "-f", "bundle", "-o", model], None, ("the output is the input",))
+
+
+# ---------------------------------------------------------------- 3. preprocess refuses what verify calls an error
+
+
+def _decathlon_with_label(root: Path, fx: Fixtures, change: Callable[[np.ndarray], np.ndarray]) -> tuple[Path, Path]:
+    ds = Path(shutil.copytree(fx.base, root / "ds"))
+    path = ds / "labelsTr" / "SYN_001.nii.gz"
+    label, affine = load(path)
+    save(path, change(label), affine)
+    return ds, path
+
+
+@kind(3, "fractional-label-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    def change(label: np.ndarray) -> np.ndarray:
+        out = label.astype(np.float32)
+        out[brain_voxel(label)] = 0.5
+        return out
+
+    ds, path = _decathlon_with_label(root, fx, change)
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", (str(path), "non-integer values 0.5"))
+
+
+@kind(3, "fractional-label-verify")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds, path = _decathlon_with_label(root, fx, lambda lab: np.where(lab > 0, 1.25, 0).astype(np.float32))
+    return Kind(["preprocess", "-i", ds, "--verify-only"], None, (str(path), "non-integer values 1.25"), report=True)
+
+
+@kind(3, "slices-label-above-declared-set")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = slices_dataset(root / "ds")
+    bad = ds / "training_labels" / "BRATS_002_z10.png"
+    label = np.zeros((16, 16), np.uint8)
+    label[3, 3] = 9
+    Image.fromarray(label).save(bad)
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", (str(bad), "label values 9 not declared"))
+
+
+@kind(3, "png16-label-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = slices_dataset(root / "ds")
+    bad = ds / "training_labels" / "BRATS_003_z20.png"
+    label = np.zeros((16, 16), np.uint16)
+    label[3, 3] = 257  # 8-bit clipping or wrapping would turn it into 255 or 1
+    Image.fromarray(label).save(bad)
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", (str(bad), "label values 257"))
+
+
+@kind(3, "singular-affine-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = Path(shutil.copytree(fx.base, root / "ds"))
+    singular = AFFINE.copy()
+    singular[:, 2] = 0.0
+    singular[3, 3] = 1.0
+    for sub in ("imagesTr", "labelsTr"):
+        path = ds / sub / "SYN_002.nii.gz"
+        data, _ = load(path)
+        save_sform(path, data, singular)
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", ("SYN_002.nii.gz", "affine is singular"))
+
+
+@kind(3, "singular-affine-verify")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = Path(shutil.copytree(fx.base, root / "ds"))
+    singular = np.zeros((4, 4))
+    singular[3, 3] = 1.0
+    for sub in ("imagesTr", "labelsTr"):
+        path = ds / sub / "SYN_000.nii.gz"
+        data, _ = load(path)
+        save_sform(path, data, singular)
+    return Kind(["preprocess", "-i", ds, "--verify-only"], None, ("SYN_000.nii.gz", "affine is singular"), report=True)
+
+
+@kind(3, "all-zero-image-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = Path(shutil.copytree(fx.base, root / "ds"))
+    bad = save(ds / "imagesTr" / "SYN_001.nii.gz", np.zeros((*SHAPE, 4), np.float32))
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", (str(bad), "all zeros"))
+
+
+# ---------------------------------------------------------------- 4. wrong pixel meaning
+
+
+@kind(4, "palette-png-with-colours")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = slices_dataset(root / "ds")
+    bad = ds / "training_images" / "BRATS_001_z20.png"
+    img = Image.fromarray(np.tile(np.arange(16, dtype=np.uint8), (16, 1)), mode="L").convert("P")
+    img.putpalette([v for i in range(256) for v in (i, 255 - i, (7 * i) % 256)])
+    img.save(bad)
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", (str(bad), "palette PNG with coloured entries"))
+
+
+@kind(4, "complex-nifti-image")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = Path(shutil.copytree(fx.base, root / "ds"))
+    data, affine = load(ds / "imagesTr" / "SYN_000.nii.gz")
+    bad = save(ds / "imagesTr" / "SYN_000.nii.gz", data.astype(np.complex64) * (1 + 1j), affine)
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", (str(bad), "complex-valued"))
+
+
+@kind(4, "complex-nifti-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "in").mkdir(parents=True)
+    bad = save(root / "in" / "c.nii.gz", np.ones((*SHAPE, 4), np.complex64))
+    return Kind(["infer", "-m", fx.model, "-i", bad, "-o", root / "out"], root / "out", (str(bad), "complex-valued"))
+
+
+@kind(4, "complex-mat-image")
+def _(root: Path, fx: Fixtures) -> Kind:
+    pair = np.dtype([("real", "<f8"), ("imag", "<f8")])
+    mat = swap_mat_image(figshare_file(root / "in" / "1.mat"),
+                         lambda g: g.create_dataset("image", data=np.zeros((16, 16), pair)))
+    return Kind(["infer", "-m", fx.model, "-i", mat, "-o", root / "out"], root / "out", (str(mat), "complex-valued"))
+
+
+# ---------------------------------------------------------------- 5. memory exhaustion
+
+LIMIT_WORDS = ("over the memory limit",)
+
+
+@kind(5, "nifti-gz-bomb-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "in").mkdir(parents=True)
+    bomb = nifti_declaring(root / "in" / "bomb.nii.gz", (2048, 2048, 600))
+    return Kind(["infer", "-m", fx.model, "-i", bomb, "-o", root / "out"], root / "out", (str(bomb), "2048 x 2048 x 600", *LIMIT_WORDS))
+
+
+@kind(5, "nifti-gz-bomb-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = Path(shutil.copytree(fx.base, root / "ds"))
+    bomb = nifti_declaring(ds / "labelsTr" / "SYN_002.nii.gz", (4096, 4096, 100))
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", (str(bomb), *LIMIT_WORDS))
+
+
+@kind(5, "nrrd-declares-huge")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "in").mkdir(parents=True)
+    path = root / "in" / "big.nrrd"
+    path.write_bytes(nrrd_header("", sizes="5000 5000 500").encode() + b"\n" + b"\0" * 64)
+    return Kind(["infer", "-m", fx.model, "-i", path, "-o", root / "out"], root / "out", (str(path), *LIMIT_WORDS))
+
+
+@kind(5, "mha-declares-huge")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "in").mkdir(parents=True)
+    path = root / "in" / "big.mha"
+    path.write_bytes(mhd_header("LOCAL", dims="100000 100000 2").encode() + b"\0" * 64)
+    return Kind(["infer", "-m", fx.model, "-i", path, "-o", root / "out"], root / "out", (str(path), *LIMIT_WORDS))
+
+
+@kind(5, "mat-declares-18-gib")
+def _(root: Path, fx: Fixtures) -> Kind:
+    mat = swap_mat_image(figshare_file(root / "in" / "1.mat"), lambda g: g.create_dataset(
+        "image", shape=(70000, 70000), dtype="<f4", chunks=(64, 64)))
+    return Kind(["infer", "-m", fx.model, "-i", mat, "-o", root / "out"], root / "out",
+                (str(mat), "70000 x 70000", "18.3 GiB", *LIMIT_WORDS))
+
+
+@kind(5, "png-declares-huge")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "in").mkdir(parents=True)
+    png = png_declaring(root / "in" / "huge.png", 60000, 60000)
+    return Kind(["infer", "-m", fx.model, "-i", png, "-o", root / "out"], root / "out", (str(png), "too large"))
+
+
+@kind(5, "dicom-declares-huge")
+def _(root: Path, fx: Fixtures) -> Kind:
+    import pydicom
+
+    from tests.test_readers import write_dicom_series
+
+    series = write_dicom_series(root / "dcm", n=2)
+    for f in series.iterdir():
+        ds = pydicom.dcmread(f)
+        ds.Rows, ds.Columns, ds.NumberOfFrames = 60000, 60000, 500
+        ds.save_as(f)
+    return Kind(["infer", "-m", fx.model, "-i", series, "-o", root / "out"], root / "out", (str(series), *LIMIT_WORDS))
+
+
+@kind(5, "label-value-1e8-declared")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = Path(shutil.copytree(fx.base, root / "ds"))
+    edit_json(ds / "dataset.json", lambda m: m["labels"].update({"100000000": "huge"}))
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", ("label value 100000000", "outside 0..255"))
+
+
+@kind(5, "roi-size-absurd")
+def _(root: Path, fx: Fixtures) -> Kind:
+    image_in(root / "in")
+    return Kind(["infer", "-m", fx.model, "-i", root / "in", "-o", root / "out", "--roi-size", "100000,100000,100000"],
+                root / "out", ("infer.roi_size", "between 1 and 4096"))
+
+
+@kind(5, "threads-absurd")
+def _(root: Path, fx: Fixtures) -> Kind:
+    image_in(root / "in")
+    return Kind(["infer", "-m", fx.model, "-i", root / "in", "-o", root / "out", "--threads", "100000"], root / "out",
+                ("infer.threads", "<= 1024"))
+
+
+@kind(5, "memory-limit-from-environment")
+def _(root: Path, fx: Fixtures) -> Kind:
+    image = image_in(root / "in")
+    return Kind(["infer", "-m", fx.model, "-i", image, "-o", root / "out"], root / "out",
+                (str(image), "memory limit of 1.0 KiB"), env={"SEGPIPE_MAX_IMAGE_MEMORY": "1KiB"})
+
+
+@kind(5, "memory-limit-not-a-size")
+def _(root: Path, fx: Fixtures) -> Kind:
+    image = image_in(root / "in")
+    return Kind(["infer", "-m", fx.model, "-i", image, "-o", root / "out"], root / "out",
+                ("SEGPIPE_MAX_IMAGE_MEMORY", "expected a size"), env={"SEGPIPE_MAX_IMAGE_MEMORY": "lots"})
+
+
+# ---------------------------------------------------------------- 6. concurrent writers
+
+
+@kind(6, "locked-fit-output")
+def _(root: Path, fx: Fixtures) -> Kind:
+    out = lock_with(root / "model", fx.live_pid, "fit")
+    return Kind(["fit", "-d", fx.prepared, "-o", out, "--epochs", "1"], None, (str(out), f"PID {fx.live_pid}", "in use"),
+                watch=[out])
+
+
+@kind(6, "locked-fit-resume")
+def _(root: Path, fx: Fixtures) -> Kind:
+    model = lock_with(copy_model(fx, root / "model"), fx.live_pid, "fit")
+    return Kind(["fit", "-d", fx.prepared, "-o", model, "--resume"], None, (f"PID {fx.live_pid}", "in use"), watch=[model])
+
+
+@kind(6, "locked-preprocess-output")
+def _(root: Path, fx: Fixtures) -> Kind:
+    out = lock_with(root / "out", fx.live_pid, "preprocess")
+    return Kind(["preprocess", "-i", fx.base, "-o", out], None, (f"PID {fx.live_pid}", "segpipe preprocess"), watch=[out])
+
+
+@kind(6, "locked-infer-output")
+def _(root: Path, fx: Fixtures) -> Kind:
+    image_in(root / "in")
+    out = lock_with(root / "out", fx.live_pid, "infer")
+    return Kind(["infer", "-m", fx.model, "-i", root / "in", "-o", out], None, (f"PID {fx.live_pid}",), watch=[out])
+
+
+@kind(6, "locked-evaluate-output")
+def _(root: Path, fx: Fixtures) -> Kind:
+    mask_in(root / "pred")
+    mask_in(root / "ref")
+    out = lock_with(root / "out", fx.live_pid, "evaluate")
+    return Kind(["evaluate", "-p", root / "pred", "-l", root / "ref", "-o", out], None, (f"PID {fx.live_pid}",), watch=[out])
+
+
+# ---------------------------------------------------------------- 7. tracebacks that must be one line
+
+
+@kind(7, "yaml-python-tag-on-resume")
+def _(root: Path, fx: Fixtures) -> Kind:
+    model = copy_model(fx, root / "model")
+    marker = root / "code-ran"
+    (model / "config.yaml").write_text(f"train: !!python/object/apply:os.system ['touch {marker}']\n")
+    return Kind(["fit", "-d", fx.prepared, "-o", model, "--resume"], model, (str(model / "config.yaml"), "not valid YAML"))
+
+
+@kind(7, "checkpoint-missing-keys-on-resume")
+def _(root: Path, fx: Fixtures) -> Kind:
+    model = copy_model(fx, root / "model")
+    last = model / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    del state["optimizer"]
+    torch.save(state, last)
+    return Kind(["fit", "-d", fx.prepared, "-o", model, "--resume"], model, (str(last), "lacks the key 'optimizer'"))
+
+
+@kind(7, "checkpoint-mistyped-key-on-resume")
+def _(root: Path, fx: Fixtures) -> Kind:
+    model = copy_model(fx, root / "model")
+    last = model / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    state["epoch"] = "three"
+    torch.save(state, last)
+    return Kind(["fit", "-d", fx.prepared, "-o", model, "--resume"], model, (str(last), "'epoch' holds str"))
+
+
+@kind(7, "checkpoint-mistyped-weights-at-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    model = copy_model(fx, root / "model")
+    best = model / "checkpoints" / "best.pt"
+    state = torch.load(best, weights_only=True)
+    state["model"] = [1, 2, 3]
+    torch.save(state, best)
+    image_in(root / "in")
+    return Kind(["infer", "-m", model, "-i", root / "in", "-o", root / "out"], root / "out", (str(best), "'model' holds list"))
+
+
+@kind(7, "overlap-one-in-model-config")
+def _(root: Path, fx: Fixtures) -> Kind:
+    model = copy_model(fx, root / "model")
+    config = model / "config.yaml"
+    config.write_text(config.read_text().replace("overlap: 0.5", "overlap: 1.0"))
+    image_in(root / "in")
+    return Kind(["infer", "-m", model, "-i", root / "in", "-o", root / "out"], root / "out", (str(config), "infer.overlap", "< 1"))
+
+
+@kind(7, "roi-size-wrong-rank")
+def _(root: Path, fx: Fixtures) -> Kind:
+    image_in(root / "in")
+    return Kind(["infer", "-m", fx.model, "-i", root / "in", "-o", root / "out", "--roi-size", "16,16"], root / "out",
+                ("infer.roi_size", "has 2 values", "expected 3"))
+
+
+@kind(7, "patient-pattern-invalid")
+def _(root: Path, fx: Fixtures) -> Kind:
+    mask_in(root / "pred")
+    mask_in(root / "ref")
+    return Kind(["evaluate", "-p", root / "pred", "-l", root / "ref", "-o", root / "out", "--set", "evaluate.patient_pattern=(x"],
+                root / "out", ("evaluate.patient_pattern", "not a valid regular expression"))
+
+
+@kind(7, "patient-pattern-without-group")
+def _(root: Path, fx: Fixtures) -> Kind:
+    mask_in(root / "pred")
+    mask_in(root / "ref")
+    return Kind(["evaluate", "-p", root / "pred", "-l", root / "ref", "-o", root / "out", "--set", "evaluate.patient_pattern=a"],
+                root / "out", ("evaluate.patient_pattern", "group named patient"))
+
+
+@kind(7, "device-cuda-without-cuda")
+def _(root: Path, fx: Fixtures) -> Kind:
+    image_in(root / "in")
+    return Kind(["infer", "-m", fx.model, "-i", root / "in", "-o", root / "out", "--device", "cuda"], root / "out",
+                ("--device", "CUDA is not available"))
+
+
+@kind(7, "device-unknown")
+def _(root: Path, fx: Fixtures) -> Kind:
+    return Kind(["fit", "-d", fx.prepared, "-o", root / "model", "--set", "train.device=gpu0"], root / "model",
+                ("train.device", "must be cpu, cuda"))
+
+
+def _fit_set(key_value: str, *words: str) -> Callable[[Path, Fixtures], Kind]:
+    def build(root: Path, fx: Fixtures) -> Kind:
+        return Kind(["fit", "-d", fx.prepared, "-o", root / "model", "--set", key_value], root / "model",
+                    (key_value.split("=")[0], *words))
+
+    return build
+
+
+kind(7, "lr-nan")(_fit_set("train.lr=.nan", "finite"))
+kind(7, "num-workers-negative")(_fit_set("train.num_workers=-1", ">= 0"))
+
+# ---------------------------------------------------------------- 8. nonsense accepted with exit 0
+
+kind(8, "batch-size-negative")(_fit_set("train.batch_size=-1", ">= 1"))
+kind(8, "epochs-zero")(_fit_set("train.epochs=0", ">= 1"))
+kind(8, "patch-size-with-zeros")(_fit_set("train.patch_size=[0,16,16]", "between 1 and 4096"))
+kind(8, "lr-infinite")(_fit_set("train.lr=.inf", "finite"))
+
+
+@kind(8, "folds-zero")
+def _(root: Path, fx: Fixtures) -> Kind:
+    return Kind(["preprocess", "-i", fx.base, "-o", root / "out", "--set", "preprocess.folds=0"], root / "out",
+                ("preprocess.folds", ">= 2"))
+
+
+@kind(8, "spacing-not-positive")
+def _(root: Path, fx: Fixtures) -> Kind:
+    return Kind(["preprocess", "-i", fx.base, "-o", root / "out", "--set", "preprocess.target_spacing=[1,0,-1]"],
+                root / "out", ("preprocess.target_spacing", "> 0"))
+
+
+@kind(8, "overlap-negative-in-config-file")
+def _(root: Path, fx: Fixtures) -> Kind:
+    config = root / "c.yaml"
+    root.mkdir(parents=True, exist_ok=True)
+    config.write_text("infer:\n  overlap: -0.5\n")
+    return Kind(["preprocess", "-i", fx.base, "-o", root / "out", "--config", config], root / "out",
+                (str(config), "infer.overlap", ">= 0"))
+
+
+# ---------------------------------------------------------------- 9. misleading messages
+
+
+@kind(9, "label-minus-one")
+def _(root: Path, fx: Fixtures) -> Kind:
+    def change(label: np.ndarray) -> np.ndarray:
+        out = label.astype(np.int8)
+        out[brain_voxel(label)] = -1
+        return out
+
+    ds, path = _decathlon_with_label(root, fx, change)
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", (str(path), "label values -1"))
+
+
+@kind(9, "truncated-png")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = slices_dataset(root / "ds")
+    bad = ds / "training_images" / "BRATS_003_z10.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (16, 16), dtype=np.uint8)).save(bad)
+    bad.write_bytes(bad.read_bytes()[:-40])
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", (str(bad), "PNG is truncated"))
+
+
+@kind(9, "one-pixel-png")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = slices_dataset(root / "ds")
+    for sub in ("training_images", "training_labels"):
+        Image.fromarray(np.ones((1, 1), np.uint8)).save(ds / sub / "BRATS_002_z20.png")
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", ("BRATS_002_z20.png", "1 x 1", "too small"))
+
+
+def build_all(root: Path, fx: Fixtures) -> dict[str, Kind]:
+    """Every kind, each in its own folder under `root`."""
+    out = {}
+    for name, (_defect, build) in KINDS.items():
+        folder = root / name
+        folder.mkdir(parents=True)
+        out[name] = build(folder, fx)
+    return out
+
+
+def defects() -> dict[int, list[str]]:
+    """Kind names by defect class."""
+    by: dict[int, list[str]] = {}
+    for name, (defect, _) in KINDS.items():
+        by.setdefault(defect, []).append(name)
+    return by
+
+
+__all__ = ["KINDS", "Kind", "Fixtures", "build_all", "defects", "make_outside", "make_dataset", "png_declaring"]
