@@ -7,6 +7,7 @@ changes the numbers: validation during `fit` must equal `evaluate` on `infer`'s 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,7 @@ def slice_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def _val_images(raw: Path, prepared: Path, out: Path, fold: int = 0) -> Path:
     out.mkdir()
     for cid in json.loads((prepared / "splits.json").read_text())[fold]["val"]:
-        (out / f"{cid}.png").symlink_to(raw / "training_images" / f"{cid}.png")
+        shutil.copyfile(raw / "training_images" / f"{cid}.png", out / f"{cid}.png")  # a link out of -i would be refused
     return out
 
 

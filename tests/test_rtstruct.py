@@ -136,7 +136,8 @@ def test_rtstruct_without_rt_utils_names_the_extra(tmp_path, monkeypatch):
     with pytest.raises(SegpipeError, match=r"segpipe\[rtstruct\]"):
         require_rt_utils()
     (tmp_path / "model").mkdir()
-    out = CliRunner().invoke(cli, ["infer", "-m", str(tmp_path / "model"), "-i", str(tmp_path), "-o", str(tmp_path / "o"),
+    (tmp_path / "in").mkdir()
+    out = CliRunner().invoke(cli, ["infer", "-m", str(tmp_path / "model"), "-i", str(tmp_path / "in"), "-o", str(tmp_path / "o"),
                                    "--rtstruct"])
     assert out.exit_code == 1
     assert out.output.strip().splitlines() == ["error: option --rtstruct: needs rt-utils: pip install 'segpipe[rtstruct]'"]
