@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -90,7 +91,7 @@ def _held_out(task: dict, splits: list[dict], fold: int, folder: Path) -> Path:
     for cid in splits[fold]["val"]:
         link = folder / f"{cid}{task['suffix']}"
         if not link.exists():
-            link.symlink_to((source / f"{cid}{task['suffix']}").resolve())
+            shutil.copyfile((source / f"{cid}{task['suffix']}").resolve(), link)  # segpipe refuses links out of its input folder
     return folder
 
 

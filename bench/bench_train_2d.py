@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -111,7 +112,7 @@ def main() -> None:
     for case in fold["val"]:
         link = held_out / f"{case}.png"
         if not link.exists():
-            link.symlink_to((args.data / "training_images" / f"{case}.png").resolve())
+            shutil.copyfile((args.data / "training_images" / f"{case}.png").resolve(), link)  # segpipe refuses links out of its input folder
     subprocess.run(_segpipe("infer", "-m", str(work / "model"), "-i", str(held_out), "-o", str(work / "segpipe_pred"), "-q", "--overwrite"), check=True)
     import pandas as pd
 
