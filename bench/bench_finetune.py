@@ -50,7 +50,7 @@ def per_patient_dice(model_dir: Path, prepared: Path, fold: int) -> dict[str, fl
     import torch
     from monai.inferers import sliding_window_inference
 
-    from segpipe.pipeline.model_folder import load_model_folder
+    from segpipe.artifacts.model_folder import load_model_folder
 
     torch.set_num_threads(1)
     folder = load_model_folder(model_dir, "last")

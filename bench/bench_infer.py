@@ -54,7 +54,7 @@ def window_gflop(model_dir: Path) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from segpipe.pipeline.model_folder import load_model_folder
+    from segpipe.artifacts.model_folder import load_model_folder
 
     net = load_model_folder(model_dir).net
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
@@ -71,7 +71,7 @@ def run_plain(image: Path, model_dir: Path, precision: str, out: Path, crop: boo
     import torch
     from monai.inferers import sliding_window_inference
 
-    from segpipe.pipeline.model_folder import load_model_folder
+    from segpipe.artifacts.model_folder import load_model_folder
 
     net = load_model_folder(model_dir).net.eval()
     start = time.perf_counter()
@@ -137,7 +137,7 @@ def dice_vs_reference(pred: Path, ref: Path) -> float:
     import nibabel as nib
     import numpy as np
 
-    from segpipe.reports.metrics import dice
+    from segpipe.metrics.overlap import dice
 
     p = np.asarray(nib.load(str(pred)).dataobj)
     r = np.asarray(nib.load(str(ref)).dataobj)

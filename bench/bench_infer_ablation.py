@@ -28,7 +28,7 @@ STEPS = [
 
 def one(channels_last: bool, fuse: bool, reuse: bool, repeats: int) -> float:
     """Seconds per forward pass of two windows in this configuration."""
-    from segpipe.pipeline.allocator import keep_freed_memory
+    from segpipe.runtime.allocator import keep_freed_memory
 
     if reuse:
         keep_freed_memory()

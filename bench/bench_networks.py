@@ -11,7 +11,7 @@ MONAI's UNet cannot take 120x120 (not a multiple of 16), so its 2D input is
 zero-padded to 128x128 - the size segpipe's UNet pads to internally.
 
 ``--reuse-memory`` keeps freed memory in the process for reuse (what ``segpipe fit``
-does on CPU by default, see segpipe/pipeline/allocator.py), for every network alike.
+does on CPU by default, see segpipe/runtime/allocator.py), for every network alike.
 
 Usage:
     python bench/bench_networks.py [--iters 3] [--warmup 1] [--only unet-2d ...] [--reuse-memory]
@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reuse_memory:
-        from segpipe.pipeline.allocator import keep_freed_memory
+        from segpipe.runtime.allocator import keep_freed_memory
 
         keep_freed_memory()
 

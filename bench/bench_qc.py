@@ -89,7 +89,7 @@ def ood_counts(model: Path, work: Path, held_out: list[Path], data: Path) -> dic
     from scipy import ndimage
 
     from segpipe.pipeline.preprocess import load_prepared  # noqa: F401 - segpipe importable
-    from segpipe.pipeline.model_folder import read_model_config
+    from segpipe.artifacts.model_folder import read_model_config
     from segpipe.qc.ood import check_case
     from segpipe.transforms.preprocessing import chain_for
 

@@ -49,7 +49,7 @@ def figshare_reference(data: Path, splits: Path, out: Path, seconds: float, fold
 
     sys.path.insert(0, str(HERE.parent))
     from segpipe.data.figshare import read_mat_field
-    from segpipe.pipeline.writers import write_mask
+    from segpipe.writers.masks import write_mask
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)

@@ -294,7 +294,7 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
     base = None
     config_file = model_dir / "config.yaml" if not all_folds else model_dir / "fold_0" / "config.yaml"
     if resume and config_file.is_file():
-        from segpipe.pipeline.model_folder import read_yaml
+        from segpipe.artifacts.model_folder import read_yaml
 
         base = read_yaml(config_file)
     extra = list(overrides)
@@ -434,8 +434,8 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
         _report_qc(result)
     _report_failures(result.failed + result.refused)
     if labels is not None:
+        from segpipe.artifacts.model_folder import read_model_config
         from segpipe.pipeline.evaluate import evaluate as run_evaluate
-        from segpipe.pipeline.model_folder import read_model_config
 
         model_cfg = read_model_config(next(iter(sorted(model_dir.glob("fold_*"))), model_dir) if not (model_dir / "config.yaml").is_file() else model_dir)
         names = {int(k): v for k, v in model_cfg[1]["labels"].items()}

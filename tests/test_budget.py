@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
+from segpipe.artifacts.checkpoints import load_checkpoint
 from segpipe.errors import SegpipeError
-from segpipe.pipeline.checkpoints import load_checkpoint
 from segpipe.training.budget import BudgetSchedule, TimeBudget, lr_factor, plan_budget
 from segpipe.training.handlers import Checkpointer, EarlyStopping, ModelSelection, console_line
 

@@ -4,8 +4,8 @@ import pickle
 import pytest
 import torch
 
+from segpipe.artifacts.checkpoints import check_compatible, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from segpipe.errors import SegpipeError
-from segpipe.pipeline.checkpoints import check_compatible, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
 class _Evil:

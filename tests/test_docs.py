@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from segpipe.reports.clidoc import documented_cli, render_cli_reference
+from segpipe.cli_doc import documented_cli, render_cli_reference
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -17,7 +17,7 @@ DOCS = REPO / "docs"
 def test_cli_reference_is_up_to_date():
     expected = render_cli_reference(documented_cli())
     current = (DOCS / "cli.md").read_text() if (DOCS / "cli.md").is_file() else ""
-    assert current == expected, "docs/cli.md is out of date: run `python -m segpipe.reports.clidoc > docs/cli.md`"
+    assert current == expected, "docs/cli.md is out of date: run `python -m segpipe.cli_doc > docs/cli.md`"
 
 
 def test_cli_reference_documents_every_command_and_option():
@@ -34,7 +34,7 @@ def test_cli_reference_documents_every_command_and_option():
 
 def test_cli_reference_is_deterministic():
     env = {**os.environ, "COLUMNS": "37"}
-    out = subprocess.run([sys.executable, "-m", "segpipe.reports.clidoc"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "segpipe.cli_doc"], capture_output=True, text=True,
                          check=True, env=env, cwd=REPO)
     assert out.stdout == render_cli_reference(documented_cli())
 

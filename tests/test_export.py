@@ -13,11 +13,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from segpipe.artifacts.model_folder import ModelFolder, load_model_folder
 from segpipe.cli import cli
 from segpipe.cli_export import export as export_command
+from segpipe.networks.spec import build_from_spec
 from segpipe.pipeline.export import ATOL, save_onnx, save_torchscript
-from segpipe.pipeline.model import build_from_spec
-from segpipe.pipeline.model_folder import ModelFolder, load_model_folder
 
 from tests.conftest import tiny_config
 

@@ -10,12 +10,12 @@ import torch
 import yaml
 from click.testing import CliRunner
 
+from segpipe.artifacts.checkpoints import load_checkpoint
 from segpipe.cli import cli
 from segpipe.errors import SegpipeError
-from segpipe.pipeline import finetune
-from segpipe.pipeline.checkpoints import load_checkpoint
+from segpipe.networks.spec import build_from_spec
 from segpipe.pipeline.fit import fit
-from segpipe.pipeline.model import build_from_spec
+from segpipe.training import finetune
 from tests.conftest import tiny_config
 
 MSD = {"0": "background", "1": "edema", "2": "non-enhancing tumour", "3": "enhancing tumour"}
@@ -76,8 +76,8 @@ def test_stem_reinitialised_when_channels_differ(tiny_model):
 
 
 def test_strided_stem_reinitialised_when_channels_differ(tmp_path):
+    from segpipe.artifacts.checkpoints import save_checkpoint
     from segpipe.atomic import write_json
-    from segpipe.pipeline.checkpoints import save_checkpoint
 
     spec = {"name": "unet", "spatial_dims": 2, "in_channels": 4, "out_channels": 4,
             "options": {"filters": 4, "depth": 2, "stem": "strided"}}

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+from segpipe.artifacts.model_folder import load_model_folder
 from segpipe.pipeline.fit import fit
-from segpipe.pipeline.model_folder import load_model_folder
 from segpipe.pipeline.preprocess import preprocess
 from tests.conftest import shared_data, tiny_config
 

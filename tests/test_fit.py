@@ -2,8 +2,8 @@ import pandas as pd
 import pytest
 import torch
 
+from segpipe.artifacts.checkpoints import load_checkpoint
 from segpipe.errors import SegpipeError
-from segpipe.pipeline.checkpoints import load_checkpoint
 from segpipe.pipeline.fit import fit
 from tests.conftest import tiny_config
 

@@ -4,10 +4,10 @@ import pandas as pd
 import pytest
 
 from segpipe.errors import SegpipeError
+from segpipe.metrics.overlap import dice
 from segpipe.pipeline import infer as infer_module
 from segpipe.pipeline.evaluate import evaluate
 from segpipe.pipeline.infer import infer
-from segpipe.reports.metrics import dice
 
 
 def _oblique_case(folder, rng):

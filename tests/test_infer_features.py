@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-import segpipe.pipeline.precision as precision_module
+import segpipe.runtime.precision as precision_module
 from segpipe.errors import SegpipeError
 from segpipe.pipeline import infer as infer_module
 from segpipe.pipeline.fit import fit, fit_folds
@@ -191,7 +191,7 @@ def test_brats_layout_oracle_returns_the_label_voxel_for_voxel(tmp_path, monkeyp
 def test_dicom_seg_references_the_series(tmp_path):
     pydicom = pytest.importorskip("pydicom")
     pytest.importorskip("highdicom")
-    from segpipe.pipeline.dicom_seg import write_dicom_seg
+    from segpipe.writers.dicom_seg import write_dicom_seg
     from tests.test_readers import write_dicom_series
 
     series = write_dicom_series(tmp_path / "series", n=4, spacing=2.5, shape=(8, 6))

@@ -8,7 +8,7 @@ from torch import nn
 
 from segpipe.networks import build_network
 from segpipe.networks.inference import FusedInstanceNormReLU, optimize_for_inference
-from segpipe.pipeline.allocator import keep_freed_memory
+from segpipe.runtime.allocator import keep_freed_memory
 
 SIZES = {2: (37, 30), 3: (19, 14, 11)}
 LINKNET_3D = (35, 34, 33)  # LinkNet downsamples 32 times: smaller leaves one voxel to normalise

@@ -31,7 +31,7 @@ import torch
 import yaml
 from PIL import Image
 
-from segpipe.pipeline.checkpoints import load_checkpoint
+from segpipe.artifacts.checkpoints import load_checkpoint
 from tests._corpus import TINY, assert_no_partials, env, make_dataset, one_line_error, partials, run
 
 TRIALS = 5

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from segpipe.atomic import atomic_path, write_json
-from segpipe.reports.metrics import dice, dice_per_label, dice_per_region
+from segpipe.metrics.overlap import dice, dice_per_label, dice_per_region
 
 
 def _reference_dice(a: np.ndarray, b: np.ndarray) -> float:

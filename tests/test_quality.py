@@ -127,7 +127,7 @@ def test_bad_budget_and_patch_are_refused_naming_the_key(slice_data, tmp_path):
 
 
 def test_all_cases_trains_on_every_case_with_best_equal_to_last(slice_data, tmp_path):
-    from segpipe.pipeline.checkpoints import load_checkpoint
+    from segpipe.artifacts.checkpoints import load_checkpoint
     from tests._corpus import run
 
     _, prepared = slice_data
@@ -180,7 +180,7 @@ def test_region_training_validates_and_infers_the_dataset_labels(slice_data, tmp
 
 
 def test_a_resumed_budget_run_keeps_its_epoch_sizes(slice_data, tmp_path):
-    from segpipe.pipeline.checkpoints import load_checkpoint
+    from segpipe.artifacts.checkpoints import load_checkpoint
 
     _, prepared = slice_data
     cfg = slice_config(**{"train.max_seconds": "12"})

@@ -2,9 +2,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from segpipe.artifacts.plan import aggregate_intensity, choose_patch_size, header_geometry, median_spacing
 from segpipe.data.case import Case
-from segpipe.pipeline.plan import aggregate_intensity, choose_patch_size, header_geometry, median_spacing
-from segpipe.pipeline.splits import patient_folds
+from segpipe.data.splits import patient_folds
 
 
 def _cases(patients: int, per_patient: int) -> list[Case]:

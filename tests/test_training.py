@@ -11,12 +11,12 @@ import pytest
 import torch
 import yaml
 
-import segpipe.pipeline.precision as precision_module
-from segpipe.errors import SegpipeError
-from segpipe.pipeline.checkpoints import load_checkpoint, save_checkpoint
-from segpipe.pipeline.fit import fit, fit_folds
-from segpipe.pipeline.training import Precision, epoch_indices, make_optimizer, make_scheduler
+import segpipe.runtime.precision as precision_module
+from segpipe.artifacts.checkpoints import load_checkpoint, save_checkpoint
 from segpipe.config import TrainConfig, load_config
+from segpipe.errors import SegpipeError
+from segpipe.pipeline.fit import fit, fit_folds
+from segpipe.training.steps import Precision, epoch_indices, make_optimizer, make_scheduler
 from tests.conftest import REPO, tiny_config
 
 DETERMINISTIC = {"train.deterministic": "true", "train.iterations_per_epoch": "3", "model.dropout": "0.1",
@@ -67,7 +67,7 @@ def test_two_process_gloo_training_writes_one_model_folder(prepared_dataset, tmp
 
 KILL_DURING_SAVE = """
 import os, signal, sys, torch
-from segpipe.pipeline import checkpoints
+from segpipe.artifacts import checkpoints
 real_save = torch.save
 def dying_save(obj, f, *a, **k):
     with open(f, "wb") as fh:

@@ -13,10 +13,10 @@ from tqdm import tqdm
 from segpipe.atomic import write_json, write_with
 from segpipe.config import EvaluateConfig
 from segpipe.errors import SegpipeError
+from segpipe.metrics.overlap import EMPTY_CONVENTION
+from segpipe.metrics.patients import PatientScores, label_structures, structures
 from segpipe.reports.figures import overlay, training_curves
 from segpipe.reports.masks import is_mask_file, load_display_slice, load_mask, mask_id
-from segpipe.reports.metrics import EMPTY_CONVENTION
-from segpipe.reports.patients import PatientScores, label_structures, structures
 from segpipe.reports.references import Reference, matched_splits, model_label_names, no_match_error, read_references
 from segpipe.reports.report import html_report
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
+from segpipe.artifacts.model_folder import ModelFolder, load_model_folder
 from segpipe.atomic import atomic_path, write_json, write_text
 from segpipe.errors import SegpipeError
 from segpipe.outputs import LOCK_NAME
-from segpipe.pipeline.model_folder import ModelFolder, load_model_folder
 
 FORMATS = ("torchscript", "onnx", "bundle")
 ATOL = 1e-4

@@ -24,26 +24,26 @@ from monai.data import CacheDataset, DataLoader, ThreadDataLoader
 from monai.transforms import Compose, LoadImaged
 from tqdm import tqdm
 
+from segpipe.artifacts.checkpoints import load_checkpoint, rng_state, set_rng_state
 from segpipe.atomic import remove_stale_partials, write_json, write_yaml
 from segpipe.config import Config, TrainConfig
 from segpipe.config_schema import check_device
 from segpipe.data.paths import inside
 from segpipe.errors import SegpipeError
-from segpipe.pipeline import finetune
-from segpipe.pipeline.allocator import keep_freed_memory
-from segpipe.pipeline.checkpoints import load_checkpoint, rng_state, set_rng_state
-from segpipe.pipeline.distributed import Dist, init_distributed, shutdown
+from segpipe.metrics.patients import label_structures, structures
+from segpipe.networks.spec import build_from_spec, network_spec
 from segpipe.pipeline.evaluate import default_regions
-from segpipe.pipeline.model import build_from_spec, network_spec
-from segpipe.pipeline.precision import ARITHMETIC, resolve_precision
 from segpipe.pipeline.preprocess import load_prepared
 from segpipe.qc.reference import with_reference
-from segpipe.pipeline.training import ListSampler, Precision, epoch_indices, make_optimizer, make_scheduler
 from segpipe.reports.figures import training_curves
-from segpipe.reports.patients import label_structures, structures
+from segpipe.runtime.allocator import keep_freed_memory
+from segpipe.runtime.distributed import Dist, init_distributed, shutdown
+from segpipe.runtime.precision import ARITHMETIC, resolve_precision
+from segpipe.training import finetune
 from segpipe.training.budget import BudgetPlan, BudgetSchedule, TimeBudget, plan_budget
 from segpipe.training.handlers import Checkpointer, EarlyStopping, ModelSelection, console_line
 from segpipe.training.losses import deep_supervised_loss, make_loss
+from segpipe.training.steps import ListSampler, Precision, epoch_indices, make_optimizer, make_scheduler
 from segpipe.training.validation import validate
 from segpipe.transforms.augment import KEYS, training_chain
 from segpipe.transforms.regions import RegionChain, labels_to_regions, region_chain

@@ -14,6 +14,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from tqdm import tqdm
 
+from segpipe.artifacts.model_folder import ModelFolder, load_model_folder
 from segpipe.atomic import remove_stale_partials
 from segpipe.config import InferConfig, merge_dict
 from segpipe.config_schema import check_device
@@ -21,15 +22,14 @@ from segpipe.data.case import Case
 from segpipe.data.inputs import discover_inputs
 from segpipe.errors import SegpipeError, reader_error
 from segpipe.networks.inference import optimize_for_inference
-from segpipe.pipeline.allocator import keep_freed_memory
-from segpipe.pipeline.model_folder import ModelFolder, load_model_folder
-from segpipe.pipeline.precision import autocast, check_precision, resolve_precision
 from segpipe.qc.session import InferQC, Refused, uncertainty_name
-from segpipe.pipeline.writers import output_name, probability_name, write_mask, write_probabilities
-from segpipe.transforms.postprocess import postprocess
+from segpipe.runtime.allocator import keep_freed_memory
+from segpipe.runtime.precision import autocast, check_precision, resolve_precision
 from segpipe.transforms.inversion import invert_to_input
+from segpipe.transforms.postprocess import postprocess
 from segpipe.transforms.preprocessing import chain_for
 from segpipe.transforms.regions import RegionChain, region_chain, regions_to_labels
+from segpipe.writers.masks import output_name, probability_name, write_mask, write_probabilities
 
 BACKGROUND_LOGIT = 20.0  # softmax(20, 0, ...) is background with certainty to float32 precision
 
@@ -342,7 +342,7 @@ def _segment_all(segmenter: Segmenter, cases: list[Case], out: Path, result: Inf
         if probs is not None:
             write_probabilities(layout, case.images[0], probs, out / probability_name(case.case_id, layout), original_affine)
         if dicom_seg and layout == "dicom":
-            from segpipe.pipeline.dicom_seg import write_dicom_seg
+            from segpipe.writers.dicom_seg import write_dicom_seg
 
             names = {int(k): v for k, v in segmenter.plan["labels"].items()}
             write_dicom_seg(case.images[0], labels, names, out / f"{case.case_id}_seg.dcm")

@@ -17,15 +17,15 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from segpipe.artifacts.plan import build_plan, case_geometry, median_spacing
 from segpipe.atomic import write_json, write_with
 from segpipe.config import Config
 from segpipe.data import Case, read_dataset
 from segpipe.data.dataset import Dataset
 from segpipe.data.guard import input_roots
 from segpipe.data.loading import layout_of
+from segpipe.data.splits import dataset_folds, patient_folds
 from segpipe.errors import SegpipeError, reader_error
-from segpipe.pipeline.plan import build_plan, case_geometry, median_spacing
-from segpipe.pipeline.splits import dataset_folds, patient_folds
 
 CASES_DIR = "cases"
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from segpipe.artifacts.checkpoints import save_checkpoint
 from segpipe.atomic import write_with
-from segpipe.pipeline.checkpoints import save_checkpoint
 
 
 @dataclass

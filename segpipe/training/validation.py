@@ -9,8 +9,8 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from segpipe.config import InferConfig
+from segpipe.metrics.patients import PatientScores
 from segpipe.networks.inference import optimize_for_inference
-from segpipe.reports.patients import PatientScores
 from segpipe.transforms.regions import RegionChain, regions_to_labels
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from segpipe.reports.metrics import OverlapTally
+from segpipe.metrics.overlap import OverlapTally
 
 
 def label_structures(label_ids: Sequence[int], names: dict[int, str]) -> list[str]:

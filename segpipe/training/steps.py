@@ -12,7 +12,7 @@ from torch import nn
 
 from segpipe.config import TrainConfig
 from segpipe.errors import SegpipeError
-from segpipe.pipeline.precision import autocast, check_precision
+from segpipe.runtime.precision import autocast, check_precision
 
 
 def make_optimizer(params: Any, t: TrainConfig) -> torch.optim.Optimizer:

@@ -10,11 +10,11 @@ from typing import Any
 import yaml
 from torch import nn
 
+from segpipe.artifacts.checkpoints import check_compatible, load_checkpoint
 from segpipe.config import Config, config_from_dict
 from segpipe.errors import SegpipeError
 from segpipe.limits import check_label_value
-from segpipe.pipeline.checkpoints import check_compatible, load_checkpoint
-from segpipe.pipeline.model import build_from_spec
+from segpipe.networks.spec import build_from_spec
 
 
 @dataclass

@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from segpipe.artifacts.checkpoints import load_checkpoint
 from segpipe.atomic import write_json
 from segpipe.config import TrainConfig
 from segpipe.errors import SegpipeError
 from segpipe.networks.registry import NETWORKS
-from segpipe.pipeline.checkpoints import load_checkpoint
 
 INIT_FILE = "init.json"
 

@@ -1,6 +1,6 @@
 """The CLI reference (docs/cli.md), rendered from the Click group itself.
 
-Regenerate with `python -m segpipe.reports.clidoc > docs/cli.md`; tests/test_docs.py fails
+Regenerate with `python -m segpipe.cli_doc > docs/cli.md`; tests/test_docs.py fails
 when the file is out of date. The text is deterministic: it does not depend on the
 terminal width or on the environment.
 """
@@ -13,7 +13,7 @@ import click
 
 HEADER = """# CLI reference
 
-Generated from the command-line interface by `python -m segpipe.reports.clidoc > docs/cli.md`;
+Generated from the command-line interface by `python -m segpipe.cli_doc > docs/cli.md`;
 do not edit by hand (tests/test_docs.py checks that it is up to date). Walk-throughs are in
 [user-guide.md](user-guide.md), training in [training.md](training.md), the MONAI bundle in
 [bundle.md](bundle.md), metrics in [evaluation.md](evaluation.md) and measured numbers in

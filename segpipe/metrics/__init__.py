@@ -1,0 +1,1 @@
+"""Segmentation metrics shared by validation during training and by the reports."""

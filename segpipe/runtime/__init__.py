@@ -1,0 +1,1 @@
+"""Process-level runtime: precision, distributed training, the memory allocator."""

@@ -1,0 +1,1 @@
+"""Writing predictions: masks and probabilities in the input's form, DICOM-SEG."""
