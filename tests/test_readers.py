@@ -16,7 +16,8 @@ from PIL import Image
 from segpipe.data import read_dataset
 from segpipe.data.decathlon import Dataset as DecathlonDataset
 from segpipe.data.dataset import Dataset
-from segpipe.data.figshare import FigshareMatReader, read_mat_field, write_figshare_mat
+from segpipe.data.figshare import read_mat_field, write_figshare_mat
+from segpipe.data.mat_reader import FigshareMatReader
 from segpipe.data.inputs import discover_inputs
 from segpipe.data.loading import load_arrays, monai_reader
 from segpipe.errors import SegpipeError

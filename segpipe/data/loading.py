@@ -55,7 +55,7 @@ def monai_reader(layout: str, key: str, path: str | Path | None = None) -> Any:
 
         return PILReader(converter=to_declared_mode)
     if layout == "figshare":
-        from segpipe.data.figshare import FigshareMatReader
+        from segpipe.data.mat_reader import FigshareMatReader
 
         return FigshareMatReader(field=_FIGSHARE_FIELDS[key])
     if layout == "dicom":

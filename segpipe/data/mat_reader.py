@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from monai.data import ImageReader
 
-from segpipe.data.figshare import read_mat_field
+from segpipe.data.mat_file import read_mat_field
 from segpipe.errors import SegpipeError
 
 
