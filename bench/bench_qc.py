@@ -88,16 +88,15 @@ def ood_counts(model: Path, work: Path, held_out: list[Path], data: Path) -> dic
     from PIL import Image
     from scipy import ndimage
 
-    from segpipe.pipeline.preprocess import load_prepared  # noqa: F401 - segpipe importable
-    from segpipe.artifacts.model_folder import read_model_config
+    from segpipe.artifacts.model_folder import ModelFolder
     from segpipe.qc.ood import check_case
     from segpipe.transforms.preprocessing import chain_for
 
-    _, plan = read_model_config(model)
-    network = json.loads((model / "network.json").read_text())
+    folder = ModelFolder.open(model)
+    plan, network = folder.plan, folder.network_spec()
 
     def flags_of(path: Path, layout: str) -> list[str]:
-        chain = chain_for(plan["preprocess"], layout, with_label=False, record_qc=True, path=path)
+        chain = chain_for(plan.preprocess, layout, with_label=False, record_qc=True, path=path)
         features = chain({"image": str(path)})["qc_features"]
         names = sorted(f.name for f in check_case(features, plan, network["in_channels"], network["spatial_dims"]))
         return ["cases", *(names or ["(none)"])]

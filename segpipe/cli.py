@@ -12,26 +12,9 @@ from typing import Any
 import click
 
 from segpipe import __version__
+from segpipe.cli_common import common_options, emit_json, guard_outputs, meta, quiet_libraries, set_meta, silent
 from segpipe.data.layouts import describe_layouts, layout_names
 from segpipe.errors import SegpipeError
-
-
-def _quiet_libraries() -> None:
-    """Silence import-time chatter of optional MONAI back-ends that users cannot act on
-    (unless --verbose)."""
-    import logging
-    import warnings
-
-    if _meta("segpipe.verbose"):
-        logging.basicConfig(level=logging.INFO)
-        return
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    for name in ("monai", "nvimgcodec", "monai.data.image_reader"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="monai")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, message=".*TorchScript.*")
 
 
 class SegpipeGroup(click.Group):
@@ -64,53 +47,6 @@ class SegpipeGroup(click.Group):
             ctx.exit(1)
 
 
-def _set_meta(key: str):
-    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
-        if value:
-            ctx.meta[key] = value
-        return value
-
-    return callback
-
-
-def common_options(func):
-    """--quiet, --verbose, --json and --debug on every command."""
-    func = click.option(
-        "--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_meta("segpipe.debug"),
-        help="Show the full traceback of an error instead of one line.",
-    )(func)
-    func = click.option(
-        "--json", "as_json", is_flag=True, expose_value=False, is_eager=True, callback=_set_meta("segpipe.json"),
-        help="Print a machine-readable JSON summary on standard output (no progress bars, no tables).",
-    )(func)
-    func = click.option(
-        "--verbose", "-v", is_flag=True, expose_value=False, is_eager=True, callback=_set_meta("segpipe.verbose"),
-        help="Also show the warnings and log messages of MONAI and the other libraries.",
-    )(func)
-    func = click.option("--quiet", "-q", is_flag=True, help="No progress bars or tables; errors only.")(func)
-    return func
-
-
-def _meta(key: str) -> bool:
-    ctx = click.get_current_context(silent=True)
-    return bool(ctx and ctx.meta.get(key))
-
-
-def _silent(quiet: bool) -> bool:
-    """Progress bars and tables off: --quiet, or --json (standard output is for the JSON)."""
-    return quiet or _meta("segpipe.json")
-
-
-def _emit_json(summary: dict[str, Any]) -> bool:
-    """With --json, print `summary` and return True (the caller then prints no text)."""
-    if not _meta("segpipe.json"):
-        return False
-    from segpipe.atomic import dumps_json
-
-    click.echo(dumps_json(summary))  # strict JSON: NaN and infinities become null
-    return True
-
-
 def config_options(func):
     """--config and --set for commands driven by the typed configuration."""
     func = click.option(
@@ -137,13 +73,6 @@ def _config(config_path: str | None, overrides: tuple[str, ...], base: dict | No
     return load_config(resolve_config(config_path) if config_path else None, overrides)
 
 
-def _guard(verb: str, outputs: list, inputs: list, files: tuple = ()) -> Any:
-    """The output guard of segpipe/outputs.py: outputs apart from inputs, a lock, reads inside the inputs."""
-    from segpipe.outputs import guard
-
-    return guard(verb, outputs, inputs, files=files)
-
-
 def _parse_ints(value: str | None, option: str) -> list[int] | None:
     if value is None:
         return None
@@ -155,7 +84,7 @@ def _parse_ints(value: str | None, option: str) -> list[int] | None:
 
 @click.group(cls=SegpipeGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="segpipe")
-@click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_meta("segpipe.debug"),
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=set_meta("segpipe.debug"),
               help="Show full tracebacks instead of one-line errors.")
 def cli() -> None:
     """segpipe: brain-tumour segmentation from raw dataset to per-patient report.
@@ -201,11 +130,11 @@ def preprocess(input_dir: Path, output_dir: Path | None, workers: int | None, la
     each channel over the brain and resamples to the target spacing (the median spacing
     unless preprocess.target_spacing is set). Re-running only touches new or changed cases.
     """
-    _quiet_libraries()
+    quiet_libraries()
     from segpipe.pipeline.preprocess import open_dataset
     from segpipe.pipeline.preprocess import preprocess as run
 
-    quiet = _silent(quiet)
+    quiet = silent(quiet)
     extra = (*overrides, f"preprocess.layout={layout}") if layout else overrides
     cfg = _config(config_path, extra)
     if verify_only:
@@ -218,7 +147,7 @@ def preprocess(input_dir: Path, output_dir: Path | None, workers: int | None, la
         summary = {"usable": report.usable, "cases": report.cases,
                    "errors": [{"path": str(f.path), "message": f.message} for f in report.errors],
                    "warnings": [{"path": str(f.path), "message": f.message} for f in report.warnings]}
-        if not _emit_json(summary):
+        if not emit_json(summary):
             click.echo(report.format())
         if not report.usable:
             raise click.exceptions.Exit(1)
@@ -226,9 +155,9 @@ def preprocess(input_dir: Path, output_dir: Path | None, workers: int | None, la
     if output_dir is None:
         raise SegpipeError("option --output: required unless --verify-only")
     started = time.perf_counter()
-    with _guard("preprocess", [output_dir], [input_dir]):
+    with guard_outputs("preprocess", [output_dir], [input_dir]):
         result = run(input_dir, output_dir, cfg, workers=workers or os.cpu_count() or 1, quiet=quiet, keep_going=keep_going)
-    if _emit_json({"output": result.output, "cases": result.cases, "reused": result.reused,
+    if emit_json({"output": result.output, "cases": result.cases, "reused": result.reused,
                    "seconds": round(time.perf_counter() - started, 2), "target_spacing": result.plan["target_spacing"],
                    "patch_size": result.plan["patch_size"], "failed": [{"case": c, "error": e} for c, e in result.failed]}):
         pass
@@ -280,12 +209,12 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
     Several processes or machines: torchrun --nproc_per_node=N -m segpipe fit ...
     (DistributedDataParallel; see docs/training.md).
     """
-    _quiet_libraries()
+    quiet_libraries()
+    from segpipe.artifacts.prepared import load_prepared
     from segpipe.pipeline.fit import fit as run
     from segpipe.pipeline.fit import fit_folds
-    from segpipe.pipeline.preprocess import load_prepared
 
-    quiet = _silent(quiet)
+    quiet = silent(quiet)
     all_folds = fold == "all"
     if fold is not None and not all_folds and not fold.isdigit():
         raise SegpipeError(f"option --fold: expected a fold number or 'all', got {fold!r}")
@@ -294,9 +223,9 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
     base = None
     config_file = model_dir / "config.yaml" if not all_folds else model_dir / "fold_0" / "config.yaml"
     if resume and config_file.is_file():
-        from segpipe.artifacts.model_folder import read_yaml
+        from segpipe.artifacts.model_folder import read_config
 
-        base = read_yaml(config_file)
+        base = read_config(config_file)
     extra = list(overrides)
     if fold is not None and not all_folds:
         extra.append(f"train.fold={fold}")
@@ -307,15 +236,14 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
     cfg = _config(config_path, tuple(extra), base)
     if init_from is not None:
         cfg.train.init_from = str(init_from.resolve())
-    plan = load_prepared(prepared_dir)[0] if prepared_dir.is_dir() else {}
+    plan = load_prepared(prepared_dir).plan if prepared_dir.is_dir() else {}
     source = plan.get("source") if isinstance(plan, dict) and isinstance(plan.get("source"), str) else None
-    with _guard("fit", [model_dir], [prepared_dir, source, init_from]):  # never a model folder inside the data
+    with guard_outputs("fit", [model_dir], [prepared_dir, source, init_from]):  # never a model folder inside the data
         if all_folds:
-            folds = list(range(len(load_prepared(prepared_dir)[1])))
-            results = fit_folds(prepared_dir, model_dir, cfg, folds, resume=resume, quiet=quiet)
+            results = fit_folds(prepared_dir, model_dir, cfg, load_prepared(prepared_dir).folds, resume=resume, quiet=quiet)
         else:
             results = [run(prepared_dir, model_dir, cfg, resume=resume, quiet=quiet, epochs_this_run=epochs_this_run)]
-    if _emit_json({"models": [{"model_dir": r.model_dir, "epochs": r.epochs, "best_epoch": r.best_epoch,
+    if emit_json({"models": [{"model_dir": r.model_dir, "epochs": r.epochs, "best_epoch": r.best_epoch,
                                "best_val_dice": None if r.best_metric != r.best_metric else r.best_metric,
                                "stopped_early": r.stopped_early, "precision": r.precision} for r in results]}):
         pass
@@ -402,10 +330,10 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
     confidence (expected Dice, no ground truth needed), out-of-distribution flags (checked
     against the model's training fingerprint before segmenting) and needs_review.
     """
-    _quiet_libraries()
+    quiet_libraries()
     from segpipe.pipeline.infer import infer as run
 
-    quiet = _silent(quiet)
+    quiet = silent(quiet)
     overrides = {
         "roi_size": _parse_ints(roi_size, "--roi-size"), "overlap": overlap, "mode": mode,
         "sw_batch_size": sw_batch_size, "device": device, "checkpoint": checkpoint, "precision": precision,
@@ -413,7 +341,7 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
         "min_component_size": min_size, "skip_empty": skip_empty, "channels_last": channels_last,
         "fuse": fuse, "reuse_memory": reuse_memory,
     }
-    click.get_current_context().with_resource(_guard("infer", [output_dir], [*inputs, model_dir, labels]))
+    click.get_current_context().with_resource(guard_outputs("infer", [output_dir], [*inputs, model_dir, labels]))
     result = run(model_dir, list(inputs), output_dir, overrides, sliding_window=sliding_window, overwrite=overwrite,
                  quiet=quiet, folds=folds, shard=shard, probabilities=probabilities, dicom_seg=dicom_seg,
                  keep_going=keep_going, rtstruct=rtstruct, strict=strict, uncertainty=uncertainty)
@@ -422,7 +350,7 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
                                "refused": [{"input": p, "error": e} for p, e in result.refused],
                                "seconds_per_case": round(result.seconds_per_case, 3), "precision": result.precision,
                                "cases_csv": result.cases_csv, "cases": result.cases}
-    if labels is None and _emit_json(summary):
+    if labels is None and emit_json(summary):
         pass
     elif not quiet:
         click.echo(
@@ -430,18 +358,18 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
             + (f", {result.seconds_per_case:.1f} s per case ({result.precision})" if result.written else "")
             + (f"; skipped {len(result.skipped)} existing (use --overwrite)" if result.skipped else "")
         )
-    if not quiet and not _meta("segpipe.json"):
+    if not quiet and not meta("segpipe.json"):
         _report_qc(result)
     _report_failures(result.failed + result.refused)
     if labels is not None:
-        from segpipe.artifacts.model_folder import read_model_config
+        from segpipe.artifacts.model_folder import ModelFolder, first_model_folder
         from segpipe.pipeline.evaluate import evaluate as run_evaluate
 
-        model_cfg = read_model_config(next(iter(sorted(model_dir.glob("fold_*"))), model_dir) if not (model_dir / "config.yaml").is_file() else model_dir)
-        names = {int(k): v for k, v in model_cfg[1]["labels"].items()}
-        report = run_evaluate(output_dir, labels, output_dir / "evaluation", _evaluate_config(model_cfg[0]), names, quiet=quiet)
+        model = ModelFolder.open(first_model_folder(model_dir))
+        report = run_evaluate(output_dir, labels, output_dir / "evaluation", _evaluate_config(model.config),
+                              model.plan.label_names, quiet=quiet)
         summary["evaluation"] = _evaluation_summary(report)
-        if _emit_json(summary):
+        if emit_json(summary):
             pass
         elif not quiet:
             click.echo(report.matched_line())
@@ -478,15 +406,15 @@ def evaluate(pred_dir: Path, labels: Path, output_dir: Path, images: Path | None
     summary.csv, summary.json, overlays of the best, median and worst patients and
     report.html.
     """
-    _quiet_libraries()
+    quiet_libraries()
     from segpipe.pipeline.evaluate import evaluate as run
 
-    quiet = _silent(quiet)
+    quiet = silent(quiet)
     cfg = _config(config_path, overrides)
-    with _guard("evaluate", [output_dir], [pred_dir, labels, images, model_dir]):
+    with guard_outputs("evaluate", [output_dir], [pred_dir, labels, images, model_dir]):
         result = run(pred_dir, labels, output_dir, _evaluate_config(cfg), images=images, model_dir=model_dir, quiet=quiet,
                      lesion_wise=lesion_wise)
-    if _emit_json(_evaluation_summary(result)):
+    if emit_json(_evaluation_summary(result)):
         pass
     elif not quiet:
         click.echo(result.matched_line())
@@ -564,7 +492,7 @@ def demo(output_dir: Path, cases: int, epochs: int | None, seed: int, quiet: boo
     Takes a few minutes on 2 CPU cores. Held-out cases are scored against their
     synthetic reference masks.
     """
-    _quiet_libraries()
+    quiet_libraries()
     from segpipe.pipeline.demo import run_demo
 
     result = run_demo(output_dir, cases=cases, epochs=epochs, seed=seed, quiet=quiet)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from segpipe.cli import _emit_json, _quiet_libraries, _silent, common_options
+from segpipe.cli_common import common_options, emit_json, guard_outputs, quiet_libraries, silent
 
 
 @click.command()
@@ -36,16 +36,14 @@ def export(model_dir: Path, fmt: str, output: Path, checkpoint: str | None, over
     preprocessing, sliding-window inference, argmax and inverse preprocessing, so it
     turns a NIfTI image into a mask on the image's own grid without segpipe.
     """
-    _quiet_libraries()
+    quiet_libraries()
     from segpipe.pipeline.export import export as run
 
-    quiet = _silent(quiet)
-    from segpipe.cli import _guard
-
+    quiet = silent(quiet)
     folder = fmt == "bundle"
-    with _guard("export", [output] if folder else [], [model_dir], files=() if folder else (output,)):
+    with guard_outputs("export", [output] if folder else [], [model_dir], files=() if folder else (output,)):
         result = run(model_dir, fmt, output, checkpoint=checkpoint, overwrite=overwrite)
-    if _emit_json({"format": fmt, "output": result.output, "files": result.files, "max_abs_diff": result.max_abs_diff}):
+    if emit_json({"format": fmt, "output": result.output, "files": result.files, "max_abs_diff": result.max_abs_diff}):
         pass
     elif not quiet:
         shape = "x".join(str(s) for s in result.input_shape)

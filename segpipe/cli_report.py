@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from segpipe.cli import _emit_json, _quiet_libraries, _silent, common_options
+from segpipe.cli_common import common_options, emit_json, quiet_libraries, silent
 
 
 @click.command()
@@ -25,7 +25,7 @@ def report(folder: Path, open_browser: bool, rebuild: bool, quiet: bool) -> None
     folder up to two levels down is used. Prints the path of report.html, which opens from
     disk in any browser (no server, no network).
     """
-    _quiet_libraries()
+    quiet_libraries()
     from segpipe.reports.reopen import rebuild as run_rebuild
     from segpipe.reports.reopen import report_folder
 
@@ -33,8 +33,8 @@ def report(folder: Path, open_browser: bool, rebuild: bool, quiet: bool) -> None
     page = target / "report.html"
     rebuilt = rebuild or not page.is_file()
     if rebuilt:
-        run_rebuild(target, quiet=_silent(quiet) or not sys.stderr.isatty())  # progress bars only on a terminal
-    if not _emit_json({"report": page.resolve(), "rebuilt": rebuilt}) and not quiet:
+        run_rebuild(target, quiet=silent(quiet) or not sys.stderr.isatty())  # progress bars only on a terminal
+    if not emit_json({"report": page.resolve(), "rebuilt": rebuilt}) and not quiet:
         click.echo(f"{'rebuilt' if rebuilt else 'report'}: {page.resolve()}")
     if open_browser:
         click.launch(str(page.resolve()))

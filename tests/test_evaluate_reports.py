@@ -12,7 +12,8 @@ from scipy import ndimage
 
 from segpipe.config import EvaluateConfig
 from segpipe.metrics.overlap import OverlapTally, hd95
-from segpipe.pipeline.evaluate import BRATS_REGIONS, MSD_REGIONS, default_regions, evaluate
+from segpipe.artifacts.plan import BRATS_REGIONS, MSD_REGIONS, default_regions
+from segpipe.pipeline.evaluate import evaluate
 from tests.conftest import shared_data
 
 SPACING = (0.9, 1.1, 2.0)  # anisotropic on purpose

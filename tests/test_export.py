@@ -13,7 +13,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from segpipe.artifacts.model_folder import ModelFolder, load_model_folder
+from segpipe.artifacts.model_folder import ModelFolder, TrainedModel, load_model_folder
+from segpipe.artifacts.plan import Plan
 from segpipe.cli import cli
 from segpipe.cli_export import export as export_command
 from segpipe.networks.spec import build_from_spec
@@ -90,8 +91,8 @@ def test_other_networks_export_with_dynamic_shapes(spec, tmp_path):
         net(torch.randn(2, spec["in_channels"], *([24] * spec["spatial_dims"])))
     net.eval()
     patch = [32, 32] if spec["spatial_dims"] == 2 else [16, 16, 16]
-    model = ModelFolder(root=tmp_path, config=tiny_config(**{"train.patch_size": patch, "model.spatial_dims": spec["spatial_dims"]}), plan={"patch_size": patch},
-                        network=spec, net=net, checkpoint=tmp_path / "none.pt")
+    folder = ModelFolder(root=tmp_path, config=tiny_config(**{"train.patch_size": patch, "model.spatial_dims": spec["spatial_dims"]}), plan=Plan(patch_size=patch, labels={}))
+    model = TrainedModel(folder, network=spec, net=net, checkpoint=tmp_path / "none.pt")
     assert save_torchscript(model, tmp_path / "m.pt") <= ATOL
     sizes = [[37, 50], [64, 64], [33, 31]] if spec["spatial_dims"] == 2 else [[17, 9, 12], [16, 16, 16], [24, 8, 8]]
     inputs = _inputs(spec["in_channels"], sizes)

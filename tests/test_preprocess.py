@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 
 from segpipe.errors import SegpipeError
-from segpipe.pipeline.preprocess import load_prepared, preprocess
+from segpipe.artifacts.prepared import load_prepared
+from segpipe.pipeline.preprocess import preprocess
 from tests.conftest import tiny_config
 
 
 def test_prepared_folder_contents(prepared_dataset, synthetic_dataset):
-    plan, splits, manifest = load_prepared(prepared_dataset)
+    prepared = load_prepared(prepared_dataset)
+    plan, splits, manifest = prepared.plan, prepared.splits, prepared.manifest
     assert plan["in_channels"] == 4 and plan["out_channels"] == 4
     assert plan["target_spacing"] == [1.0, 1.0, 1.2]  # median of the synthetic headers
     assert len(plan["fingerprint"]["intensity"]) == 4
@@ -95,7 +97,8 @@ def test_keep_going_leaves_bad_cases_out(synthetic_dataset, tmp_path):
     result = CliRunner().invoke(cli, ["preprocess", "-i", str(data), "-o", str(tmp_path / "p2"), "-q", "--keep-going", "--workers", "1"])
     assert result.exit_code == 1
     assert "skipped 2 case(s)" in result.output and "SYN_004" in result.output and "SYN_001" in result.output
-    _, splits, manifest = load_prepared(tmp_path / "p2")
+    prepared = load_prepared(tmp_path / "p2")
+    splits, manifest = prepared.splits, prepared.manifest
     assert sorted(manifest["cases"]) == ["SYN_000", "SYN_002", "SYN_003", "SYN_005"]
     assert sorted(c for f in splits for c in f["val"]) == sorted(manifest["cases"])
     assert sorted(p.name for p in (tmp_path / "p2" / "cases").iterdir()) == sorted(

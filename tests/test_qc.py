@@ -125,7 +125,8 @@ def test_skull_like_shell_is_flagged(brats_3d):
 def slices_2d(tmp_path_factory):
     """36 real slices of 6 patients; the reference is built from 5 of them (as fit does)."""
     from segpipe.config import load_config
-    from segpipe.pipeline.preprocess import load_prepared, preprocess
+    from segpipe.artifacts.prepared import load_prepared
+    from segpipe.pipeline.preprocess import preprocess
 
     src = shared_data("BrainTumour_2D")
     names = sorted(p.name for p in (src / "training_images").glob("BRATS_00*.png"))[:36]
@@ -136,7 +137,8 @@ def slices_2d(tmp_path_factory):
             shutil.copy(src / sub / name, root / sub / name)
     prep = tmp_path_factory.mktemp("prep2d")
     preprocess(root, prep, load_config(None, ["preprocess.folds=3"]), quiet=True)
-    plan, _, manifest = load_prepared(prep)
+    prepared = load_prepared(prep)
+    plan, manifest = prepared.plan, prepared.manifest
     patients = sorted({n.split("_z")[0] for n in names})
     held = [n for n in names if n.startswith(patients[-1])]
     train = [n[:-4] for n in names if n not in held]

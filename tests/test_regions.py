@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from segpipe.errors import SegpipeError
-from segpipe.pipeline.evaluate import BRATS_REGIONS, MSD_REGIONS
+from segpipe.artifacts.plan import BRATS_REGIONS, MSD_REGIONS
 from segpipe.transforms.regions import labels_to_regions, region_chain, regions_to_labels
 
 

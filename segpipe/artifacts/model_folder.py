@@ -1,74 +1,147 @@
-"""Reading a model folder: everything `infer` needs to rebuild and run the network."""
+"""The model folder `segpipe fit` writes: config.yaml, plan.json, network.json, checkpoints/.
+
+`ModelFolder` reads the facts without the weights; `ModelFolder.load` rebuilds the network
+(`TrainedModel`), which is everything `infer` and `export` need. A folder of `fold_<k>/`
+model folders (from `fit --fold all`) is resolved by `fold_folders`.
+"""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from torch import nn
 
 from segpipe.artifacts.checkpoints import check_compatible, load_checkpoint
+from segpipe.artifacts.files import read_json, read_yaml
+from segpipe.artifacts.plan import Plan
 from segpipe.config import Config, config_from_dict
 from segpipe.errors import SegpipeError
-from segpipe.limits import check_label_value
 from segpipe.networks.spec import build_from_spec
 
 
-@dataclass
-class ModelFolder:
-    """A trained model and the facts it was trained with."""
-
-    root: Path
-    config: Config
-    plan: dict[str, Any]
-    network: dict[str, Any]
-    net: nn.Module
-    checkpoint: Path
+def _not_a_model_folder(root: Path) -> str:
+    return f"{root} is not a segpipe model folder (made by `segpipe fit`)"
 
 
-def _int(value: Any, source: Path) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise SegpipeError(f"{source}: label value {value!r} is not an integer") from None
-
-
-def _read(path: Path, loader: Any) -> Any:
-    if not path.is_file():
-        raise SegpipeError(f"{path}: missing; {path.parent} is not a segpipe model folder (made by `segpipe fit`)")
-    from segpipe.data.guard import resolve_inside
-
-    resolve_inside(path)  # no link out of the model folder
-    try:
-        return loader(path.read_text())
-    except (json.JSONDecodeError, yaml.YAMLError):
-        raise SegpipeError(f"{path}: not valid {path.suffix.lstrip('.').upper()}") from None
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    """A YAML mapping read safely (tags that would build Python objects are refused)."""
-    data = _read(path, yaml.safe_load)
+def read_config(path: Path) -> dict[str, Any]:
+    """A model folder's config.yaml as a mapping, read safely (tags that would build Python objects are refused)."""
+    data = read_yaml(path, _not_a_model_folder(path.parent))
     if not isinstance(data, dict):
         raise SegpipeError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
     return data
 
 
-def read_model_config(root: str | Path) -> tuple[Config, dict[str, Any]]:
-    """The resolved config and the plan of a model folder, without loading weights."""
-    root = Path(root)
-    config = config_from_dict(read_yaml(root / "config.yaml"), str(root / "config.yaml"))
-    plan = _read(root / "plan.json", json.loads)
-    if not isinstance(plan, dict) or not isinstance(plan.get("labels"), dict):
-        raise SegpipeError(f"{root / 'plan.json'}: not a segpipe plan (no 'labels' mapping)")
-    for value in plan["labels"]:
-        check_label_value(_int(value, root / "plan.json"), root / "plan.json")
-    return config, plan
+@dataclass(frozen=True)
+class ModelFolder:
+    """A model folder's resolved config and plan (no weights loaded)."""
+
+    root: Path
+    config: Config
+    plan: Plan
+
+    @classmethod
+    def open(cls, root: str | Path) -> ModelFolder:
+        """Read config.yaml and plan.json of a model folder."""
+        root = Path(root)
+        missing = _not_a_model_folder(root)
+        config = config_from_dict(read_config(root / "config.yaml"), str(root / "config.yaml"))
+        return cls(root, config, Plan.from_dict(read_json(root / "plan.json", missing), root / "plan.json"))
+
+    def network_spec(self) -> dict[str, Any]:
+        """network.json: the architecture as plain data."""
+        path = self.root / "network.json"
+        network = read_json(path, _not_a_model_folder(self.root))
+        if not isinstance(network, dict):
+            raise SegpipeError(f"{path}: not a network description (expected a JSON object)")
+        return network
+
+    def checkpoint_path(self, checkpoint: str | None = None) -> Path:
+        """checkpoints/best.pt (or last.pt when no best was kept), or checkpoints/last.pt.
+
+        Args:
+            checkpoint: "best" or "last"; None takes the folder's config (infer.checkpoint).
+        """
+        checkpoint = checkpoint or self.config.infer.checkpoint
+        if checkpoint not in ("best", "last"):
+            raise SegpipeError(f"option infer.checkpoint: expected 'best' or 'last', got {checkpoint!r}")
+        path = self.root / "checkpoints" / f"{checkpoint}.pt"
+        if checkpoint == "best" and not path.is_file():
+            path = self.root / "checkpoints" / "last.pt"
+        return path
+
+    def load(self, checkpoint: str | None = None) -> TrainedModel:
+        """Rebuild the network and load its `best` (or `last`) weights, in eval mode."""
+        network = self.network_spec()
+        path = self.checkpoint_path(checkpoint)
+        state = load_checkpoint(path)
+        check_compatible(path, state, network, self.plan.stored_labels)
+        net = build_from_spec(network)
+        try:
+            net.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise SegpipeError(f"{path}: weights do not fit the network ({str(exc).splitlines()[0]})") from None
+        net.eval()
+        return TrainedModel(self, network, net, path)
 
 
-def load_model_folder(root: str | Path, checkpoint: str | None = None) -> ModelFolder:
+@dataclass
+class TrainedModel:
+    """A model folder with its network rebuilt and its weights loaded."""
+
+    folder: ModelFolder
+    network: dict[str, Any]
+    net: nn.Module
+    checkpoint: Path
+
+    @property
+    def root(self) -> Path:
+        return self.folder.root
+
+    @property
+    def config(self) -> Config:
+        return self.folder.config
+
+    @property
+    def plan(self) -> Plan:
+        return self.folder.plan
+
+
+def is_model_folder(root: Path) -> bool:
+    """Whether `root` is one model folder (it has config.yaml) rather than a folder of folds."""
+    return (root / "config.yaml").is_file()
+
+
+def fold_folders(model_dir: str | Path, folds: str | None = None) -> list[Path]:
+    """The model folder itself, or the fold_<k> model folders inside it.
+
+    Args:
+        model_dir: a model folder, or a folder of fold_<k>/ model folders.
+        folds: "all" (or None) or "0,2,4": which fold folders.
+    """
+    root = Path(model_dir)
+    fold_dirs = sorted(root.glob("fold_*"), key=lambda p: p.name)
+    if not is_model_folder(root) and fold_dirs:
+        wanted = None if folds in (None, "all") else {f"fold_{k.strip()}" for k in folds.split(",")}
+        chosen = [d for d in fold_dirs if wanted is None or d.name in wanted]
+        if wanted is not None and len(chosen) != len(wanted):
+            missing = sorted(wanted - {d.name for d in chosen})
+            raise SegpipeError(f"option --folds: {root} has no {', '.join(missing)}")
+        return chosen
+    if folds not in (None, "all"):
+        raise SegpipeError(f"option --folds: {root} is a single model folder, not a folder of fold_<k> models")
+    return [root]
+
+
+def first_model_folder(model_dir: str | Path) -> Path:
+    """The model folder itself, or its first fold_<k>/ (whose config and labels the folds share)."""
+    root = Path(model_dir)
+    return root if is_model_folder(root) else next(iter(sorted(root.glob("fold_*"))), root)
+
+
+
+def load_model_folder(root: str | Path, checkpoint: str | None = None) -> TrainedModel:
     """Rebuild the network of a model folder and load its `best` (or `last`) weights.
 
     Args:
@@ -78,22 +151,4 @@ def load_model_folder(root: str | Path, checkpoint: str | None = None) -> ModelF
     root = Path(root)
     if not root.is_dir():
         raise SegpipeError(f"{root}: no such model folder")
-    config, plan = read_model_config(root)
-    network = _read(root / "network.json", json.loads)
-    if not isinstance(network, dict):
-        raise SegpipeError(f"{root / 'network.json'}: not a network description (expected a JSON object)")
-    checkpoint = checkpoint or config.infer.checkpoint
-    if checkpoint not in ("best", "last"):
-        raise SegpipeError(f"option infer.checkpoint: expected 'best' or 'last', got {checkpoint!r}")
-    path = root / "checkpoints" / f"{checkpoint}.pt"
-    if checkpoint == "best" and not path.is_file():
-        path = root / "checkpoints" / "last.pt"
-    state = load_checkpoint(path)
-    check_compatible(path, state, network, {str(k): v for k, v in plan["labels"].items()})
-    net = build_from_spec(network)
-    try:
-        net.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise SegpipeError(f"{path}: weights do not fit the network ({str(exc).splitlines()[0]})") from None
-    net.eval()
-    return ModelFolder(root=root, config=config, plan=plan, network=network, net=net, checkpoint=path)
+    return ModelFolder.open(root).load(checkpoint)

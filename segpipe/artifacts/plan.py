@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 
 from segpipe.errors import SegpipeError
+from segpipe.limits import check_label_value
 
 PATCH_MULTIPLE = 16
 
@@ -165,3 +166,75 @@ def build_plan(
         "normalization": "zscore_nonzero_channelwise" if preprocess_settings.get("normalize_nonzero") else "zscore_channelwise",
         "preprocess": preprocess_settings,
     }
+
+
+MSD_REGIONS = {"whole_tumour": [1, 2, 3], "tumour_core": [2, 3], "enhancing_tumour": [3]}
+BRATS_REGIONS = {"whole_tumour": [1, 2, 4], "tumour_core": [1, 4], "enhancing_tumour": [4]}
+
+
+def default_regions(label_ids: list[int]) -> dict[str, list[int]]:
+    """BraTS evaluation regions for the MSD (1/2/3) or BraTS (1/2/4) label sets, else none."""
+    if set(label_ids) == {1, 2, 3}:
+        return MSD_REGIONS
+    if set(label_ids) == {1, 2, 4}:
+        return BRATS_REGIONS
+    return {}
+
+
+class Plan(dict):
+    """plan.json as read: the JSON object itself (written back unchanged), with typed accessors.
+
+    Label keys are strings on disk and integers in code; the conversion happens here and
+    nowhere else.
+    """
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path) -> Plan:
+        """Check that `data` (plan.json's content, read from `source`) has a mapping of integer labels."""
+        if not isinstance(data, dict) or not isinstance(data.get("labels"), dict):
+            raise SegpipeError(f"{source}: not a segpipe plan (no 'labels' mapping)")
+        for value in data["labels"]:
+            try:
+                check_label_value(int(value), source)
+            except (TypeError, ValueError):
+                raise SegpipeError(f"{source}: label value {value!r} is not an integer") from None
+        return cls(data)
+
+    @property
+    def label_names(self) -> dict[int, str]:
+        """Label value -> name, background included."""
+        return {int(k): str(v) for k, v in self["labels"].items()}
+
+    @property
+    def stored_labels(self) -> dict[str, str]:
+        """The label mapping with string keys, as plan.json and checkpoints store it."""
+        return {str(k): v for k, v in self["labels"].items()}
+
+    @property
+    def label_ids(self) -> list[int]:
+        """Foreground label values, in plan.json's order."""
+        return [k for k in self.label_names if k != 0]
+
+    def regions(self, configured: dict[str, list[int]] | None) -> dict[str, list[int]]:
+        """The evaluation regions: `configured` (evaluate.regions) or the defaults of this label set."""
+        return configured if configured is not None else default_regions(self.label_ids)
+
+    @property
+    def spatial_dims(self) -> int:
+        return int(self.get("spatial_dims", 3))
+
+    @property
+    def patch_size(self) -> list[int]:
+        return [int(v) for v in self["patch_size"]]
+
+    @property
+    def in_channels(self) -> int:
+        return int(self["in_channels"])
+
+    @property
+    def out_channels(self) -> int:
+        return int(self["out_channels"])
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        return self["preprocess"]

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from segpipe.artifacts.plan import default_regions
 from segpipe.atomic import write_json, write_with
 from segpipe.config import EvaluateConfig
 from segpipe.errors import SegpipeError
@@ -19,9 +20,6 @@ from segpipe.reports.figures import overlay, training_curves
 from segpipe.reports.masks import is_mask_file, load_display_slice, load_mask, mask_id
 from segpipe.reports.references import Reference, matched_splits, model_label_names, no_match_error, read_references
 from segpipe.reports.report import html_report
-
-MSD_REGIONS = {"whole_tumour": [1, 2, 3], "tumour_core": [2, 3], "enhancing_tumour": [3]}
-BRATS_REGIONS = {"whole_tumour": [1, 2, 4], "tumour_core": [1, 4], "enhancing_tumour": [4]}
 
 
 @dataclass
@@ -50,15 +48,6 @@ def map_labels(mask: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
     for src, dst in mapping.items():
         out[mask == src] = dst
     return out
-
-
-def default_regions(label_ids: list[int]) -> dict[str, list[int]]:
-    """BraTS evaluation regions for the MSD (1/2/3) or BraTS (1/2/4) label sets, else none."""
-    if set(label_ids) == {1, 2, 3}:
-        return MSD_REGIONS
-    if set(label_ids) == {1, 2, 4}:
-        return BRATS_REGIONS
-    return {}
 
 
 def evaluate(

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from segpipe.artifacts.model_folder import ModelFolder, load_model_folder
+from segpipe.artifacts.model_folder import TrainedModel, load_model_folder
 from segpipe.atomic import atomic_path, write_json, write_text
 from segpipe.errors import SegpipeError
 from segpipe.outputs import LOCK_NAME
@@ -38,12 +38,12 @@ class ExportResult:
     input_shape: list[int] = field(default_factory=list)
 
 
-def patch_size(model: ModelFolder) -> list[int]:
+def patch_size(model: TrainedModel) -> list[int]:
     """The training patch (the sliding-window ROI `infer` uses by default)."""
-    return [int(v) for v in (model.config.train.patch_size or model.plan["patch_size"])]
+    return [int(v) for v in (model.config.train.patch_size or model.plan.patch_size)]
 
 
-def _example_inputs(model: ModelFolder, seed: int = 0) -> list[torch.Tensor]:
+def _example_inputs(model: TrainedModel, seed: int = 0) -> list[torch.Tensor]:
     """A patch-sized input and a smaller odd-sized batch of two (tests dynamic shapes)."""
     gen = torch.Generator().manual_seed(seed)
     channels = int(model.network["in_channels"])
@@ -67,7 +67,7 @@ def _compare(name: str, eager: torch.Tensor, exported: Any) -> float:
     return diff
 
 
-def _eager_outputs(model: ModelFolder, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+def _eager_outputs(model: TrainedModel, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     with torch.inference_mode():
         return [model.net(x) for x in inputs]
 
@@ -84,7 +84,7 @@ def _to_torchscript(net: torch.nn.Module, example: torch.Tensor) -> torch.jit.Sc
                 return torch.jit.trace(net, example, check_trace=False)
 
 
-def save_torchscript(model: ModelFolder, path: Path) -> float:
+def save_torchscript(model: TrainedModel, path: Path) -> float:
     """Write the eval network as TorchScript to `path` (atomically); return the max deviation."""
     inputs = _example_inputs(model)
     scripted = _to_torchscript(model.net, inputs[0])
@@ -98,7 +98,7 @@ def save_torchscript(model: ModelFolder, path: Path) -> float:
     return max(diffs)
 
 
-def save_onnx(model: ModelFolder, path: Path) -> float:
+def save_onnx(model: TrainedModel, path: Path) -> float:
     """Write the eval network as ONNX (dynamic batch and spatial axes) to `path` atomically."""
     inputs = _example_inputs(model)
     dims = int(model.network["spatial_dims"])
@@ -120,7 +120,7 @@ def save_onnx(model: ModelFolder, path: Path) -> float:
     return max(diffs)
 
 
-def _check_onnx(model: ModelFolder, tmp: Path, path: Path, inputs: list[torch.Tensor]) -> list[float]:
+def _check_onnx(model: TrainedModel, tmp: Path, path: Path, inputs: list[torch.Tensor]) -> list[float]:
     try:
         import onnxruntime as ort
     except ImportError:  # the export itself needs only torch (and onnx); checking needs onnxruntime
@@ -136,7 +136,7 @@ _ORIENTATION_LABELS = [["L", "R"], ["P", "A"], ["I", "S"]]
 _READERS = {"slices": "PILReader"}  # other layouts: MONAI picks the reader from the file suffix
 
 
-def bundle_inference_config(model: ModelFolder) -> dict[str, Any]:
+def bundle_inference_config(model: TrainedModel) -> dict[str, Any]:
     """`configs/inference.json`: segpipe's preprocessing, sliding window, argmax, inverse, save.
 
     The chain is `segpipe.transforms.preprocessing.preprocessing_chain` written out in MONAI
@@ -197,7 +197,7 @@ def bundle_inference_config(model: ModelFolder) -> dict[str, Any]:
     }
 
 
-def bundle_metadata(model: ModelFolder) -> dict[str, Any]:
+def bundle_metadata(model: TrainedModel) -> dict[str, Any]:
     """`configs/metadata.json` in MONAI's bundle metadata format."""
     import monai
     import numpy
@@ -205,7 +205,7 @@ def bundle_metadata(model: ModelFolder) -> dict[str, Any]:
     from segpipe import __version__
 
     plan, network = model.plan, model.network
-    labels = {str(k): v for k, v in plan["labels"].items()}
+    labels = plan.stored_labels
     modalities = plan.get("modalities") or {}
     channel_def = ({str(i): str(m) for i, m in enumerate(modalities)} if isinstance(modalities, list)
                    else {str(k): str(v) for k, v in dict(modalities).items()})
@@ -293,7 +293,7 @@ Writes `<image name>_seg.nii.gz` (uint8 labels {labels}) on the input image's ow
 """
 
 
-def save_bundle(model: ModelFolder, root: Path) -> tuple[float, list[Path]]:
+def save_bundle(model: TrainedModel, root: Path) -> tuple[float, list[Path]]:
     """Write a MONAI bundle folder (configs/, models/model.pt, docs/README.md)."""
     diff = save_torchscript(model, root / "models" / "model.pt")
     meta = bundle_metadata(model)

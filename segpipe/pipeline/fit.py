@@ -25,6 +25,8 @@ from monai.transforms import Compose, LoadImaged
 from tqdm import tqdm
 
 from segpipe.artifacts.checkpoints import load_checkpoint, rng_state, set_rng_state
+from segpipe.artifacts.plan import Plan
+from segpipe.artifacts.prepared import load_prepared
 from segpipe.atomic import remove_stale_partials, write_json, write_yaml
 from segpipe.config import Config, TrainConfig
 from segpipe.config_schema import check_device
@@ -32,8 +34,6 @@ from segpipe.data.paths import inside
 from segpipe.errors import SegpipeError
 from segpipe.metrics.patients import label_structures, structures
 from segpipe.networks.spec import build_from_spec, network_spec
-from segpipe.pipeline.evaluate import default_regions
-from segpipe.pipeline.preprocess import load_prepared
 from segpipe.qc.reference import with_reference
 from segpipe.reports.figures import training_curves
 from segpipe.runtime.allocator import keep_freed_memory
@@ -182,12 +182,12 @@ def training_split(splits: list[dict[str, list[str]]], t: TrainConfig, prepared:
     return list(splits[t.fold]["train"]), list(splits[t.fold]["val"])
 
 
-def check_patch(patch: list[int], dims: int, plan: dict[str, Any], manifest: dict[str, Any], prepared: Path) -> None:
+def check_patch(patch: list[int], dims: int, plan: Plan, manifest: dict[str, Any], prepared: Path) -> None:
     """Refuse a patch with the wrong number of sides, or larger than every image along an axis."""
     if len(patch) != dims:
         raise SegpipeError(f"config key 'train.patch_size': {patch} has {len(patch)} sides for a {dims}D model")
-    if plan.get("spatial_dims", 3) != dims:
-        raise SegpipeError(f"config key 'model.spatial_dims': {dims}, but {prepared} holds {plan.get('spatial_dims', 3)}D cases")
+    if plan.spatial_dims != dims:
+        raise SegpipeError(f"config key 'model.spatial_dims': {dims}, but {prepared} holds {plan.spatial_dims}D cases")
     shapes = [c["shape"] for c in manifest["cases"].values() if len(c.get("shape") or []) == dims]
     if not shapes:
         return
@@ -198,9 +198,9 @@ def check_patch(patch: list[int], dims: int, plan: dict[str, Any], manifest: dic
                            f"(largest {' x '.join(map(str, largest))} after cropping)")
 
 
-def resolve_targets(cfg: Config, label_ids: list[int]) -> tuple[dict[str, list[int]], RegionChain | None]:
+def resolve_targets(cfg: Config, plan: Plan) -> tuple[dict[str, list[int]], RegionChain | None]:
     """The evaluation regions, and the nested region chain when the network predicts regions."""
-    regions = cfg.evaluate.regions if cfg.evaluate.regions is not None else default_regions(label_ids)
+    regions, label_ids = plan.regions(cfg.evaluate.regions), plan.label_ids
     if cfg.model.targets == "labels":
         return regions, None
     if cfg.model.targets == "regions":
@@ -234,14 +234,15 @@ class Run:
     start_epoch: int = 0
     selection: ModelSelection = field(default_factory=ModelSelection)
     ckpt: dict[str, Any] | None = None
-    plan: dict[str, Any] = field(default_factory=dict)  # the prepared dataset's plan.json
+    plan: Plan = field(default_factory=lambda: Plan(labels={}))  # the prepared dataset's plan.json
     budget: dict[str, float] | None = None  # the BudgetPlan of a time-budgeted run
     tune: finetune.FineTune = field(default_factory=finetune.FineTune)  # what --init-from kept, what it freezes
 
 
 def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.device, resume: bool, quiet: bool) -> Run:
     """Resolve the config, prepare the folder, build the network, optimiser and loss, load a resumed state."""
-    plan, splits, manifest = load_prepared(prepared)
+    data = load_prepared(prepared)
+    plan, splits, manifest = data.plan, data.splits, data.manifest
     t = cfg.train
     train_ids, val_ids = training_split(splits, t, prepared)
     finetune.check_options(t, cfg.model.name)
@@ -253,18 +254,16 @@ def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.
     if t.threads > 0:
         torch.set_num_threads(t.threads)
     t.precision = _training_precision(t, device, d)  # recorded, so --resume keeps the arithmetic
-    t.patch_size = list(t.patch_size or plan["patch_size"])
+    t.patch_size = list(t.patch_size or plan.patch_size)
     check_patch(t.patch_size, cfg.model.spatial_dims, plan, manifest, prepared)
     if cfg.infer.roi_size is None:
         cfg.infer.roi_size = t.patch_size
-    labels = {str(k): v for k, v in plan["labels"].items()}
-    label_ids = [int(k) for k in labels if int(k) != 0]
-    regions, chain = resolve_targets(cfg, label_ids)
+    labels, label_ids, names = plan.stored_labels, plan.label_ids, plan.label_names
+    regions, chain = resolve_targets(cfg, plan)
     cfg.evaluate.regions = regions if chain is not None else cfg.evaluate.regions
-    names = {int(k): v for k, v in labels.items()}
     scored = structures(label_ids, names, regions)
-    out_channels = len(chain.names) if chain is not None else plan["out_channels"]
-    spec = network_spec(cfg.model, plan["in_channels"], out_channels)
+    out_channels = len(chain.names) if chain is not None else plan.out_channels
+    spec = network_spec(cfg.model, plan.in_channels, out_channels)
 
     seed_everything(t.seed, t.deterministic)
     model = build_from_spec(spec).to(device)
@@ -275,7 +274,7 @@ def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.
     run = Run(cfg, model_dir, device, d, quiet, spec, labels, scored, label_structures(label_ids, names), chain,
               model, model, optimizer, make_scheduler(optimizer, t), Precision(t.precision, device),
               make_loss(t, chain is not None), _cases(prepared, manifest, train_ids), _cases(prepared, manifest, val_ids))
-    run.plan, run.tune = with_reference(plan, manifest, train_ids), tune  # plan plus the QC reference of the training cases only
+    run.plan, run.tune = Plan(with_reference(plan, manifest, train_ids)), tune  # plan plus the QC reference of the training cases only
     if resume:
         _load_state(run)
     if t.compile:

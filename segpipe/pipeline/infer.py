@@ -14,7 +14,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from tqdm import tqdm
 
-from segpipe.artifacts.model_folder import ModelFolder, load_model_folder
+from segpipe.artifacts.model_folder import TrainedModel, fold_folders, load_model_folder
 from segpipe.atomic import remove_stale_partials
 from segpipe.config import InferConfig, merge_dict
 from segpipe.config_schema import check_device
@@ -79,7 +79,7 @@ class SkipEmptyWindows(torch.nn.Module):
 class Segmenter:
     """One model folder, or an ensemble of fold models, with the inference settings applied."""
 
-    def __init__(self, models: list[ModelFolder], icfg: InferConfig) -> None:
+    def __init__(self, models: list[TrainedModel], icfg: InferConfig) -> None:
         self.models = models
         self.icfg = icfg
         check_device(icfg.device, "option --device (infer.device)")
@@ -91,7 +91,7 @@ class Segmenter:
         first = models[0]
         self.plan, self.network = first.plan, first.network
         for m in models[1:]:
-            if m.network != first.network or m.plan["labels"] != first.plan["labels"]:
+            if m.network != first.network or m.plan.label_names != first.plan.label_names:
                 raise SegpipeError(f"{m.root}: fold models differ in architecture or labels from {first.root}")
         self.nets = []
         for m in models:
@@ -112,7 +112,7 @@ class Segmenter:
         kind = "".join(path.suffixes[-2:]).lower()
         key = (layout, kind)
         if key not in self._chains:
-            self._chains[key] = chain_for(self.plan["preprocess"], layout, with_label=False, record_qc=True, path=path)
+            self._chains[key] = chain_for(self.plan.preprocess, layout, with_label=False, record_qc=True, path=path)
         return self._chains[key]
 
     def _logits(self, net: torch.nn.Module, x: torch.Tensor, sliding_window: bool) -> torch.Tensor:
@@ -120,7 +120,7 @@ class Segmenter:
         icfg = self.icfg
         model_dims, image_dims = self.network["spatial_dims"], x.ndim - 2
         predictor: Any = SkipEmptyWindows(net, self.network["out_channels"], self.regions is not None) if icfg.skip_empty else net
-        roi = list(icfg.roi_size or self.models[0].config.train.patch_size or self.plan["patch_size"])
+        roi = list(icfg.roi_size or self.models[0].config.train.patch_size or self.plan.patch_size)
         if model_dims == 2 and image_dims == 3:
             inner = predictor
 
@@ -159,12 +159,11 @@ class Segmenter:
         return total[0] / (len(self.nets) * len(flips))
 
 
-def region_chain_of(model: ModelFolder) -> RegionChain | None:
+def region_chain_of(model: TrainedModel) -> RegionChain | None:
     """The nested regions a model predicts (model.targets: regions, as fit recorded them), else None."""
     if model.config.model.targets != "regions":
         return None
-    labels = [int(k) for k in model.plan["labels"] if int(k) != 0]
-    return region_chain(model.config.evaluate.regions or {}, labels)
+    return region_chain(model.config.evaluate.regions or {}, model.plan.label_ids)
 
 
 def predict_labels(segmenter: Segmenter, image: torch.Tensor, sliding_window: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -211,20 +210,9 @@ def segment_case(segmenter: Segmenter, case: Case, sliding_window: bool, with_pr
     return labels, data["image"].meta.get("original_affine"), inverted_probs
 
 
-def load_models(model_dir: str | Path, checkpoint: str | None, folds: str | None) -> list[ModelFolder]:
+def load_models(model_dir: str | Path, checkpoint: str | None, folds: str | None) -> list[TrainedModel]:
     """A model folder, or the fold_<k> model folders inside it (`folds`: "all" or "0,2,4")."""
-    root = Path(model_dir)
-    fold_dirs = sorted(root.glob("fold_*"), key=lambda p: p.name)
-    if not (root / "config.yaml").is_file() and fold_dirs:
-        wanted = None if folds in (None, "all") else {f"fold_{k.strip()}" for k in folds.split(",")}
-        chosen = [d for d in fold_dirs if wanted is None or d.name in wanted]
-        if wanted is not None and len(chosen) != len(wanted):
-            missing = sorted(wanted - {d.name for d in chosen})
-            raise SegpipeError(f"option --folds: {root} has no {', '.join(missing)}")
-        return [load_model_folder(d, checkpoint) for d in chosen]
-    if folds not in (None, "all"):
-        raise SegpipeError(f"option --folds: {root} is a single model folder, not a folder of fold_<k> models")
-    return [load_model_folder(root, checkpoint)]
+    return [load_model_folder(d, checkpoint) for d in fold_folders(model_dir, folds)]
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -306,11 +294,8 @@ def infer(
     return result
 
 
-def _regions(model: ModelFolder) -> dict[str, list[int]]:
-    from segpipe.pipeline.evaluate import default_regions
-
-    regions = model.config.evaluate.regions
-    return regions if regions is not None else default_regions([int(k) for k in model.plan["labels"] if int(k) != 0])
+def _regions(model: TrainedModel) -> dict[str, list[int]]:
+    return model.plan.regions(model.config.evaluate.regions)
 
 
 def _segment_all(segmenter: Segmenter, cases: list[Case], out: Path, result: InferResult, qc: InferQC, *,
@@ -344,16 +329,11 @@ def _segment_all(segmenter: Segmenter, cases: list[Case], out: Path, result: Inf
         if dicom_seg and layout == "dicom":
             from segpipe.writers.dicom_seg import write_dicom_seg
 
-            names = {int(k): v for k, v in segmenter.plan["labels"].items()}
-            write_dicom_seg(case.images[0], labels, names, out / f"{case.case_id}_seg.dcm")
+            write_dicom_seg(case.images[0], labels, segmenter.plan.label_names, out / f"{case.case_id}_seg.dcm")
         if rtstruct and layout == "dicom":
-            from segpipe.pipeline.evaluate import default_regions
             from segpipe.pipeline.rtstruct import write_rtstruct
 
-            names = {int(k): v for k, v in segmenter.plan["labels"].items()}
-            regions = segmenter.models[0].config.evaluate.regions
-            regions = default_regions([k for k in names if k]) if regions is None else regions
-            write_rtstruct(case.images[0], labels, names, regions, out / f"{case.case_id}_rtstruct.dcm")
+            write_rtstruct(case.images[0], labels, segmenter.plan.label_names, _regions(segmenter.models[0]), out / f"{case.case_id}_rtstruct.dcm")
         write_mask(layout, case.images[0], labels, target, original_affine)
         result.written.append(target)
         qc.done(case.case_id, case.images[0], target, labels, original_affine, "ok")

@@ -343,25 +343,3 @@ def _remove_orphans(out: Path, entries: dict[str, dict[str, Any]]) -> None:
     for path in cases_dir.glob("*.npy"):
         if f"{CASES_DIR}/{path.name}" not in keep:
             path.unlink()
-
-
-def load_prepared(prepared_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-    """Read a prepared folder's plan, splits and manifest, with clear errors."""
-    root = Path(prepared_dir)
-    if not root.is_dir():
-        raise SegpipeError(f"{root}: no such prepared-dataset folder (run `segpipe preprocess` first)")
-    out = []
-    for name in ("plan.json", "splits.json", "manifest.json"):
-        path = root / name
-        if not path.is_file():
-            raise SegpipeError(f"{path}: missing; {root} is not a complete prepared dataset (run `segpipe preprocess`)")
-        from segpipe.data.guard import resolve_inside
-
-        resolve_inside(path)  # no link out of the prepared folder
-        try:
-            out.append(json.loads(path.read_text()))
-        except json.JSONDecodeError as exc:
-            raise SegpipeError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    return out[0], out[1], out[2]
-
-

@@ -129,23 +129,20 @@ def with_reference(plan: dict[str, Any], manifest: dict[str, Any], case_ids: lis
 
 def main(argv: list[str] | None = None) -> None:
     """Add a QC reference to a model folder trained before segpipe recorded one."""
-    import json
     from pathlib import Path
 
-    import yaml
-
+    from segpipe.artifacts.model_folder import ModelFolder
+    from segpipe.artifacts.prepared import load_prepared
     from segpipe.atomic import write_json
     from segpipe.errors import SegpipeError
-    from segpipe.pipeline.preprocess import load_prepared
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("prepared", type=Path, help="prepared-dataset folder the model was trained from (re-run preprocess first)")
     parser.add_argument("model", type=Path, help="model folder to update (its plan.json)")
     args = parser.parse_args(argv)
-    _, splits, manifest = load_prepared(args.prepared)
-    fold = yaml.safe_load((args.model / "config.yaml").read_text())["train"]["fold"]
-    plan = json.loads((args.model / "plan.json").read_text())
-    plan = with_reference(plan, manifest, splits[fold]["train"])
+    prepared, model = load_prepared(args.prepared), ModelFolder.open(args.model)
+    fold = model.config.train.fold
+    plan = with_reference(model.plan, prepared.manifest, prepared.splits[fold]["train"])
     if "qc_reference" not in plan:
         raise SystemExit(str(SegpipeError(f"{args.prepared}: manifest.json has no QC features; re-run segpipe preprocess")))
     write_json(args.model / "plan.json", plan)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from segpipe.artifacts.plan import Plan
 from segpipe.errors import SegpipeError
 from segpipe.qc.casetable import CASES_CSV, case_row, structures_of, write_cases
 from segpipe.qc.confidence import entropy_map, expected_dice, expected_dice_terms, region_terms
@@ -40,12 +41,11 @@ class InferQC:
         uncertainty: keep a voxel entropy map of each case, in the input's geometry.
     """
 
-    def __init__(self, plan: dict[str, Any], network: dict[str, Any], regions: dict[str, list[int]], precision: str,
+    def __init__(self, plan: Plan, network: dict[str, Any], regions: dict[str, list[int]], precision: str,
                  *, strict: bool = False, uncertainty: bool = False, region_outputs: Any = None) -> None:
         self.plan, self.network, self.precision = plan, network, precision
         self.strict, self.uncertainty = strict, uncertainty
-        names = {int(k): v for k, v in plan["labels"].items()}
-        self.structures = structures_of(names, regions)
+        self.structures = structures_of(plan.label_names, regions)
         self.region_outputs = region_outputs  # a RegionChain when the network has sigmoid region outputs
         self.rows: list[dict[str, Any]] = []
         self.warnings: list[str] = []

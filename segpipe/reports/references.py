@@ -9,11 +9,12 @@ whatever the folder.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from segpipe.artifacts.files import read_json
+from segpipe.artifacts.plan import Plan
 from segpipe.data.paths import visible_files
 from segpipe.errors import SegpipeError
 from segpipe.reports.masks import is_mask_file, mask_id
@@ -151,17 +152,14 @@ def model_label_names(model_dir: str | Path) -> dict[int, str] | None:
     """Label names from a model folder's plan.json (or its first fold_<k>/), if it has one.
 
     Raises:
-        SegpipeError: a plan.json without a readable `labels` mapping.
+        SegpipeError: a plan.json that is not JSON or has no readable `labels` mapping.
     """
     root = Path(model_dir)
     plans = [root / "plan.json", *sorted(root.glob("fold_*/plan.json"))]
     plan = next((p for p in plans if p.is_file()), None)
     if plan is None:
         return None
-    try:
-        return {int(k): str(v) for k, v in json.loads(plan.read_text())["labels"].items()}
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise SegpipeError(f"{plan}: no readable 'labels' mapping") from None
+    return Plan.from_dict(read_json(plan, "no plan"), plan).label_names
 
 
 def no_match_error(pred_dir: Path, preds: dict[str, Path], refs: References) -> SegpipeError:
