@@ -341,10 +341,8 @@ def _check_hdf5(path: Path) -> None:
 
 def _check_series(given: Path, folder: Path, files: list[Path] | None = None) -> None:
     """DICOM: every file of a series folder inside the inputs; rows x columns x frames in all."""
-    from segpipe.data.paths import is_hidden_or_resource
-
-    if files is None:
-        files = [p for p in sorted(Path(given).iterdir()) if not is_hidden_or_resource(p) and not p.is_dir()]
+    if files is None:  # dot files left out, as paths.is_hidden_or_resource does (paths imports this module)
+        files = [p for p in sorted(Path(given).iterdir()) if not p.name.startswith(".") and not p.is_dir()]
         for p in files:
             resolve_inside(p)
     try:
