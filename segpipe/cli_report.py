@@ -26,15 +26,24 @@ def report(folder: Path, open_browser: bool, rebuild: bool, quiet: bool) -> None
     disk in any browser (no server, no network).
     """
     quiet_libraries()
-    from segpipe.reports.reopen import rebuild as run_rebuild
     from segpipe.reports.reopen import report_folder
 
     target = report_folder(folder)
     page = target / "report.html"
     rebuilt = rebuild or not page.is_file()
     if rebuilt:
-        run_rebuild(target, quiet=silent(quiet) or not sys.stderr.isatty())  # progress bars only on a terminal
+        rebuild_report(target, quiet=silent(quiet) or not sys.stderr.isatty())  # progress bars only on a terminal
     if not emit_json({"report": page.resolve(), "rebuilt": rebuilt}) and not quiet:
         click.echo(f"{'rebuilt' if rebuilt else 'report'}: {page.resolve()}")
     if open_browser:
         click.launch(str(page.resolve()))
+
+
+def rebuild_report(reports: Path, quiet: bool = True) -> None:
+    """Run `evaluate` again with the inputs and settings the reports folder's summary.json records."""
+    from segpipe.pipeline.evaluate import evaluate
+    from segpipe.reports.reopen import recorded_inputs
+
+    inputs, ecfg = recorded_inputs(reports)
+    evaluate(inputs["pred"], inputs["labels"], reports, ecfg, images=inputs.get("images"), model_dir=inputs.get("model"),
+             quiet=quiet, lesion_wise=bool(inputs.get("lesion_wise")))

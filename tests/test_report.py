@@ -161,7 +161,7 @@ def test_segpipe_report_reopens_and_rebuilds(report_dir, tmp_path):
 
 
 def test_rebuild_names_a_vanished_input(report_dir, tmp_path):
-    from segpipe.reports.reopen import rebuild
+    from segpipe.reports.reopen import recorded_inputs
 
     reports = tmp_path / "r"
     shutil.copytree(report_dir, reports)
@@ -169,4 +169,4 @@ def test_rebuild_names_a_vanished_input(report_dir, tmp_path):
     summary["inputs"]["pred"] = str(tmp_path / "gone")
     (reports / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(SegpipeError, match="pred folder .*gone no longer exists"):
-        rebuild(reports)
+        recorded_inputs(reports)

@@ -66,7 +66,7 @@ def test_rtstruct_contours_rasterise_back_to_the_real_mask(real_case, tmp_path):
     from rt_utils import RTStructBuilder
 
     from segpipe.pipeline.evaluate import BRATS_REGIONS
-    from segpipe.pipeline.rtstruct import write_rtstruct
+    from segpipe.writers.rtstruct import write_rtstruct
 
     series, _, seg = real_case
     names = {0: "background", 1: "necrotic core", 2: "edema", 4: "enhancing tumour"}
@@ -131,7 +131,7 @@ def test_rtstruct_without_rt_utils_names_the_extra(tmp_path, monkeypatch):
     from segpipe.cli import cli
 
     monkeypatch.setitem(sys.modules, "rt_utils", None)
-    from segpipe.pipeline.rtstruct import require_rt_utils
+    from segpipe.writers.rtstruct import require_rt_utils
 
     with pytest.raises(SegpipeError, match=r"segpipe\[rtstruct\]"):
         require_rt_utils()

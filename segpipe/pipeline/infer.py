@@ -263,7 +263,7 @@ def infer(
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if rtstruct:
-        from segpipe.pipeline.rtstruct import require_rt_utils
+        from segpipe.writers.rtstruct import require_rt_utils
 
         require_rt_utils()  # a missing extra is named before any work
     if overrides.get("reuse_memory", True):
@@ -331,7 +331,7 @@ def _segment_all(segmenter: Segmenter, cases: list[Case], out: Path, result: Inf
 
             write_dicom_seg(case.images[0], labels, segmenter.plan.label_names, out / f"{case.case_id}_seg.dcm")
         if rtstruct and layout == "dicom":
-            from segpipe.pipeline.rtstruct import write_rtstruct
+            from segpipe.writers.rtstruct import write_rtstruct
 
             write_rtstruct(case.images[0], labels, segmenter.plan.label_names, _regions(segmenter.models[0]), out / f"{case.case_id}_rtstruct.dcm")
         write_mask(layout, case.images[0], labels, target, original_affine)

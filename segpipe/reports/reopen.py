@@ -1,11 +1,13 @@
 """`segpipe report`: find the report.html of a reports folder (or of the evaluations beside a
-model), and rebuild it from the inputs its summary.json records."""
+model), and the inputs its summary.json records (`segpipe report --rebuild` evaluates them again)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+from segpipe.config import EvaluateConfig
 from segpipe.errors import SegpipeError
 
 SEARCH_DEPTH = 2  # a model folder's reports: MODEL/evaluation/, MODEL/<predictions>/evaluation/
@@ -35,10 +37,12 @@ def report_folder(folder: str | Path) -> Path:
     return Path(folder) if Path(folder) in found else found[0]
 
 
-def rebuild(reports: str | Path, quiet: bool = True):
-    """Run `evaluate` again with the inputs and settings summary.json records."""
+def recorded_inputs(reports: str | Path) -> tuple[dict[str, Any], EvaluateConfig]:
+    """The inputs and evaluate settings a reports folder's summary.json records, checked to still exist.
+
+    `segpipe report --rebuild` runs `evaluate` again with them.
+    """
     from segpipe.config import config_from_dict
-    from segpipe.pipeline.evaluate import evaluate
 
     reports = Path(reports)
     summary_path = reports / "summary.json"
@@ -51,9 +55,7 @@ def rebuild(reports: str | Path, quiet: bool = True):
     for key in ("pred", "labels", "images", "model"):
         if inputs.get(key) and not Path(inputs[key]).exists():
             raise SegpipeError(f"{summary_path}: its {key} folder {inputs[key]} no longer exists")
-    ecfg = config_from_dict({"evaluate": inputs.get("evaluate_config", {})}, str(summary_path)).evaluate
-    return evaluate(inputs["pred"], inputs["labels"], reports, ecfg, images=inputs.get("images"), model_dir=inputs.get("model"),
-                    quiet=quiet, lesion_wise=bool(inputs.get("lesion_wise")))
+    return inputs, config_from_dict({"evaluate": inputs.get("evaluate_config", {})}, str(summary_path)).evaluate
 
 
-__all__ = ["find_reports", "rebuild", "report_folder"]
+__all__ = ["find_reports", "recorded_inputs", "report_folder"]

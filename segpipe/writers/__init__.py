@@ -1,1 +1,1 @@
-"""Writing predictions: masks and probabilities in the input's form, DICOM-SEG."""
+"""Writing predictions: masks and probabilities in the input's form, DICOM-SEG, RT-STRUCT."""
