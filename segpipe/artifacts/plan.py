@@ -1,4 +1,4 @@
-"""Dataset fingerprint -> plan: target spacing, patch size, intensity statistics."""
+"""plan.json: the dataset fingerprint becomes a plan (`build_plan`), read back as a typed `Plan`."""
 
 from __future__ import annotations
 
