@@ -117,7 +117,8 @@ def _write(path: Path, data: np.ndarray) -> None:
 
 @pytest.mark.slow
 def test_lesion_wise_on_a_real_case_equals_the_direct_computation(brats_volumes, tmp_path):
-    from segpipe.pipeline.evaluate import BRATS_REGIONS, evaluate
+    from segpipe.artifacts.plan import BRATS_REGIONS
+    from segpipe.pipeline.evaluate import evaluate
 
     ref, preds = brats_volumes
     for name, pred in preds.items():
@@ -152,7 +153,8 @@ def test_lesion_wise_on_real_slices_pools_a_patient(tmp_path):
     pytest.importorskip("panoptica")
     from PIL import Image
 
-    from segpipe.pipeline.evaluate import MSD_REGIONS, evaluate
+    from segpipe.artifacts.plan import MSD_REGIONS
+    from segpipe.pipeline.evaluate import evaluate
 
     labels = shared_data("BrainTumour_2D") / "training_labels"
     files = sorted(labels.glob("BRATS_003_z*.png"))

@@ -65,7 +65,7 @@ def test_rtstruct_contours_rasterise_back_to_the_real_mask(real_case, tmp_path):
     import pydicom
     from rt_utils import RTStructBuilder
 
-    from segpipe.pipeline.evaluate import BRATS_REGIONS
+    from segpipe.artifacts.plan import BRATS_REGIONS
     from segpipe.writers.rtstruct import write_rtstruct
 
     series, _, seg = real_case
