@@ -21,6 +21,7 @@ import numpy as np
 from click.testing import CliRunner, Result
 
 from segpipe.cli import cli
+from tests.builders import write_nifti
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (16, 16, 12)
@@ -105,8 +106,8 @@ def load(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def save(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
-    nib.save(nib.Nifti1Image(np.asarray(data), AFFINE if affine is None else affine), str(path))
-    return path
+    """`builders.write_nifti` with this corpus's affine (the synthetic dataset's) by default."""
+    return write_nifti(path, data, AFFINE if affine is None else affine)
 
 
 def edit_json(path: Path, change) -> None:  # noqa: ANN001 - a function of the parsed JSON

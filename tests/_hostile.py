@@ -115,7 +115,7 @@ def generic_dataset(root: Path, image_name: str, image_text: str | None = None) 
 
 
 def slices_dataset(root: Path) -> Path:
-    from tests.test_readers import make_slices
+    from tests.builders import make_slices
 
     return make_slices(root, patients=("BRATS_001", "BRATS_002", "BRATS_003"), size=(16, 16))
 
@@ -250,7 +250,7 @@ def _(root: Path, fx: Fixtures) -> Kind:
 
 @kind(1, "symlink-brats-verify")
 def _(root: Path, fx: Fixtures) -> Kind:
-    from tests.test_readers import make_brats
+    from tests.builders import make_brats
 
     ds = make_brats(root / "brats", shape=SHAPE)
     link = next((ds / "BraTS2021_00001").glob("*_flair.nii.gz"))
@@ -261,7 +261,7 @@ def _(root: Path, fx: Fixtures) -> Kind:
 
 @kind(1, "symlink-brats-preprocess")
 def _(root: Path, fx: Fixtures) -> Kind:
-    from tests.test_readers import make_brats
+    from tests.builders import make_brats
 
     ds = make_brats(root / "brats", shape=SHAPE)
     link = next((ds / "BraTS2021_00002").glob("*_seg.nii.gz"))
@@ -304,7 +304,7 @@ def _(root: Path, fx: Fixtures) -> Kind:
 
 @kind(1, "dicom-symlink-infer")
 def _(root: Path, fx: Fixtures) -> Kind:
-    from tests.test_readers import write_dicom_series
+    from tests.builders import write_dicom_series
 
     series = write_dicom_series(root / "dcm", n=3)
     victim = sorted(series.iterdir())[1]
@@ -325,7 +325,7 @@ def _(root: Path, fx: Fixtures) -> Kind:
 
 @kind(1, "dicom-dcm-symlink-verify")
 def _(root: Path, fx: Fixtures) -> Kind:
-    from tests.test_readers import write_dicom_series
+    from tests.builders import write_dicom_series
 
     series = write_dicom_series(root / "dcm" / "s1", n=3)
     victim = sorted(series.iterdir())[0]
@@ -594,7 +594,7 @@ def _(root: Path, fx: Fixtures) -> Kind:
 def _(root: Path, fx: Fixtures) -> Kind:
     import pydicom
 
-    from tests.test_readers import write_dicom_series
+    from tests.builders import write_dicom_series
 
     series = write_dicom_series(root / "dcm", n=2)
     for f in series.iterdir():

@@ -31,7 +31,7 @@ from tests._corpus import (
     AFFINE, SHAPE, assert_error, assert_no_partials, brain_voxel, clone, edit_json, fill, load, make_dataset,
     no_space, one_line_error, partials, run, run_subprocess, save, tmpfs,
 )
-from tests.test_readers import make_figshare, make_slices, write_dicom_series
+from tests.builders import make_figshare, make_slices, write_dicom_series
 
 
 
@@ -512,8 +512,8 @@ def test_real_process_one_line_on_stderr(tiny_model: Path, tmp_path: Path) -> No
 
 
 def test_readers_have_property_based_fuzz_tests() -> None:
-    """dataset.json, MAT-file and slice readers are fuzzed with hypothesis in test_readers.py."""
-    import tests.test_readers as readers
+    """dataset.json, MAT-file and slice readers are fuzzed with hypothesis in tests/data/test_readers.py."""
+    import tests.data.test_readers as readers
 
     for name in ("test_fuzz_dataset_json", "test_fuzz_mat_bytes", "test_fuzz_mat_structure", "test_fuzz_slice_files"):
         assert hasattr(getattr(readers, name), "hypothesis"), name

@@ -170,7 +170,7 @@ def test_grey_palette_png_is_read_by_its_colours(tmp_path: Path) -> None:
 
     from segpipe.data.loading import load_arrays
     from segpipe.data.slices import read_slices
-    from tests.test_readers import make_slices
+    from tests.builders import make_slices
 
     root = make_slices(tmp_path / "sl", patients=("BRATS_001",), slices=(10,), size=(16, 16))
     grey = np.tile(np.arange(16, dtype=np.uint8) * 10, (16, 1))

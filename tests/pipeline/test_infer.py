@@ -192,7 +192,7 @@ def test_dicom_seg_references_the_series(tmp_path):
     pydicom = pytest.importorskip("pydicom")
     pytest.importorskip("highdicom")
     from segpipe.writers.dicom_seg import write_dicom_seg
-    from tests.test_readers import write_dicom_series
+    from tests.builders import write_dicom_series
 
     series = write_dicom_series(tmp_path / "series", n=4, spacing=2.5, shape=(8, 6))
     labels = np.zeros((6, 8, 4), np.uint8)  # (column, row, slice) as segpipe reads a series

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -20,29 +19,9 @@ from segpipe.data.inputs import discover_inputs
 from segpipe.data.layouts import LAYOUTS, describe_layouts, layout_named, layout_names
 from segpipe.data.loading import load_arrays
 from segpipe.errors import SegpipeError
-from tests.test_readers import label_volume, make_brats, make_figshare, make_generic, make_slices, write_dicom_series, write_nifti
+from tests.builders import label_volume, make_brats, make_figshare, make_generic, make_pairs, make_slices, write_dicom_series, write_nifti
 
 
-def make_pairs(root: Path, cases=("a", "b"), label_suffix="_label", image_suffix="_image", ext=".nii.gz",
-               unlabelled=("u",), channels: int = 1, shape=(6, 5, 4)) -> Path:
-    """`<case>_image<ext>` + `<case>_label<ext>` files, and images without a label."""
-    import itk
-
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-
-    def save(path: Path, data: np.ndarray) -> None:
-        if ext.startswith(".nii"):
-            write_nifti(path, data)
-        else:
-            itk.imwrite(itk.image_from_array(np.ascontiguousarray(data.T)), str(path))
-
-    for cid in (*cases, *unlabelled):
-        image = rng.random((*shape, channels) if channels > 1 else shape).astype(np.float32)
-        save(root / f"{cid}{image_suffix}{ext}", image)
-        if cid in cases:
-            save(root / f"{cid}{label_suffix}{ext}", label_volume(shape, (1, 2)))
-    return root
 
 
 def test_every_layout_has_one_entry_and_drives_help_and_errors(tmp_path):

@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from segpipe.cli import cli
 from segpipe.data.synthetic import make_synthetic_dataset
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TRIALS = 6
 WORKERS = 2
 MANIFEST_FIELDS = ("hash", "image", "label", "shape", "channels", "label_counts", "intensity", "patient", "sources", "label_source")

@@ -1,9 +1,8 @@
-import os
+"""Overlap metrics against the formula and the empty-mask conventions."""
 
 import numpy as np
 import pytest
 
-from segpipe.atomic import atomic_path, write_json
 from segpipe.metrics.overlap import dice, dice_per_label, dice_per_region
 
 
@@ -28,17 +27,3 @@ def test_dice_per_label_and_region():
     regions = dice_per_region(pred, ref, {"wt": [1, 2, 3], "core": [2, 3]})
     assert regions["wt"] == pytest.approx(2 * 4 / (5 + 4))
     assert regions["core"] == pytest.approx(2 * 2 / (3 + 3))
-
-
-def test_atomic_write_leaves_nothing_on_failure(tmp_path):
-    target = tmp_path / "out.json"
-    target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("crash")
-    assert target.read_text() == "old"
-    assert os.listdir(tmp_path) == ["out.json"]
-    write_json(target, {"a": 1})
-    assert target.read_text().strip().startswith("{")
-    assert oct(target.stat().st_mode & 0o777) != oct(0o600) or os.umask(0o022) == 0o177

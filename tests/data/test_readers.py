@@ -6,7 +6,6 @@ import json
 import tempfile
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,110 +13,16 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from segpipe.data import read_dataset
-from segpipe.data.decathlon import Dataset as DecathlonDataset
 from segpipe.data.dataset import Dataset
+from segpipe.data.decathlon import Dataset as DecathlonDataset
 from segpipe.data.figshare import read_mat_field, write_figshare_mat
-from segpipe.data.mat_reader import FigshareMatReader
 from segpipe.data.inputs import discover_inputs
 from segpipe.data.loading import load_arrays, monai_reader
+from segpipe.data.mat_reader import FigshareMatReader
 from segpipe.errors import SegpipeError
+from tests.builders import make_brats, make_figshare, make_generic, make_slices, write_dicom_series, write_nifti
 
-AFFINE = np.diag([1.0, 1.0, 2.0, 1.0])
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
-
-
-# ---------------------------------------------------------------- generators (also used by test_verify)
-
-
-def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray = AFFINE) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.asarray(data), affine), str(path))
-    return path
-
-
-def label_volume(shape=(6, 5, 4), values=(1, 2)) -> np.ndarray:
-    lab = np.zeros(shape, np.uint8)
-    for i, v in enumerate(values):
-        lab[i + 1, 1:3, 1:3] = v
-    return lab
-
-
-def make_brats(root: Path, cases=("BraTS2021_00001", "BraTS2021_00002"), naming="2021", shape=(6, 5, 4)) -> Path:
-    chans = ["_flair", "_t1", "_t1ce", "_t2"] if naming == "2021" else ["-t2f", "-t1n", "-t1c", "-t2w"]
-    seg = "_seg" if naming == "2021" else "-seg"
-    enhancing = 4 if naming == "2021" else 3
-    for cid in cases:
-        for c, suffix in enumerate(chans):
-            write_nifti(root / cid / f"{cid}{suffix}.nii.gz", np.full(shape, c + 1, np.int16) + np.arange(shape[0])[:, None, None].astype(np.int16))
-        write_nifti(root / cid / f"{cid}{seg}.nii.gz", label_volume(shape, (1, 2, enhancing)))
-    return root
-
-
-def make_slices(root: Path, patients=("BRATS_001", "BRATS_002"), slices=(10, 20), size=(5, 7)) -> Path:
-    for folder in ("training_images", "training_labels"):
-        (root / folder).mkdir(parents=True, exist_ok=True)
-    for p in patients:
-        for z in slices:
-            img = np.arange(size[0] * size[1], dtype=np.uint8).reshape(size)
-            lab = np.zeros(size, np.uint8)
-            lab[1, 2] = 3
-            Image.fromarray(img).save(root / "training_images" / f"{p}_z{z}.png")
-            Image.fromarray(lab).save(root / "training_labels" / f"{p}_z{z}.png")
-    return root
-
-
-def make_figshare(root: Path, n=4, size=(6, 8)) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for i in range(1, n + 1):
-        image = np.arange(size[0] * size[1], dtype=np.int16).reshape(size) + i
-        mask = np.zeros(size, np.uint8)
-        mask[1:3, 2:5] = 1
-        write_figshare_mat(root / f"{i}.mat", image, mask, label=1 + i % 3, pid=f"P{(i + 1) // 2}", border=[3, 2, 5, 2, 5, 3])
-    return root
-
-
-def make_generic(root: Path, nnunet=False, images="images", labels="labels", cases=("a", "b")) -> Path:
-    for cid in cases:
-        if nnunet:
-            for c in range(2):
-                write_nifti(root / images / f"{cid}_{c:04d}.nii.gz", np.full((6, 5, 4), c + 1.0, np.float32))
-        else:
-            write_nifti(root / images / f"{cid}.nii.gz", np.random.default_rng(0).random((6, 5, 4)).astype(np.float32))
-        write_nifti(root / labels / f"{cid}.nii.gz", label_volume())
-    return root
-
-
-def write_dicom_series(folder: Path, n=5, spacing=2.0, skip=(), series_uid=None, patient="P1", shape=(8, 6)) -> Path:
-    from pydicom.dataset import Dataset as DicomDataset
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    folder.mkdir(parents=True, exist_ok=True)
-    uid = series_uid or generate_uid()
-    study, frame = generate_uid(), generate_uid()
-    for i in range(n):
-        if i in skip:
-            continue
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = DicomDataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.PatientID, ds.Modality = patient, "CT"
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, uid, frame
-        ds.InstanceNumber = i + 1
-        ds.ImagePositionPatient = [0.0, 0.0, i * spacing]
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], spacing
-        ds.Rows, ds.Columns = shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.PixelData = np.full(shape, i * 10, np.int16).tobytes()
-        # files written in reverse order so the reader must sort by position
-        ds.save_as(folder / f"IM{n - i:04d}", enforce_file_format=True)
-    return folder
 
 
 # ---------------------------------------------------------------- Dataset record

@@ -18,7 +18,7 @@ from segpipe.config import EvaluateConfig
 from segpipe.errors import SegpipeError
 from segpipe.pipeline.evaluate import evaluate
 from segpipe.reports.references import read_references, sibling_images
-from tests.test_layouts import make_pairs
+from tests.builders import make_pairs
 
 
 def _slices_with_test_split(root: Path) -> Path:

@@ -12,7 +12,7 @@ from segpipe.data import read_dataset
 from segpipe.data.case import Case
 from segpipe.data.dataset import Dataset
 from segpipe.data.verify import verify_dataset
-from tests.test_readers import AFFINE, label_volume, make_brats, make_figshare, make_slices, write_nifti
+from tests.builders import AFFINE, label_volume, make_brats, make_figshare, make_slices, write_nifti
 
 LABELS = {0: "background", 1: "edema", 2: "core"}
 
