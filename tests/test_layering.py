@@ -22,9 +22,14 @@ def _modules() -> dict[str, Path]:
 
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """segpipe modules `name` imports anywhere in its file (top level or inside functions)."""
-    found = set()
+    found: set[str] = set()
+    skipped: set[int] = set()  # imports only for type checkers do not run
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test):
+            skipped.update(id(n) for n in ast.walk(node))
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -78,6 +83,16 @@ def test_reports_do_not_depend_on_training():
     graph = _graph()
     offenders = [f"{n} imports {d}" for n, deps in graph.items() if n.startswith("segpipe.reports") for d in deps
                  if d.startswith(("segpipe.training", "segpipe.pipeline"))]
+    assert not offenders, offenders
+
+
+def test_networks_and_data_stay_below_training():
+    """networks/ imports nothing of segpipe outside itself but SegpipeError (at run time); data/ knows nothing of training."""
+    graph = _graph()
+    offenders = [f"{n} imports {d}" for n, deps in graph.items() if n.startswith("segpipe.networks") for d in deps
+                 if not d.startswith("segpipe.networks") and d not in ("segpipe", "segpipe.errors")]
+    offenders += [f"{n} imports {d}" for n, deps in graph.items() if n.startswith("segpipe.data") for d in deps
+                  if d.startswith(("segpipe.training", "segpipe.pipeline", "segpipe.artifacts", "segpipe.runtime"))]
     assert not offenders, offenders
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from segpipe.config import ModelConfig
 from segpipe.networks import build_network, network_options
+
+if TYPE_CHECKING:  # networks/ imports nothing of segpipe outside itself at run time
+    from segpipe.config import ModelConfig
 
 
 def network_spec(model: ModelConfig, in_channels: int, out_channels: int) -> dict[str, Any]:
