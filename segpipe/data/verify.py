@@ -246,14 +246,9 @@ def verify_dataset(dataset: Dataset, *, progress: bool = False) -> VerifyReport:
             )
         else:
             seen[case.case_id] = case
-    iterator: Any = cases
-    if progress:
-        try:
-            from tqdm import tqdm
+    from segpipe.progress import progress as bar
 
-            iterator = tqdm(cases, desc="verify", unit="case")
-        except ImportError:
-            pass
+    iterator: Any = bar(cases, quiet=not progress, desc="verify", unit="case")
     channel_counts: dict[int, Path] = {}
     for case in iterator:
         if not case.images:

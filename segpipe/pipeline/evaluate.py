@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from segpipe.artifacts.plan import default_regions
 from segpipe.atomic import write_json, write_with
@@ -16,6 +15,7 @@ from segpipe.config import EvaluateConfig
 from segpipe.errors import SegpipeError
 from segpipe.metrics.overlap import EMPTY_CONVENTION
 from segpipe.metrics.patients import PatientScores, label_structures, structures
+from segpipe.progress import progress
 from segpipe.reports.figures import overlay, training_curves
 from segpipe.reports.masks import is_mask_file, load_display_slice, load_mask, mask_id
 from segpipe.reports.references import Reference, matched_splits, model_label_names, no_match_error, read_references
@@ -94,7 +94,7 @@ def evaluate(
 
     loaded = {}
     label_ids: set[int] = {k for k in names if k != 0}
-    for cid in tqdm(matched, desc="evaluate", unit="case", disable=quiet):
+    for cid in progress(matched, desc="evaluate", unit="case", quiet=quiet):
         (pred, _), (ref, spacing) = load_mask(preds[cid]), load_mask(refs[cid].mask)
         if refs[cid].mapping:
             ref = map_labels(ref, refs[cid].mapping)

@@ -34,6 +34,7 @@ from segpipe.data.paths import inside
 from segpipe.errors import SegpipeError
 from segpipe.metrics.patients import label_structures, structures
 from segpipe.networks.spec import build_from_spec, network_spec
+from segpipe.progress import progress
 from segpipe.qc.reference import with_reference
 from segpipe.reports.figures import training_curves
 from segpipe.runtime.allocator import keep_freed_memory
@@ -406,7 +407,8 @@ def _train_step(run: Run, batch: dict[str, Any]) -> float:
 def _train_epoch(run: Run, loader: Any, budget: TimeBudget, lr_schedule: BudgetSchedule | None, epoch: int) -> list[float]:
     t = run.cfg.train
     losses: list[float] = []
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{t.epochs}", unit="it", disable=run.quiet, leave=False)
+    planned = BudgetPlan(**run.budget).iterations_per_epoch if run.budget else None  # a budgeted loader has slack
+    bar = progress(loader, quiet=run.quiet, total=planned, desc=f"epoch {epoch + 1}/{t.epochs}", unit="it", leave=False)
     stop_at = BudgetPlan(**run.budget).training_ends(epoch, t.max_seconds) if run.budget else math.inf
     for batch in bar:
         if budget.expired() or budget.elapsed() >= stop_at:

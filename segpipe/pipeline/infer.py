@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
-from tqdm import tqdm
 
 from segpipe.artifacts.model_folder import TrainedModel, fold_folders, load_model_folder
 from segpipe.atomic import remove_stale_partials
@@ -22,6 +21,7 @@ from segpipe.data.case import Case
 from segpipe.data.inputs import discover_inputs
 from segpipe.errors import SegpipeError, reader_error
 from segpipe.networks.inference import optimize_for_inference
+from segpipe.progress import progress
 from segpipe.qc.session import InferQC, Refused, uncertainty_name
 from segpipe.runtime.allocator import keep_freed_memory
 from segpipe.runtime.precision import autocast, check_precision, resolve_precision
@@ -302,7 +302,7 @@ def _segment_all(segmenter: Segmenter, cases: list[Case], out: Path, result: Inf
                  sliding_window: bool, overwrite: bool, quiet: bool, probabilities: bool, dicom_seg: bool,
                  keep_going: bool, rtstruct: bool = False) -> None:
     started = time.perf_counter()
-    for case in tqdm(cases, desc="infer", unit="case", disable=quiet):
+    for case in progress(cases, desc="infer", unit="case", quiet=quiet):
         layout = str(case.attrs.get("layout", "generic"))
         target = out / output_name(case.case_id, layout, case.images[0])
         if target.exists() and not overwrite:

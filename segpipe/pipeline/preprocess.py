@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from segpipe.artifacts.plan import build_plan, case_geometry, median_spacing
 from segpipe.atomic import write_json, write_with
@@ -26,6 +25,7 @@ from segpipe.data.guard import input_roots
 from segpipe.data.loading import layout_of
 from segpipe.data.splits import dataset_folds, patient_folds
 from segpipe.errors import SegpipeError, reader_error
+from segpipe.progress import progress
 
 CASES_DIR = "cases"
 
@@ -230,7 +230,7 @@ def preprocess(
         failed.append((case.case_id, str(exc)))
 
     geometry = []
-    for case in tqdm(list(dataset.training), desc="fingerprint", unit="case", disable=quiet, leave=False):
+    for case in progress(list(dataset.training), desc="fingerprint", unit="case", quiet=quiet, leave=False):
         try:
             geometry.append(case_geometry(dataset, case))
         except SegpipeError as exc:
@@ -254,7 +254,7 @@ def preprocess(
     old_cases = old.get("cases", {}) if old.get("settings_key") == settings_key else {}
     entries: dict[str, dict[str, Any]] = {}
     todo: list[tuple[Case, str]] = []
-    for case in tqdm(dataset.training, desc="hashing", unit="case", disable=quiet, leave=False):
+    for case in progress(dataset.training, desc="hashing", unit="case", quiet=quiet, leave=False):
         digest = file_digest([*case.images, case.label])
         prev = old_cases.get(case.case_id)
         if prev and prev.get("hash") == digest and "qc" in prev and (out / prev["image"]).is_file() and (out / prev["label"]).is_file():
@@ -273,7 +273,7 @@ def preprocess(
             last_save[0] = time.monotonic()
 
     roots = input_roots() or (Path(dataset_dir),)
-    bar = tqdm(total=len(todo), desc="preprocess", unit="case", disable=quiet)
+    bar = progress(total=len(todo), desc="preprocess", unit="case", quiet=quiet)
     def collect(case: Case, result: Any) -> None:
         try:
             entry = result()

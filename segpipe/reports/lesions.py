@@ -237,11 +237,12 @@ def lesion_columns(per_case, per_patient, loaded: dict, structures: dict[str, li
         ecfg: the evaluate config (lesion_dilation, lesion_min_volume).
     """
     import pandas as pd
-    from tqdm import tqdm
+
+    from segpipe.progress import progress
 
     scorer = LesionScorer(ecfg.lesion_dilation, ecfg.lesion_min_volume)
     case_rows, pooled = [], {}
-    for cid, patient in tqdm(list(zip(per_case["case"], per_case["patient"])), desc="lesions", unit="case", disable=quiet):
+    for cid, patient in progress(list(zip(per_case["case"], per_case["patient"])), desc="lesions", unit="case", quiet=quiet):
         pred, ref, spacing = loaded[cid]
         row: dict[str, object] = {"case": cid}
         for name, members in structures.items():
