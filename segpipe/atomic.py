@@ -75,13 +75,9 @@ def _writer_alive(path: Path) -> bool:
     pid = int(parts[where - 2]) if where >= 3 and parts[where - 2].isdigit() else None
     if pid is None or pid == os.getpid():
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from segpipe.outputs import pid_alive
+
+    return pid_alive(pid)
 
 
 def _umask() -> int:

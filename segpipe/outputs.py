@@ -67,8 +67,11 @@ def check_target(path: str | Path) -> None:
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
-    if pid == os.getpid():
-        return True
+    return pid == os.getpid() or pid_alive(pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID is running (one we may not signal counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
