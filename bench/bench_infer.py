@@ -112,10 +112,11 @@ def run_plain(image: Path, model_dir: Path, precision: str, out: Path, crop: boo
 
 def run_segpipe(image: Path, model_dir: Path, precision: str, out: Path) -> dict:
     """`segpipe infer` on one file, timed from file to written mask."""
+    from segpipe.prediction import SkipEmptyWindows
     from segpipe.pipeline import infer as infer_module
 
     calls, net_seconds = [0], [0.0]
-    real_forward = infer_module.SkipEmptyWindows.forward
+    real_forward = SkipEmptyWindows.forward
 
     def counted(self, x):  # count and time the windows that reach the network
         calls[0] += int((x.flatten(1).abs().amax(1) > 0).sum())
@@ -124,7 +125,7 @@ def run_segpipe(image: Path, model_dir: Path, precision: str, out: Path) -> dict
         net_seconds[0] += time.perf_counter() - tick
         return out
 
-    infer_module.SkipEmptyWindows.forward = counted
+    SkipEmptyWindows.forward = counted
     start = time.perf_counter()
     infer_module.infer(model_dir, [image], out.parent, {"roi_size": [ROI] * 3, "overlap": OVERLAP, "mode": "gaussian",
                        "sw_batch_size": SW_BATCH, "precision": precision}, overwrite=True, quiet=True)

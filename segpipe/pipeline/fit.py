@@ -378,6 +378,7 @@ def _validation_seconds(run: Run) -> float:
     seconds = 0.0
     if run.val_cases and run.d.main:
         probe = run.val_cases[:3]
+        _validate(run, probe[:1])  # warm-up: first-call costs would be scaled up by the number of cases
         started = time.perf_counter()
         _validate(run, probe)
         seconds = (time.perf_counter() - started) * sum(c["voxels"] for c in run.val_cases) / sum(c["voxels"] for c in probe)
@@ -387,7 +388,7 @@ def _validation_seconds(run: Run) -> float:
 def _validate(run: Run, cases: list[dict[str, Any]]) -> dict[str, float]:
     t = run.cfg.train
     return validate(run.model, cases, run.cfg.infer, t.patch_size, run.scored, run.label_structures, run.device,
-                    run.precision, run.chain)
+                    run.precision, run.spec, run.chain)
 
 
 def _train_step(run: Run, batch: dict[str, Any]) -> float:

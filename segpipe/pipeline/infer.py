@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 
 from segpipe.artifacts.model_folder import TrainedModel, fold_folders, load_model_folder
 from segpipe.atomic import remove_stale_partials
@@ -21,6 +19,7 @@ from segpipe.data.case import Case
 from segpipe.data.inputs import discover_inputs
 from segpipe.errors import SegpipeError, reader_error
 from segpipe.networks.inference import optimize_for_inference
+from segpipe.prediction import labels_of, mean_probabilities
 from segpipe.progress import progress
 from segpipe.qc.session import InferQC, Refused, uncertainty_name
 from segpipe.runtime.allocator import keep_freed_memory
@@ -28,11 +27,8 @@ from segpipe.runtime.precision import autocast, check_precision, resolve_precisi
 from segpipe.transforms.inversion import invert_to_input
 from segpipe.transforms.postprocess import postprocess
 from segpipe.transforms.preprocessing import chain_for
-from segpipe.transforms.regions import RegionChain, region_chain, regions_to_labels
+from segpipe.transforms.regions import RegionChain, region_chain
 from segpipe.writers.masks import output_name, probability_name, write_mask, write_probabilities
-
-BACKGROUND_LOGIT = 20.0  # softmax(20, 0, ...) is background with certainty to float32 precision
-
 
 @dataclass
 class InferResult:
@@ -47,33 +43,6 @@ class InferResult:
     warnings: list[str] = field(default_factory=list)  # one line per out-of-distribution flag
     cases: list[dict[str, Any]] = field(default_factory=list)  # the rows of cases.csv written by this run
     cases_csv: Path | None = None
-
-
-class SkipEmptyWindows(torch.nn.Module):
-    """Runs the network only on windows holding some non-zero input.
-
-    After z-scoring over the brain, everything outside it is exactly zero; such windows
-    get a confident background prediction without a forward pass.
-    """
-
-    def __init__(self, net: torch.nn.Module, out_channels: int, regions: bool = False) -> None:
-        super().__init__()
-        self.net = net
-        self.out_channels = out_channels
-        self.regions = regions  # sigmoid region outputs: every channel confidently off
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        keep = x.flatten(1).abs().amax(1) > 0
-        if bool(keep.all()):
-            return self.net(x)
-        out = x.new_zeros((x.shape[0], self.out_channels, *x.shape[2:]))
-        if self.regions:
-            out[:] = -BACKGROUND_LOGIT
-        else:
-            out[:, 0] = BACKGROUND_LOGIT
-        if bool(keep.any()):
-            out[keep] = self.net(x[keep]).to(out.dtype)
-        return out
 
 
 class Segmenter:
@@ -115,48 +84,16 @@ class Segmenter:
             self._chains[key] = chain_for(self.plan.preprocess, layout, with_label=False, record_qc=True, path=path)
         return self._chains[key]
 
-    def _logits(self, net: torch.nn.Module, x: torch.Tensor, sliding_window: bool) -> torch.Tensor:
-        """Logits (1, C, ...) on the CPU; a 2D model on a volume runs slice by slice."""
-        icfg = self.icfg
-        model_dims, image_dims = self.network["spatial_dims"], x.ndim - 2
-        predictor: Any = SkipEmptyWindows(net, self.network["out_channels"], self.regions is not None) if icfg.skip_empty else net
-        roi = list(icfg.roi_size or self.models[0].config.train.patch_size or self.plan.patch_size)
-        if model_dims == 2 and image_dims == 3:
-            inner = predictor
-
-            def predictor(batch: torch.Tensor) -> torch.Tensor:  # noqa: F811 - slice-wise wrapper
-                return inner(batch[..., 0])[..., None]
-
-            roi = [*roi[:2], 1]
-        elif model_dims != image_dims:
-            raise SegpipeError(f"a {model_dims}D model cannot segment {image_dims}D images")
-        if not sliding_window:
-            if model_dims == image_dims:
-                return predictor(x).float().cpu()
-            return torch.cat([predictor(x[..., z : z + 1]) for z in range(x.shape[-1])], dim=-1).float().cpu()
-        return sliding_window_inference(
-            x, roi_size=roi, sw_batch_size=icfg.sw_batch_size, predictor=predictor, overlap=icfg.overlap,
-            mode=icfg.mode, sw_device=self.device, device=torch.device("cpu"),
-        ).float()
-
     @torch.inference_mode()
     def probabilities(self, image: torch.Tensor, sliding_window: bool) -> torch.Tensor:
         """Softmax probabilities (C, ...), or sigmoid region probabilities (R, ...), averaged over fold models and mirrored copies."""
         x = image[None].to(self.device)
         if self.icfg.channels_last and x.ndim in (4, 5):
             x = x.contiguous(memory_format=torch.channels_last_3d if x.ndim == 5 else torch.channels_last)
-        spatial = list(range(2, x.ndim))
-        flips = [()] + ([c for r in range(1, len(spatial) + 1) for c in itertools.combinations(spatial, r)] if self.icfg.tta else [])
-        total = None
+        roi = list(self.icfg.roi_size or self.models[0].config.train.patch_size or self.plan.patch_size)
         with autocast(self.precision, self.device):
-            for net in self.nets:
-                for axes in flips:
-                    xi = torch.flip(x, axes) if axes else x
-                    logits = self._logits(net, xi, sliding_window)
-                    p = torch.sigmoid(logits) if self.regions is not None else torch.softmax(logits, dim=1)
-                    p = torch.flip(p, axes) if axes else p
-                    total = p if total is None else total + p
-        return total[0] / (len(self.nets) * len(flips))
+            return mean_probabilities(self.nets, x, roi, self.icfg, self.network["spatial_dims"], self.network["out_channels"],
+                                      self.regions is not None, sliding_window, self.device)[0]
 
 
 def region_chain_of(model: TrainedModel) -> RegionChain | None:
@@ -170,9 +107,7 @@ def predict_labels(segmenter: Segmenter, image: torch.Tensor, sliding_window: bo
     """Labels (1, ...) of a preprocessed channel-first image (argmax, or nested regions decoded
     into the dataset's label values), and the probabilities."""
     probs = segmenter.probabilities(image, sliding_window)
-    if segmenter.regions is not None:
-        return regions_to_labels(probs, segmenter.regions), probs
-    return probs.argmax(0, keepdim=True).to(torch.uint8), probs
+    return labels_of(probs, segmenter.regions), probs
 
 
 def segment_case(segmenter: Segmenter, case: Case, sliding_window: bool, with_probabilities: bool = False) -> tuple[np.ndarray, Any, np.ndarray | None]:

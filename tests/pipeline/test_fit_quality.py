@@ -76,9 +76,12 @@ def _val_images(raw: Path, prepared: Path, out: Path, fold: int = 0) -> Path:
     return out
 
 
-def test_best_validation_dice_equals_evaluate_on_the_fold(slice_data, tmp_path):
+@pytest.mark.parametrize("settings", [{}, {"infer.tta": "true", "infer.keep_largest": "[1]", "infer.min_component_size": "3"}],
+                         ids=["plain", "mirrored-and-cleaned"])
+def test_best_validation_dice_equals_evaluate_on_the_fold(slice_data, tmp_path, settings):
+    """Validation predicts as infer does, with the model's own infer settings (mirroring, clean-up)."""
     raw, prepared = slice_data
-    result = fit(prepared, tmp_path / "model", slice_config(**{"train.seed": "1"}), quiet=True)
+    result = fit(prepared, tmp_path / "model", slice_config(**{"train.seed": "1", **settings}), quiet=True)
     metrics = pd.read_csv(tmp_path / "model" / "metrics.csv")
     best = metrics.loc[metrics["epoch"] == result.best_epoch].iloc[0]
     assert best["val_dice_mean"] == pytest.approx(result.best_metric)
@@ -192,3 +195,22 @@ def test_a_resumed_budget_run_keeps_its_epoch_sizes(slice_data, tmp_path):
     assert result.epochs == len(metrics) > 2
     assert len(metrics) == sizes["epochs"] and metrics["val_dice_mean"].notna().all()
     assert load_checkpoint(tmp_path / "m" / "checkpoints" / "last.pt")["budget"] == sizes
+
+
+def test_validation_estimate_leaves_first_call_costs_out(monkeypatch):
+    """A one-off cost of the first validation call (lazy set-up) is not scaled up to every case."""
+    import time
+    from types import SimpleNamespace
+
+    from segpipe.pipeline import fit as fit_module
+
+    calls: list[int] = []
+
+    def fake_validate(run, cases):
+        time.sleep((0.3 if not calls else 0.0) + 0.001 * len(cases))
+        calls.append(len(cases))
+
+    monkeypatch.setattr(fit_module, "_validate", fake_validate)
+    run = SimpleNamespace(val_cases=[{"voxels": 100}] * 300, d=SimpleNamespace(main=True, broadcast=lambda x: x))
+    seconds = fit_module._validation_seconds(run)
+    assert 0.25 < seconds < 5.0  # 300 cases at 1 ms; scaling the 0.3 s set-up by 100 would give over 30 s

@@ -10,7 +10,8 @@ import segpipe.runtime.precision as precision_module
 from segpipe.errors import SegpipeError
 from segpipe.pipeline import infer as infer_module
 from segpipe.pipeline.fit import fit, fit_folds
-from segpipe.pipeline.infer import SkipEmptyWindows, infer, parse_shard
+from segpipe.prediction import SkipEmptyWindows
+from segpipe.pipeline.infer import infer, parse_shard
 from segpipe.pipeline.preprocess import preprocess
 from segpipe.transforms.postprocess import keep_largest_component, remove_small_components
 from tests.conftest import shared_data, tiny_config

@@ -1,0 +1,112 @@
+"""The one prediction path: windows, mirrored copies, probabilities and labels.
+
+`segpipe infer` and validation during `segpipe fit` both call these functions, so the
+validation Dice that picks the best checkpoint is computed on the same predictions that
+`infer` writes for that checkpoint (mirroring, skipped empty windows and all).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch
+from monai.inferers import sliding_window_inference
+
+from segpipe.config import InferConfig
+from segpipe.errors import SegpipeError
+from segpipe.transforms.regions import RegionChain, regions_to_labels
+
+BACKGROUND_LOGIT = 20.0  # softmax(20, 0, ...) is background with certainty to float32 precision
+
+
+class SkipEmptyWindows(torch.nn.Module):
+    """Runs the network only on windows holding some non-zero input.
+
+    After z-scoring over the brain, everything outside it is exactly zero; such windows
+    get a confident background prediction without a forward pass.
+    """
+
+    def __init__(self, net: torch.nn.Module, out_channels: int, regions: bool = False) -> None:
+        super().__init__()
+        self.net = net
+        self.out_channels = out_channels
+        self.regions = regions  # sigmoid region outputs: every channel confidently off
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep = x.flatten(1).abs().amax(1) > 0
+        if bool(keep.all()):
+            return self.net(x)
+        out = x.new_zeros((x.shape[0], self.out_channels, *x.shape[2:]))
+        if self.regions:
+            out[:] = -BACKGROUND_LOGIT
+        else:
+            out[:, 0] = BACKGROUND_LOGIT
+        if bool(keep.any()):
+            out[keep] = self.net(x[keep]).to(out.dtype)
+        return out
+
+
+def window_logits(net: torch.nn.Module, x: torch.Tensor, roi: Sequence[int], icfg: InferConfig, model_dims: int,
+                  out_channels: int, regions: bool, sliding_window: bool = True,
+                  device: torch.device | None = None) -> torch.Tensor:
+    """Logits (N, C, ...) of a batch of images, on the CPU; a 2D model on a volume runs slice by slice.
+
+    Args:
+        roi: window size of the model's spatial dimensions.
+        model_dims: the network's spatial dimensions (2 or 3).
+        regions: the network predicts sigmoid regions (empty windows get every channel off).
+        sliding_window: sweep windows of `roi` (MONAI), else the whole image at once.
+        device: where the windows run (that of `x` when None).
+    """
+    image_dims = x.ndim - 2
+    predictor: torch.nn.Module = SkipEmptyWindows(net, out_channels, regions) if icfg.skip_empty else net
+    roi = list(roi)
+    if model_dims == 2 and image_dims == 3:
+        inner = predictor
+
+        def predictor(batch: torch.Tensor) -> torch.Tensor:  # noqa: F811 - slice-wise wrapper
+            return inner(batch[..., 0])[..., None]
+
+        roi = [*roi[:2], 1]
+    elif model_dims != image_dims:
+        raise SegpipeError(f"a {model_dims}D model cannot segment {image_dims}D images")
+    if not sliding_window:
+        if model_dims == image_dims:
+            return predictor(x).float().cpu()
+        return torch.cat([predictor(x[..., z : z + 1]) for z in range(x.shape[-1])], dim=-1).float().cpu()
+    return sliding_window_inference(
+        x, roi_size=roi, sw_batch_size=icfg.sw_batch_size, predictor=predictor, overlap=icfg.overlap,
+        mode=icfg.mode, sw_device=device or x.device, device=torch.device("cpu"),
+    ).float()
+
+
+def mirror_axes(spatial_dims: int, tta: bool) -> list[tuple[int, ...]]:
+    """The flips of a test-time-augmented pass: none, then every non-empty set of spatial axes."""
+    spatial = range(2, 2 + spatial_dims)
+    return [()] + ([c for r in range(1, spatial_dims + 1) for c in itertools.combinations(spatial, r)] if tta else [])
+
+
+def mean_probabilities(nets: Sequence[torch.nn.Module], x: torch.Tensor, roi: Sequence[int], icfg: InferConfig,
+                       model_dims: int, out_channels: int, regions: bool, sliding_window: bool = True,
+                       device: torch.device | None = None) -> torch.Tensor:
+    """Softmax probabilities (N, C, ...), or sigmoid region probabilities, averaged over `nets`
+    and, with `icfg.tta`, over mirrored copies along every spatial axis."""
+    flips = mirror_axes(x.ndim - 2, icfg.tta)
+    total = None
+    for net in nets:
+        for axes in flips:
+            xi = torch.flip(x, axes) if axes else x
+            logits = window_logits(net, xi, roi, icfg, model_dims, out_channels, regions, sliding_window, device)
+            p = torch.sigmoid(logits) if regions else torch.softmax(logits, dim=1)
+            p = torch.flip(p, axes) if axes else p
+            total = p if total is None else total + p
+    return total / (len(nets) * len(flips))
+
+
+def labels_of(probs: torch.Tensor, chain: RegionChain | None) -> torch.Tensor:
+    """Labels (1, ...) from one image's probabilities (C, ...): argmax, or nested regions decoded
+    into the dataset's label values."""
+    if chain is not None:
+        return regions_to_labels(probs, chain)
+    return probs.argmax(0, keepdim=True).to(torch.uint8)
