@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -82,8 +83,36 @@ def spearman(a, b) -> float:
     return float(spearmanr(a, b, nan_policy="omit").statistic)
 
 
-def ood_counts(model: Path, work: Path, held_out: list[Path], data: Path) -> dict[str, Counter]:
-    """Flags on held-out slices as they are, changed in known ways, and on real volumes unlike training."""
+def _patient(path: Path) -> str:
+    return re.sub(r"_z\d+$", "", path.stem.removesuffix(".nii"))
+
+
+def contrast_line(name: str, features: dict[Path, dict], plan) -> None:
+    """The contrast distance (segpipe.qc.reference.contrast_distance) of each slice and of each patient's pooled slices."""
+    from segpipe.qc.reference import contrast_distance
+
+    stats = plan.get("qc_reference", {}).get("contrast")
+    features = {p: f for p, f in features.items() if f["channels"] == len(stats or []) and f.get("contrast", [None])[0] is not None}
+    if not stats or not features:
+        return
+    median, scale, limits = stats[0]["median"], stats[0]["scale"], stats[0]["limits"]
+    alone = [contrast_distance([f["contrast"][0]], median, scale) for f in features.values()]
+    groups: dict[str, list[float]] = {}
+    for p, f in features.items():
+        groups.setdefault(_patient(p), []).append(f["contrast"][0])
+    pooled = [contrast_distance(v, median, scale) for v in groups.values()]
+    print(f"contrast {name}: {len(alone)} slices, distance min/median/max {min(alone):.2f}/{np.median(alone):.2f}/{max(alone):.2f} "
+          f"(limit alone {limits[0]:.2f}); {len(pooled)} patients pooled: {min(pooled):.2f}/{np.median(pooled):.2f}/{max(pooled):.2f} "
+          f"(limit for {max(len(v) for v in groups.values())} slices {limits[min(len(limits), max(len(v) for v in groups.values())) - 1]:.2f}); "
+          f"training median {median:+.3f}, spread {scale:.3f}, values {', '.join(f'{v[0] if len(v) == 1 else np.mean(v):+.2f}' for v in list(groups.values())[:3])}")
+
+
+def ood_counts(model: Path, work: Path, held_out: list[Path], data: Path) -> dict[str, tuple[Counter, Counter]]:
+    """Flags on held-out slices as they are, changed in known ways, and on real scans unlike training.
+
+    Each entry: (flags with every slice checked alone, flags with the slices of one patient
+    pooled as `segpipe infer` pools them).
+    """
     import nibabel as nib
     from PIL import Image
     from scipy import ndimage
@@ -92,17 +121,28 @@ def ood_counts(model: Path, work: Path, held_out: list[Path], data: Path) -> dic
     from segpipe.qc.ood import check_case
     from segpipe.transforms.preprocessing import chain_for
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.builders import braintumour_2d_slices
+
     folder = ModelFolder.open(model)
     plan, network = folder.plan, folder.network_spec()
 
-    def flags_of(path: Path, layout: str) -> list[str]:
+    def features_of(path: Path, layout: str) -> dict:
         chain = chain_for(plan.preprocess, layout, with_label=False, record_qc=True, path=path)
-        features = chain({"image": str(path)})["qc_features"]
-        names = sorted(f.name for f in check_case(features, plan, network["in_channels"], network["spatial_dims"]))
-        return ["cases", *(names or ["(none)"])]
+        return chain({"image": str(path)})["qc_features"]
+
+    def count(paths: list[Path], layout: str) -> tuple[Counter, Counter]:
+        features = {p: features_of(p, layout) for p in paths}
+        contrast_line(paths[0].parent.name if len(paths) > 1 else paths[0].name, features, plan)
+        alone, pooled = Counter(), Counter()
+        for p, f in features.items():
+            peers = [g for q, g in features.items() if q != p and _patient(q) == _patient(p)]
+            for counter, others in ((alone, []), (pooled, peers)):
+                names = sorted(x.name for x in check_case(f, plan, network["in_channels"], network["spatial_dims"], others))
+                counter.update(["cases", *(names or ["(none)"])])
+        return alone, pooled
 
     changed = work / "changed"
-    changed.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
 
     def shell(a: np.ndarray) -> np.ndarray:
@@ -120,40 +160,59 @@ def ood_counts(model: Path, work: Path, held_out: list[Path], data: Path) -> dic
         "intensities cubed (gamma 3)": lambda a: np.where(a > 0, np.maximum(1, 255 * (a / 255.0) ** 3), 0),
         "intensities halved (linear, harmless)": lambda a: np.where(a > 0, a // 2 + 1, 0),
     }
-    counts: dict[str, Counter] = {"held-out slices as they are": Counter()}
-    for path in held_out:
-        counts["held-out slices as they are"].update(flags_of(path, "slices"))
-    sample = held_out[::8]
-    for name, change in changes.items():
-        counts[name] = Counter()
+    counts = {"held-out slices as they are": count(held_out, "slices")}
+    patients = sorted({_patient(p) for p in held_out})[::4]  # every slice of every 4th held-out patient
+    sample = [p for p in held_out if _patient(p) in patients]
+    for k, (name, change) in enumerate(changes.items()):
+        folder_k = changed / f"change{k}"
+        folder_k.mkdir(parents=True, exist_ok=True)
+        targets = []
         for path in sample:
-            target = changed / f"{path.stem}.png"
-            Image.fromarray(change(_png(path).astype(np.float64)).astype(np.uint8)).save(target)
-            counts[name].update(flags_of(target, "slices"))
+            targets.append(folder_k / f"{path.stem}.png")
+            Image.fromarray(change(_png(path).astype(np.float64)).astype(np.uint8)).save(targets[-1])
+        counts[name] = count(targets, "slices")
     # the same slices as NIfTI: two channels; a 2 mm grid (resampled)
     for name in ("two channels", "resampled to 2 mm pixels"):
-        counts[name] = Counter()
+        targets = []
         for path in sample:
             a = _png(path).astype(np.float32).T
             if name == "two channels":
                 img = nib.Nifti1Image(np.stack([a, a], -1)[:, :, None, :], np.eye(4))
             else:
                 img = nib.Nifti1Image(ndimage.zoom(a, 0.5, order=1)[:, :, None], np.diag([2.0, 2.0, 1.0, 1.0]))
-            target = changed / f"{path.stem}_{name.split()[0]}.nii.gz"
-            nib.save(img, str(target))
-            counts[name].update(flags_of(target, "generic"))
+            targets.append(changed / f"{path.stem}_{name.split()[0]}.nii.gz")
+            nib.save(img, str(targets[-1]))
+        counts[name] = count(targets, "generic")
     brats = data.parent / "BraTS2021" / "BraTS2021_00006"
     for channel in ("t1ce", "t1", "t2", "flair"):
         path = brats / f"BraTS2021_00006_{channel}.nii.gz"
         if path.is_file():
-            counts[f"BraTS 2021 volume, {channel}"] = Counter(flags_of(path, "generic"))
+            slices = braintumour_2d_slices(path, changed / f"brats_{channel}")
+            counts[f"BraTS 2021 case, {channel}, 6 slices made as BrainTumour_2D's"] = count(slices, "slices")
+    for channel in ("t1ce", "t1", "t2", "flair"):
+        path = brats / f"BraTS2021_00006_{channel}.nii.gz"
+        if path.is_file():
+            counts[f"BraTS 2021 volume, {channel}"] = count([path], "generic")
     try:
         import nilearn
 
         mni = Path(nilearn.__file__).parent / "datasets" / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-        counts[f"MNI152 T1 template (nilearn {nilearn.__version__})"] = Counter(flags_of(mni, "generic"))
+        counts[f"MNI152 T1 template (nilearn {nilearn.__version__}; skull-stripped)"] = count([mni], "generic")
     except ImportError:
         print("nilearn not installed: MNI152 template skipped", file=sys.stderr)
+    try:
+        import dipy
+        from dipy.data import get_fnames
+
+        for name in ("aniso_vox", "S0_10"):  # real heads, scalp on (diffusion b0 volumes shipped inside dipy)
+            src = nib.load(get_fnames(name=name))
+            volume = np.asarray(src.dataobj, dtype=np.float32)
+            volume = volume[..., 0] if volume.ndim == 4 else volume
+            target = changed / f"dipy_{name}.nii.gz"
+            nib.save(nib.Nifti1Image(volume, src.affine), str(target))
+            counts[f"dipy {dipy.__version__} {name}: real head, scalp on"] = count([target], "generic")
+    except ImportError:
+        print("dipy not installed: real heads with the scalp on skipped", file=sys.stderr)
     return counts
 
 
@@ -163,11 +222,9 @@ def main() -> None:
     parser.add_argument("--prepared", type=Path, required=True, help="its prepared dataset (splits.json)")
     parser.add_argument("--data", type=Path, default=SHARED / "BrainTumour_2D")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_qc"))
+    parser.add_argument("--ood-only", action="store_true", help="only the out-of-distribution table (no infer, evaluate, confidence)")
     args = parser.parse_args()
-    import pandas as pd
     import torch
-
-    from segpipe.qc.confidence import expected_dice
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     work = args.work
@@ -178,6 +235,17 @@ def main() -> None:
         link = held / f"{case}.png"
         if not link.exists():
             shutil.copyfile((args.data / "training_images" / f"{case}.png").resolve(), link)  # segpipe refuses links out of its input folder
+    if not args.ood_only:
+        confidence_tables(args, work, held)
+    print_ood(ood_counts(args.model, work, sorted(held.iterdir()), args.data))
+
+
+def confidence_tables(args: argparse.Namespace, work: Path, held: Path) -> None:
+    """Confidence candidates against Dice, and needs_review, on the held-out patients."""
+    import pandas as pd
+
+    from segpipe.qc.confidence import expected_dice
+
     pred, report = work / "pred", work / "report"
     subprocess.run(_segpipe("infer", "-m", str(args.model), "-i", str(held), "-o", str(pred), "-q", "--overwrite",
                             "--precision", "fp32"), check=True)
@@ -228,14 +296,17 @@ def main() -> None:
         u = joined[joined["confidence"] >= t]
         print(f"  threshold {t:.3f}{' (lowest quarter)' if t == quartile else ''}: {len(f)} flagged mean Dice {f['dice_mean'].mean():.3f}, {len(u)} others {u['dice_mean'].mean():.3f}")
 
-    counts = ood_counts(args.model, work, sorted(held.iterdir()), args.data)
-    print("\n| input | cases | flags (count) |\n|---|---|---|")
-    for name, counter in counts.items():
-        n = counter.pop("cases")
-        text = ", ".join(f"{k} {v}" for k, v in sorted(counter.items()))
-        print(f"| {name} | {n} | {text} |")
     merged.to_csv(work / "candidates_per_patient.csv")
     table.to_csv(work / "candidates_per_slice.csv", index=False)
+
+
+def print_ood(counts: dict[str, tuple[Counter, Counter]]) -> None:
+    print("\n| input | cases | flags, each slice alone | flags, a patient's slices pooled (as infer does) |\n|---|---|---|---|")
+    for name, (alone, pooled) in counts.items():
+        n = alone.pop("cases")
+        pooled.pop("cases")
+        texts = [", ".join(f"{k} {v}" for k, v in sorted(c.items())) for c in (alone, pooled)]
+        print(f"| {name} | {n} | {texts[0]} | {texts[1]} |")
 
 
 if __name__ == "__main__":

@@ -127,3 +127,22 @@ def make_pairs(root: Path, cases=("a", "b"), label_suffix="_label", image_suffix
         if cid in cases:
             save(root / f"{cid}{label_suffix}{ext}", label_volume(shape, (1, 2)))
     return root
+
+
+def braintumour_2d_slices(volume: Path, out: Path, heights=(46, 62, 77, 93, 108, 124), patient="BRATS_900") -> list[Path]:
+    """Axial slices of a 240 x 240 x 155 BraTS volume made as BrainTumour_2D's are.
+
+    2 x 2 block means (120 x 120 pixels), front of the head up, uint8 scaled by the
+    volume's 99.5th percentile of non-zero voxels (1-255 inside the brain, 0 outside),
+    named `<patient>_z<height>.png` at the dataset's six heights.
+    """
+    data = np.asarray(nib.load(str(volume)).dataobj, dtype=np.float64)
+    top = float(np.percentile(data[data > 0], 99.5))
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for z in heights:
+        block = data[:, :, z].reshape(120, 2, 120, 2).mean((1, 3)).T  # BraTS LPS: rows front to back
+        pixels = np.where(block > 0, np.clip(np.round(block / top * 255), 1, 255), 0).astype(np.uint8)
+        paths.append(out / f"{patient}_z{z}.png")
+        Image.fromarray(pixels).save(paths[-1])
+    return paths

@@ -110,6 +110,13 @@ def predict_labels(segmenter: Segmenter, image: torch.Tensor, sliding_window: bo
     return labels_of(probs, segmenter.regions), probs
 
 
+def qc_features(segmenter: Segmenter, case: Case) -> dict[str, Any]:
+    """A case's QC features (segpipe.qc.features), read and preprocessed as for segmenting."""
+    layout = str(case.attrs.get("layout", "generic"))
+    source = str(case.images[0]) if len(case.images) == 1 else [str(p) for p in case.images]
+    return segmenter.chain(layout, case.images[0])({"image": source})["qc_features"]
+
+
 def segment_case(segmenter: Segmenter, case: Case, sliding_window: bool, with_probabilities: bool = False) -> tuple[np.ndarray, Any, np.ndarray | None]:
     """Preprocess, predict, invert and post-process one case.
 
@@ -126,7 +133,7 @@ def segment_case(segmenter: Segmenter, case: Case, sliding_window: bool, with_pr
     except Exception as exc:  # any reader failure is a bad file
         raise reader_error(exc, case.images[0], "cannot read image") from None
     if qc is not None:
-        qc.before(case.images[0], data)  # out-of-distribution flags; --strict refuses here
+        qc.before(case.images[0], data, case)  # out-of-distribution flags; --strict refuses here
     channels = data["image"].shape[0]
     if channels != segmenter.network["in_channels"]:
         raise SegpipeError(
@@ -207,7 +214,8 @@ def infer(
     icfg = merge_dict(models[0].config, {"infer": overrides}, "command line").infer
     segmenter = Segmenter(models, icfg)
     index, count = parse_shard(shard)
-    cases = discover_inputs(inputs)[index::count]
+    found = discover_inputs(inputs)
+    cases = found[index::count]
     out = Path(output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -220,6 +228,7 @@ def infer(
     result = InferResult(precision=segmenter.precision)
     qc = segmenter.qc = InferQC(segmenter.plan, segmenter.network, _regions(models[0]), segmenter.precision,
                                 strict=strict, uncertainty=uncertainty, region_outputs=segmenter.regions)
+    qc.pool_patients(found, lambda case: qc_features(segmenter, case))
     try:
         _segment_all(segmenter, cases, out, result, qc, sliding_window=sliding_window, overwrite=overwrite, quiet=quiet,
                      probabilities=probabilities, dicom_seg=dicom_seg, keep_going=keep_going, rtstruct=rtstruct)

@@ -26,6 +26,7 @@ from segpipe.data.loading import layout_of
 from segpipe.data.splits import dataset_folds, patient_folds
 from segpipe.errors import SegpipeError, reader_error
 from segpipe.progress import progress
+from segpipe.qc.features import VERSION as QC_VERSION
 
 CASES_DIR = "cases"
 
@@ -257,7 +258,8 @@ def preprocess(
     for case in progress(dataset.training, desc="hashing", unit="case", quiet=quiet, leave=False):
         digest = file_digest([*case.images, case.label])
         prev = old_cases.get(case.case_id)
-        if prev and prev.get("hash") == digest and "qc" in prev and (out / prev["image"]).is_file() and (out / prev["label"]).is_file():
+        current_qc = prev and prev.get("qc", {}).get("version") == QC_VERSION  # older QC features are recomputed
+        if current_qc and prev.get("hash") == digest and (out / prev["image"]).is_file() and (out / prev["label"]).is_file():
             entries[case.case_id] = prev
         else:
             todo.append((case, digest))

@@ -15,8 +15,12 @@ import torch
 from monai.transforms import MapTransform
 from scipy import ndimage
 
+VERSION = 2  # of the features below; a reference built from other features is not compared with them
 QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 MAP_GRID = 16  # side of the coarse brain map used for the orientation check
+MAP_BACKGROUND = -3.0  # value of the map outside the brain (z units): the silhouette weighs as much as the content
+TEXTURE_WINDOW = 5  # voxels: the neighbourhood whose standard deviation is the local texture
+TEXTURE_EDGE = 3  # voxels next to the edge of the brain left out (their neighbourhood reaches the background)
 SPREAD_LIMIT = 1.4  # a component spread wider than this (relative to a ball) is a shell, not a brain
 WORK_MM = 2.0  # the brain-like foreground is found on a grid of about this voxel size
 
@@ -40,6 +44,33 @@ def intensity_profile(channel: np.ndarray, mask: np.ndarray) -> list[float]:
     std = values.std() or 1.0
     z = (values - values.mean()) / std
     return [float(v) for v in np.percentile(z, QUANTILES)]
+
+
+def bright_texture(channel: np.ndarray, mask: np.ndarray) -> float | None:
+    """Rank correlation, inside the brain, between intensity and its local standard deviation.
+
+    In T1-weighted images (with or without contrast agent) the brightest tissue is white
+    matter, which is smooth: the correlation is negative. In T2 and FLAIR, white matter is
+    dark and the bright voxels are cerebrospinal fluid, cortex and lesions, at tissue
+    borders: it is positive. Unlike intensity quantiles it barely depends on how much of
+    the head a 2D slice cuts. Linear intensity changes do not change it. None when the
+    brain is too small to measure it.
+    """
+    core = ndimage.binary_erosion(mask, iterations=TEXTURE_EDGE)
+    if core.sum() < 50:
+        return None
+    values = channel[mask].astype(np.float64)
+    z = np.zeros(channel.shape, np.float64)
+    z[mask] = (values - values.mean()) / (values.std() or 1.0)
+    mean = ndimage.uniform_filter(z, TEXTURE_WINDOW)
+    local = np.sqrt(np.maximum(ndimage.uniform_filter(z * z, TEXTURE_WINDOW) - mean * mean, 0.0))
+    a, b = z[core], local[core]
+    if a.size > 200_000:
+        a, b = a[:: a.size // 200_000], b[:: b.size // 200_000]
+    ra, rb = (np.argsort(np.argsort(v, kind="stable")).astype(np.float64) for v in (a, b))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = float(np.sqrt((ra * ra).sum() * (rb * rb).sum()))
+    return float((ra * rb).sum() / denom) if denom else None
 
 
 def _otsu(values: np.ndarray) -> float:
@@ -126,12 +157,32 @@ def angular_coverage(outside: np.ndarray, brain: np.ndarray, spacing: list[float
     return float(np.unique(polar * bins + azimuth).size / (bins * bins // 2))
 
 
-def coarse_map(image: np.ndarray, grid: int = MAP_GRID) -> np.ndarray:
-    """The non-zero box resized to grid^d, channel-averaged, z-scored: a brain's silhouette."""
-    combined = image.mean(0).astype(np.float32)
-    t = torch.from_numpy(combined)[None, None]
-    mode = "bilinear" if combined.ndim == 2 else "trilinear"
-    small = torch.nn.functional.interpolate(t, size=(grid,) * combined.ndim, mode=mode, align_corners=False)[0, 0].numpy()
+def coarse_map(image: np.ndarray, spacing: list[float], grid: int = MAP_GRID) -> np.ndarray:
+    """The brain's non-zero box padded to a square (cube) in mm, resized to grid^d.
+
+    Inside the brain: the channel mean of the per-channel z-scored intensities; outside:
+    MAP_BACKGROUND. Padding keeps the box's proportions (a brain is longer front to back
+    than wide), so a transposed image does not match the stored shape.
+    """
+    nonzero = (image != 0).any(0)
+    combined = np.full(nonzero.shape, MAP_BACKGROUND, np.float32)
+    if nonzero.any():
+        z = np.zeros(nonzero.shape, np.float32)
+        for channel in image:
+            values = channel[nonzero]
+            z[nonzero] += (values - values.mean()) / (values.std() or 1.0)
+        combined[nonzero] = z[nonzero] / len(image)
+    extent = [n * s for n, s in zip(nonzero.shape, spacing)]
+    side = max(extent)
+    pads = []
+    for n, s, e in zip(nonzero.shape, spacing, extent):
+        total = max(0, int(round((side - e) / s)))
+        pads.append((total // 2, total - total // 2))
+    padded = np.pad(combined, pads, constant_values=MAP_BACKGROUND)
+    t = torch.from_numpy(np.ascontiguousarray(padded))[None, None]
+    small = torch.nn.functional.adaptive_avg_pool2d(t, grid) if padded.ndim == 2 else \
+        torch.nn.functional.adaptive_avg_pool3d(t, grid)
+    small = small[0, 0].numpy()
     small = small - small.mean()
     return small / (small.std() or 1.0)
 
@@ -163,7 +214,16 @@ def case_features(image: np.ndarray, spacing: list[float], original_shape: list[
     outside_mask = nonzero & ~brain
     outside = int(outside_mask.sum())
     inside = brain & nonzero
+    if image.ndim == 3:
+        rows, cols = (np.minimum(np.arange(n) // k, m - 1) for n, k, m in zip(spatial, step, inside.shape))
+        full = inside[np.ix_(rows, cols)] & (image != 0).any(0)
+        contrast = [bright_texture(ch, full) for ch in image]
+        brain_map = coarse_map(image, [float(v) for v in spacing[: len(spatial)]])
+    else:
+        contrast = [bright_texture(ch, inside) for ch in small]
+        brain_map = coarse_map(small, small_spacing)
     return {
+        "version": VERSION,
         "channels": int(image.shape[0]),
         "spacing": [float(s) for s in spacing[: len(spatial)]],
         "original_shape": [int(v) for v in original_shape],
@@ -171,7 +231,8 @@ def case_features(image: np.ndarray, spacing: list[float], original_shape: list[
         "intensity": [intensity_profile(ch, inside if inside.any() else ch != 0) for ch in small],
         "outside_share": outside / total if total else 0.0,
         "outside_coverage": angular_coverage(outside_mask, brain, small_spacing),
-        "map": [round(float(v), 3) for v in coarse_map(image).ravel()],
+        "contrast": [None if v is None else round(v, 4) for v in contrast],
+        "map": [round(float(v), 3) for v in brain_map.ravel()],
     }
 
 

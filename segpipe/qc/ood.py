@@ -8,11 +8,21 @@ Each check that fails gives a named flag and one line saying what differs:
   than the training range;
 - ``intensity``: the z-scored intensity quantiles inside the brain-like foreground depart
   from the training cases' more than 1.5x the largest departure of 199 in 200 training
-  cases (a different contrast, or a non-linear intensity change);
+  cases (a different contrast, or a non-linear intensity change); or the contrast (do
+  bright voxels lie in smooth tissue, as white matter in T1, or at tissue borders, as
+  fluid and cortex in T2 and FLAIR: `segpipe.qc.features.bright_texture`) departs from
+  the training cases' more than 1.25x the 99.5th percentile of the training departures,
+  with the slices of one patient pooled;
 - ``not_skull_stripped``: at least 10% of the non-zero voxels lie outside the brain-like
   foreground, around it in at least 3/4 of the directions (a scalp and skull);
-- ``orientation``: a mirrored or transposed image matches the training silhouette better
-  than the image as stored, by more than any training case did (at least 0.05).
+- ``orientation``: a mirrored or transposed image matches the training map (the brain's
+  proportions and z-scored content) better than the image as stored, by more than 1.5x
+  the most any training patient's did (at least 0.05), with the slices of one patient
+  pooled.
+
+2D slices of one patient (a `segpipe infer` run's slices with the same patient id) are
+checked together for ``intensity`` (contrast) and ``orientation``: one slice says little,
+a patient's six say more. The limits depend on how many are pooled.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from segpipe.qc import reference as ref
+from segpipe.qc.features import VERSION
 
 FLAGS = ("channels", "spacing", "shape", "intensity", "not_skull_stripped", "orientation")
 
@@ -39,11 +50,19 @@ def _fmt(values: list[float]) -> str:
     return "x".join(f"{v:g}" for v in values)
 
 
-def check_case(features: dict[str, Any], plan: dict[str, Any], in_channels: int, model_dims: int) -> list[Flag]:
+def _limit(limits: list[float], n: int) -> float:
+    return limits[min(n, len(limits)) - 1]
+
+
+def check_case(features: dict[str, Any], plan: dict[str, Any], in_channels: int, model_dims: int,
+               peers: list[dict[str, Any]] | tuple = ()) -> list[Flag]:
     """Compare one case's features (segpipe.qc.features) with the model's plan.
 
-    Only the channel count is checked when the plan has no "qc_reference" (a model folder
-    trained before segpipe recorded one).
+    `peers` are the features of the other slices of the same patient, pooled with this
+    one for the contrast and orientation checks. Only the channel count is checked when
+    the plan has no "qc_reference" (a model folder trained before segpipe recorded one);
+    contrast and orientation only when the reference was built from features of this
+    version (else rebuild it: `python -m segpipe.qc.reference`).
     """
     flags: list[Flag] = []
     if features["channels"] != in_channels:
@@ -64,12 +83,23 @@ def check_case(features: dict[str, Any], plan: dict[str, Any], in_channels: int,
         flags.append(Flag("shape", f"non-zero extent {_fmt([round(b) for b in box])} mm, trained on "
                                    f"{_fmt([round(v) for v in reference['box_mm_low']])} to "
                                    f"{_fmt([round(v) for v in reference['box_mm_high']])} mm"))
+    current = reference.get("version") == VERSION and features.get("version") == VERSION
+    group = [features, *(p for p in peers if p.get("version") == VERSION and p["channels"] == features["channels"])]
     if features["channels"] == in_channels:
         worst = []
         for c, (profile, stats) in enumerate(zip(features["intensity"], reference["intensity"])):
             distance = ref.intensity_distance(profile, stats["median"], stats["scale"])
             if distance > stats["limit"]:
                 worst.append(f"channel {c} distance {distance:.1f} (training limit {stats['limit']:.1f})")
+        for c, stats in enumerate(reference.get("contrast", []) if current and features["channels"] == reference["channels"] else []):
+            values = [f["contrast"][c] for f in group if f["contrast"][c] is not None]
+            if not values:
+                continue
+            distance, limit = ref.contrast_distance(values, stats["median"], stats["scale"]), _limit(stats["limits"], len(group))
+            if distance > limit:
+                pooled = f", {len(group)} slices of the patient pooled" if len(group) > 1 else ""
+                worst.append(f"channel {c} contrast {sum(values) / len(values):+.2f}, training {stats['median']:+.2f} "
+                             f"(distance {distance:.1f}, limit {limit:.1f}{pooled}): another MR sequence?")
         if worst:
             flags.append(Flag("intensity", "intensity distribution inside the brain differs from training: " + "; ".join(worst)))
     share, coverage = features["outside_share"], features["outside_coverage"]
@@ -79,10 +109,12 @@ def check_case(features: dict[str, Any], plan: dict[str, Any], in_channels: int,
     template = np.asarray(reference["template"], dtype=np.float32)
     dims = len(reference["spacing_min"])
     template = template.reshape((round(template.size ** (1 / dims)),) * dims)
-    if len(features["box_mm"]) == dims and reference["orientation_candidates"]:
-        margin = ref.orientation_margins(features, template, reference["orientation_candidates"])
-        if margin > reference["orientation_limit"]:
+    if current and len(features["box_mm"]) == dims and reference["orientation_candidates"]:
+        margin = float(np.mean([ref.orientation_margins(f, template, reference["orientation_candidates"]) for f in group]))
+        limit = _limit(reference["orientation_limits"], len(group))
+        if margin > limit:
+            pooled = f", {len(group)} slices of the patient pooled" if len(group) > 1 else ""
             flags.append(Flag("orientation", f"a mirrored or transposed image matches the training anatomy better "
-                                             f"(by {margin:.2f}; training at most {reference['orientation_limit']:.2f}): "
+                                             f"(by {margin:.2f}; training at most {limit:.2f}{pooled}): "
                                              "flipped axes or a wrong header?"))
     return flags

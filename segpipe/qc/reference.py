@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from segpipe.qc.features import VERSION
 
 SPACING_SLACK = 1.25  # spacing may differ from the training range by this factor
 BOX_SLACK = 1.3  # the non-zero box may be this much smaller or larger than in training
 INTENSITY_MARGIN = 1.5  # intensity distance above this many times the training 99.5th percentile
 MIN_SCALE = 0.05  # floor of a quantile's training spread (z units), for small training sets
 MIN_LIMIT = 1.0  # floor of the intensity distance limit
-ORIENTATION_MIN = 0.05  # a rotated or mirrored silhouette must beat the stored one by at least this
+ORIENTATION_MIN = 0.05  # a rotated or mirrored map must beat the stored one by at least this
+ORIENTATION_MARGIN = 1.5  # ... and by 1.5x the most any training patient's did
 SKULL_COVERAGE = 0.75  # non-zero voxels outside the brain-like foreground in at least 3/4 of directions
 SKULL_SHARE = 0.10  # ... and at least 10% of all non-zero voxels
+CONTRAST_MARGIN = 1.25  # contrast distance above this many times the training 99.5th percentile
+CONTRAST_MIN_PATIENTS = 20  # fewer training patients cannot show the contrast's spread
+POOL_MAX = 16  # the most slices of one patient pooled (the limits' list length)
 
 
 def _map(features: dict[str, Any]) -> np.ndarray:
@@ -69,8 +76,75 @@ def intensity_distance(profile: list[float], median: list[float], scale: list[fl
     return float(np.mean(np.abs(x - m) / np.maximum(s, 1e-3)))
 
 
-def build_reference(features: list[dict[str, Any]], tumour_ml: list[float]) -> dict[str, Any]:
-    """Summarise training cases' features into the reference the checks use."""
+def contrast_distance(values: Sequence[float], median: float, scale: float) -> float:
+    """Departure of a (pooled) contrast value from the training median, in training spreads."""
+    return abs(float(np.mean(values)) - median) / max(scale, 1e-3)
+
+
+def pooled_limits(groups: list[np.ndarray], statistic: Callable[[np.ndarray], float], quantile: float) -> list[float]:
+    """The `quantile` of `statistic` over subsets of n cases of one training patient, for n = 1, 2, ...
+
+    A patient's slices are checked together, so the limit depends on how many are pooled;
+    subsets of each training patient's cases (all of them for n = 1 and n = its count,
+    three drawn at random in between) give the training spread for each n.
+    """
+    rng = np.random.default_rng(0)
+    most = min(POOL_MAX, max(len(g) for g in groups))
+    limits = []
+    for n in range(1, most + 1):
+        values = []
+        for g in groups:
+            if len(g) < n:
+                continue
+            if n == 1:
+                values += [statistic(g[i : i + 1]) for i in range(len(g))]
+            elif n == len(g):
+                values.append(statistic(g))
+            else:
+                values += [statistic(g[rng.choice(len(g), n, replace=False)]) for _ in range(3)]
+        limits.append(float(np.percentile(values, quantile)))
+    return limits
+
+
+def _by_patient(values: list[float], patients: list[str]) -> list[np.ndarray]:
+    order: dict[str, list[float]] = {}
+    for v, p in zip(values, patients):
+        order.setdefault(p, []).append(v)
+    return [np.asarray(v, dtype=float) for v in order.values()]
+
+
+def _by_patient_rows(rows: np.ndarray, patients: list[str]) -> list[np.ndarray]:
+    order: dict[str, list[int]] = {}
+    for i, p in enumerate(patients):
+        order.setdefault(p, []).append(i)
+    return [rows[i] for i in order.values()]
+
+
+def contrast_reference(features: list[dict[str, Any]], patients: list[str]) -> list[dict[str, Any]] | None:
+    """Per channel: the median and spread of `bright_texture` and its limits by slices pooled."""
+    if len(set(patients)) < CONTRAST_MIN_PATIENTS or any("contrast" not in f for f in features):
+        return None
+    out = []
+    for c in range(len(features[0]["contrast"])):
+        measured = [(f["contrast"][c], p) for f, p in zip(features, patients) if f["contrast"][c] is not None]
+        if len({p for _, p in measured}) < CONTRAST_MIN_PATIENTS:
+            return None
+        values = np.asarray([v for v, _ in measured], dtype=float)
+        median = float(np.median(values))
+        scale = max(1.4826 * float(np.median(np.abs(values - median))), 1e-3)
+        limits = pooled_limits(_by_patient(values.tolist(), [p for _, p in measured]), lambda g: contrast_distance(g, median, scale), 99.5)
+        out.append({"median": round(median, 4), "scale": round(scale, 4),
+                    "limits": [round(max(MIN_LIMIT, v * CONTRAST_MARGIN), 4) for v in limits]})
+    return out
+
+
+def build_reference(features: list[dict[str, Any]], tumour_ml: list[float], patients: list[str] | None = None) -> dict[str, Any]:
+    """Summarise training cases' features into the reference the checks use.
+
+    `patients` (one per case; default: every case its own patient) groups the slices
+    of one patient, whose checks pool them.
+    """
+    patients = patients or [str(i) for i in range(len(features))]
     spacing = np.asarray([f["spacing"] for f in features], dtype=float)
     box = np.asarray([f["box_mm"] for f in features], dtype=float)
     channels = len(features[0]["intensity"])
@@ -86,16 +160,20 @@ def build_reference(features: list[dict[str, Any]], tumour_ml: list[float]) -> d
         })
     maps = np.stack([_map(f) for f in features])
     template = maps.mean(0)
-    # only re-orientations that the stored silhouette beats in nearly every training case
+    # only re-orientations that the stored map beats for nearly every training patient
     # (not, say, a left-right mirror of a brain)
-    sample = maps[:: max(1, len(maps) // 400)]
     names = [name for name, _ in alternatives(template)]
-    wins = np.mean([[_corr(m, template) > _corr(alt, template) for _, alt in alternatives(m)] for m in sample], 0)
-    candidates = [name for name, share in zip(names, wins) if share >= 0.9]
+    beats = np.asarray([[_corr(m, template) - _corr(alt, template) for _, alt in alternatives(m)] for m in maps])
+    per_patient = np.stack([g.mean(0) for g in _by_patient_rows(beats, patients)])
+    candidates = [name for name, share in zip(names, (per_patient > 0).mean(0)) if share >= 0.9]
     margins = [orientation_margins(f, template, candidates) for f in features]
+    orientation_limits = pooled_limits(_by_patient(margins, patients), lambda g: float(np.mean(g)), 100)
     volumes = np.asarray(tumour_ml, dtype=float)
+    contrast = contrast_reference(features, patients) if all(f.get("version") == VERSION for f in features) else None
     return {
+        "version": VERSION if all(f.get("version") == VERSION for f in features) else 1,
         "cases": len(features),
+        "patients": len(set(patients)),
         "channels": int(features[0]["channels"]),
         "spacing_min": spacing.min(0).tolist(), "spacing_max": spacing.max(0).tolist(),
         "box_mm_low": np.percentile(box, 0.5, axis=0).round(2).tolist(),
@@ -104,6 +182,8 @@ def build_reference(features: list[dict[str, Any]], tumour_ml: list[float]) -> d
         "template": template.round(3).ravel().tolist(),
         "orientation_candidates": candidates,
         "orientation_limit": round(max(ORIENTATION_MIN, max(margins, default=0.0)), 4),
+        "orientation_limits": [round(max(ORIENTATION_MIN, v * ORIENTATION_MARGIN), 4) for v in orientation_limits],
+        **({"contrast": contrast} if contrast else {}),
         "outside_share_p99": round(float(np.percentile([f["outside_share"] for f in features], 99)), 4),
         "tumour_ml_quantiles": {str(q): round(float(np.percentile(volumes, q)), 4) for q in (1, 5, 25, 50, 75, 95, 99)}
         if volumes.size else {},
@@ -124,7 +204,8 @@ def with_reference(plan: dict[str, Any], manifest: dict[str, Any], case_ids: lis
     if not entries:
         return plan
     volumes = [tumour_ml(e, plan.get("target_spacing")) for e in entries]
-    return {**plan, "qc_reference": build_reference([e["qc"] for e in entries], volumes)}
+    patients = [str(e.get("patient") or e.get("case_id") or i) for i, e in enumerate(entries)]
+    return {**plan, "qc_reference": build_reference([e["qc"] for e in entries], volumes, patients)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,17 +52,53 @@ class InferQC:
         self.warnings: list[str] = []
         self.has_reference = bool(plan.get("qc_reference"))
         self._case: _Pending = _Pending()
+        self._patients: dict[str, list[Any]] = {}
+        self._features_of: Callable[[Any], dict[str, Any]] | None = None
+        self._features: dict[str, dict[str, Any] | None] = {}
+
+    def pool_patients(self, cases: Sequence[Any], features_of: Callable[[Any], dict[str, Any]]) -> None:
+        """Check the 2D slices of one patient together (contrast, orientation).
+
+        Args:
+            cases: every case of the run (all shards), each with `case_id` and `patient`.
+            features_of: reads a case and returns its QC features (for the slices not yet read).
+        """
+        if int(self.network.get("spatial_dims", 3)) != 2:
+            return  # a volume is checked alone; a patient's other volumes are other scans
+        for case in cases:
+            self._patients.setdefault(case.patient or case.case_id, []).append(case)
+        self._features_of = features_of
+
+    def _peers(self, case: Any) -> list[dict[str, Any]]:
+        """The QC features of the other slices of the case's patient (read once, unreadable ones left out)."""
+        if case is None or self._features_of is None:
+            return []
+        out = []
+        for other in self._patients.get(case.patient or case.case_id, []):
+            if other.case_id == case.case_id:
+                continue
+            if other.case_id not in self._features:
+                try:
+                    self._features[other.case_id] = self._features_of(other)
+                except Exception:  # noqa: BLE001 - a slice that cannot be read is reported when its turn comes
+                    self._features[other.case_id] = None
+            if self._features[other.case_id] is not None:
+                out.append(self._features[other.case_id])
+        return out
 
     def start(self) -> None:
         """A new case begins (its clock starts)."""
         self._case = _Pending(started=time.perf_counter())
 
-    def before(self, source: Path, data: dict[str, Any]) -> None:
+    def before(self, source: Path, data: dict[str, Any], case: Any = None) -> None:
         """Check the preprocessed case's features; warn, or with --strict raise `Refused`."""
         features = data.get("qc_features")
         if features is None:
             return
-        flags = check_case(features, self.plan, int(self.network["in_channels"]), int(self.network["spatial_dims"]))
+        if case is not None and self._features_of is not None:
+            self._features[case.case_id] = features
+        flags = check_case(features, self.plan, int(self.network["in_channels"]), int(self.network["spatial_dims"]),
+                           self._peers(case))
         self._case.flags = flags
         for flag in flags:
             self.warnings.append(f"{source}: out of distribution ({flag.name}): {flag.message}")
