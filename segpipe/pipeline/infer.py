@@ -22,6 +22,7 @@ from segpipe.networks.inference import optimize_for_inference
 from segpipe.prediction import labels_of, mean_probabilities
 from segpipe.progress import progress
 from segpipe.qc.session import InferQC, Refused, uncertainty_name
+from segpipe.reports.references import patient_of, patient_regex
 from segpipe.runtime.allocator import keep_freed_memory
 from segpipe.runtime.precision import autocast, check_precision, resolve_precision
 from segpipe.transforms.inversion import invert_to_input
@@ -228,7 +229,8 @@ def infer(
     result = InferResult(precision=segmenter.precision)
     qc = segmenter.qc = InferQC(segmenter.plan, segmenter.network, _regions(models[0]), segmenter.precision,
                                 strict=strict, uncertainty=uncertainty, region_outputs=segmenter.regions)
-    qc.pool_patients(found, lambda case: qc_features(segmenter, case))
+    slice_patient = patient_regex(models[0].config.preprocess.patient_pattern)
+    qc.pool_patients(found, lambda case: qc_features(segmenter, case), lambda case_id: patient_of(case_id, slice_patient))
     try:
         _segment_all(segmenter, cases, out, result, qc, sliding_window=sliding_window, overwrite=overwrite, quiet=quiet,
                      probabilities=probabilities, dicom_seg=dicom_seg, keep_going=keep_going, rtstruct=rtstruct)

@@ -54,27 +54,35 @@ class InferQC:
         self._case: _Pending = _Pending()
         self._patients: dict[str, list[Any]] = {}
         self._features_of: Callable[[Any], dict[str, Any]] | None = None
+        self._patient_of: Callable[[str], str] = str
         self._features: dict[str, dict[str, Any] | None] = {}
 
-    def pool_patients(self, cases: Sequence[Any], features_of: Callable[[Any], dict[str, Any]]) -> None:
+    def pool_patients(self, cases: Sequence[Any], features_of: Callable[[Any], dict[str, Any]],
+                      patient_of: Callable[[str], str]) -> None:
         """Check the 2D slices of one patient together (contrast, orientation).
 
         Args:
             cases: every case of the run (all shards), each with `case_id` and `patient`.
             features_of: reads a case and returns its QC features (for the slices not yet read).
+            patient_of: the patient a case id names, for cases that do not say (input files).
         """
         if int(self.network.get("spatial_dims", 3)) != 2:
             return  # a volume is checked alone; a patient's other volumes are other scans
         for case in cases:
-            self._patients.setdefault(case.patient or case.case_id, []).append(case)
+            self._patients.setdefault(self._patient(case, patient_of), []).append(case)
+        self._patient_of = patient_of
         self._features_of = features_of
+
+    @staticmethod
+    def _patient(case: Any, patient_of: Callable[[str], str]) -> str:
+        return case.patient if case.patient and case.patient != case.case_id else patient_of(case.case_id)
 
     def _peers(self, case: Any) -> list[dict[str, Any]]:
         """The QC features of the other slices of the case's patient (read once, unreadable ones left out)."""
         if case is None or self._features_of is None:
             return []
         out = []
-        for other in self._patients.get(case.patient or case.case_id, []):
+        for other in self._patients.get(self._patient(case, self._patient_of), []):
             if other.case_id == case.case_id:
                 continue
             if other.case_id not in self._features:

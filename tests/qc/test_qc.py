@@ -163,6 +163,162 @@ def test_skull_like_ring_on_real_slices_is_flagged(slices_2d, tmp_path):
         assert "not_skull_stripped" in flags_of(path, plan, SETTINGS_2D, 1, 2, "slices"), name
 
 
+# ---- 2D: contrast and orientation of a patient's slices, against 30 training patients -----------
+
+TINY_2D = ["model.filters=4", "model.depth=2", "train.epochs=1", "train.iterations_per_epoch=2", "train.batch_size=2",
+           "train.val_every=1", "train.augment=[]", "train.precision=fp32", "train.patch_size=[48,48]", "preprocess.folds=3"]
+
+
+@pytest.fixture(scope="module")
+def model_2d(tmp_path_factory):
+    """A tiny 2D model fitted on 45 real patients (fold 0: 30 train the QC reference), and 5 other patients."""
+    from segpipe.config import load_config
+    from segpipe.configs import resolve_config
+    from segpipe.pipeline.fit import fit
+    from segpipe.pipeline.preprocess import preprocess
+
+    src = shared_data("BrainTumour_2D")
+    patients = sorted({p.name.rsplit("_z", 1)[0] for p in (src / "training_images").glob("BRATS_*.png")})
+    root, held = tmp_path_factory.mktemp("slices45"), tmp_path_factory.mktemp("held5")
+    for i, patient in enumerate(patients[:50]):
+        for path in sorted((src / "training_images").glob(f"{patient}_z*.png")):
+            if i < 45:
+                for sub in ("training_images", "training_labels"):
+                    (root / sub).mkdir(exist_ok=True)
+                    shutil.copyfile(src / sub / path.name, root / sub / path.name)
+            else:
+                shutil.copyfile(path, held / path.name)
+    prep, model = tmp_path_factory.mktemp("prep45"), tmp_path_factory.mktemp("model2d") / "model"
+    config = load_config(resolve_config("msd_2d"), TINY_2D)
+    preprocess(root, prep, config, quiet=True)
+    fit(prep, model, config, quiet=True)
+    return model, held
+
+
+def _slice_flags(model, folder):
+    from segpipe.artifacts.model_folder import ModelFolder
+
+    plan = ModelFolder.open(model).plan
+    features = [features_of(p, plan.preprocess, "slices") for p in sorted(folder.glob("*.png"))]
+    alone = [sorted(f.name for f in check_case(x, plan, 1, 2)) for x in features]
+    pooled = [sorted(f.name if "contrast" not in f.message else "intensity (contrast)"
+                     for f in check_case(x, plan, 1, 2, [y for y in features if y is not x])) for x in features]
+    return alone, pooled
+
+
+def test_t2_and_flair_slices_are_flagged_and_t1ce_is_not(model_2d, tmp_path):
+    from tests.builders import braintumour_2d_slices
+
+    model, held = model_2d
+    reference = json.loads((model / "plan.json").read_text())["qc_reference"]
+    assert reference["patients"] == 30 and len(reference["contrast"]) == 1
+    brats = shared_data("BraTS2021") / "BraTS2021_00006"
+    flags = {}
+    for channel in ("t1ce", "t2", "flair"):
+        folder = tmp_path / channel
+        braintumour_2d_slices(brats / f"BraTS2021_00006_{channel}.nii.gz", folder)
+        flags[channel] = _slice_flags(model, folder)[1]
+    assert all("intensity (contrast)" not in f for f in flags["t1ce"]), flags["t1ce"]  # the training contrast
+    assert all("intensity (contrast)" in f for f in flags["t2"] + flags["flair"]), flags
+
+
+def test_held_out_patients_pooled_have_no_flags_and_transposed_ones_are_flagged(model_2d, tmp_path):
+    from PIL import Image
+
+    model, held = model_2d
+    alone, pooled = _slice_flags(model, held)
+    assert alone == pooled == [[]] * 30
+    transposed = tmp_path / "transposed"
+    transposed.mkdir()
+    for path in held.glob("*.png"):
+        Image.fromarray(np.asarray(Image.open(path)).T.copy()).save(transposed / path.name)
+    by_patient = {}
+    for path, f in zip(sorted(transposed.glob("*.png")), _slice_flags_grouped(model, transposed)):
+        by_patient.setdefault(path.name.rsplit("_z", 1)[0], []).append(f)
+    flagged = [p for p, f in by_patient.items() if all("orientation" in x for x in f)]
+    assert len(flagged) >= 4, by_patient
+
+
+def _slice_flags_grouped(model, folder):
+    """Flags of each slice with the other slices of its patient pooled (as infer pools them)."""
+    from segpipe.artifacts.model_folder import ModelFolder
+
+    plan = ModelFolder.open(model).plan
+    paths = sorted(folder.glob("*.png"))
+    features = {p: features_of(p, plan.preprocess, "slices") for p in paths}
+    patient = {p: p.name.rsplit("_z", 1)[0] for p in paths}
+    return [sorted(f.name for f in check_case(features[p], plan, 1, 2, [features[q] for q in paths if q != p and patient[q] == patient[p]]))
+            for p in paths]
+
+
+def test_infer_pools_a_patients_slices_and_strict_refuses_them(model_2d, tmp_path):
+    from tests.builders import braintumour_2d_slices
+
+    model, held = model_2d
+    inputs = tmp_path / "in"
+    braintumour_2d_slices(shared_data("BraTS2021") / "BraTS2021_00006" / "BraTS2021_00006_t2.nii.gz", inputs)
+    for path in sorted(held.glob("*.png"))[:6]:  # one held-out patient, as it is
+        shutil.copyfile(path, inputs / path.name)
+    result = run("infer", "-m", model, "-i", inputs, "-o", tmp_path / "pred", "--precision", "fp32")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "pred" / "cases.csv").set_index("case")
+    t2 = table.index.str.startswith("BRATS_900")
+    assert t2.sum() == 6 and (table.loc[t2, "flag_intensity"] == 1).all() and table.loc[t2, "needs_review"].all()
+    assert (table.loc[~t2, "flags"].isna()).all()
+    assert "6 slices of the patient pooled" in result.output
+    strict = run("infer", "-m", model, "-i", inputs, "-o", tmp_path / "strict", "--precision", "fp32", "--strict")
+    assert strict.exit_code == 1 and "refused by --strict: intensity" in strict.output
+    assert len(list((tmp_path / "strict").glob("BRATS_900_*.png"))) == 0
+    assert len(list((tmp_path / "strict").glob("*.png"))) == 6
+
+
+# ---- synthetic 2D slices (run everywhere): contrast and orientation, a patient's slices pooled -------
+
+def _synthetic_slice(rng, contrast="t1"):
+    """A brain-like ellipse, longer front to back: smooth white matter inside, a cortex ribbon
+    with fluid-filled sulci, two ventricles; T1-like (white matter brightest) or T2-like (fluid brightest)."""
+    yy, xx = np.mgrid[:120, :120].astype(float)
+    a, b = rng.uniform(26, 32), rng.uniform(36, 42)
+    cy, cx = 60 + rng.uniform(-3, 3), 60 + rng.uniform(-3, 3)
+    r = np.sqrt(((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2)
+    angle = np.arctan2(yy - cy, xx - cx)
+    brain = r < 1
+    white = r < 0.7 + 0.08 * np.sin(7 * angle + rng.uniform(0, 6))
+    sulci = brain & ~white & (np.sin(18 * angle + rng.uniform(0, 6)) > 0.75)
+    ventricles = (np.abs(xx - cx) < 6) & (np.abs(xx - cx) > 1.5) & (np.abs(yy - cy + 5) < 12)
+    white_v, grey_v, fluid_v = {"t1": (200, 130, 40), "t2": (90, 140, 230)}[contrast]
+    image = np.where(white, white_v, grey_v).astype(float)
+    image[(sulci | ventricles) & brain] = fluid_v
+    image = ndimage.gaussian_filter(image, 0.8) + rng.normal(0, 4, image.shape)
+    return np.where(brain, np.clip(image, 1, 255), 0).astype(np.float32)
+
+
+def test_synthetic_patients_contrast_and_orientation_are_checked_with_their_slices_pooled():
+    from segpipe.qc.features import case_features
+
+    rng = np.random.default_rng(0)
+
+    def features(images):
+        return [case_features(x[None], [1.0, 1.0], [120, 120]) for x in images]
+
+    training = features(_synthetic_slice(rng) for _ in range(72))
+    plan = {"qc_reference": build_reference(training, [0.0] * 72, [f"P{i // 3}" for i in range(72)])}
+    reference = plan["qc_reference"]
+    assert reference["patients"] == 24 and len(reference["contrast"][0]["limits"]) == 3
+    assert reference["contrast"][0]["median"] < 0  # T1-like: the bright white matter is smooth
+
+    def flags(images):
+        group = features(images)
+        return [{f.name: f.message for f in check_case(x, plan, 1, 2, [y for y in group if y is not x])} for x in group]
+
+    assert flags([_synthetic_slice(rng) for _ in range(3)]) == [{}] * 3
+    t2 = flags([_synthetic_slice(rng, "t2") for _ in range(3)])
+    assert all("contrast" in f.get("intensity", "") and "3 slices of the patient pooled" in f["intensity"] for f in t2), t2
+    assert all("orientation" in f for f in flags([_synthetic_slice(rng).T.copy() for _ in range(3)]))
+    # fewer than 20 training patients cannot show the contrast's spread: no contrast reference
+    assert "contrast" not in build_reference(training[:30], [0.0] * 30, [f"P{i // 3}" for i in range(30)])
+
+
 # ---- confidence ------------------------------------------------------------------------------
 
 def test_expected_dice_is_one_for_certain_and_lower_for_doubtful_predictions():
