@@ -230,6 +230,7 @@ def case_features(image: np.ndarray, spacing: list[float], original_shape: list[
         "box_mm": [float(n * s) for n, s in zip(spatial, spacing)],
         "intensity": [intensity_profile(ch, inside if inside.any() else ch != 0) for ch in small],
         "outside_share": outside / total if total else 0.0,
+        "nonzero_fill": round(float((image != 0).any(0).mean()), 4),
         "outside_coverage": angular_coverage(outside_mask, brain, small_spacing),
         "contrast": [None if v is None else round(v, 4) for v in contrast],
         "map": [round(float(v), 3) for v in brain_map.ravel()],

@@ -14,7 +14,9 @@ Each check that fails gives a named flag and one line saying what differs:
   the training cases' more than 1.25x the 99.5th percentile of the training departures,
   with the slices of one patient pooled;
 - ``not_skull_stripped``: at least 10% of the non-zero voxels lie outside the brain-like
-  foreground, around it in at least 3/4 of the directions (a scalp and skull);
+  foreground, around it in at least 3/4 of the directions (a scalp and skull); or the
+  non-zero voxels fill at least 95% of their bounding box (the background was never
+  masked to zero: a raw head image, with its scanner noise);
 - ``orientation``: a mirrored or transposed image matches the training map (the brain's
   proportions and z-scored content) better than the image as stored, by more than 1.5x
   the most any training patient's did (at least 0.05), with the slices of one patient
@@ -103,9 +105,13 @@ def check_case(features: dict[str, Any], plan: dict[str, Any], in_channels: int,
         if worst:
             flags.append(Flag("intensity", "intensity distribution inside the brain differs from training: " + "; ".join(worst)))
     share, coverage = features["outside_share"], features["outside_coverage"]
+    fill = features.get("nonzero_fill", 0.0)
     if share >= ref.SKULL_SHARE and coverage >= ref.SKULL_COVERAGE:
         flags.append(Flag("not_skull_stripped", f"{share:.0%} of non-zero voxels lie outside a brain-like foreground, "
                                                 f"around it in {coverage:.0%} of directions (skull and scalp?)"))
+    elif fill >= ref.UNMASKED_FILL:
+        flags.append(Flag("not_skull_stripped", f"non-zero voxels fill {fill:.0%} of their bounding box: the background "
+                                                "is not zero, no brain mask was applied (skull, scalp and noise kept?)"))
     template = np.asarray(reference["template"], dtype=np.float32)
     dims = len(reference["spacing_min"])
     template = template.reshape((round(template.size ** (1 / dims)),) * dims)

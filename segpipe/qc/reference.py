@@ -26,6 +26,8 @@ ORIENTATION_MIN = 0.05  # a rotated or mirrored map must beat the stored one by 
 ORIENTATION_MARGIN = 1.5  # ... and by 1.5x the most any training patient's did
 SKULL_COVERAGE = 0.75  # non-zero voxels outside the brain-like foreground in at least 3/4 of directions
 SKULL_SHARE = 0.10  # ... and at least 10% of all non-zero voxels
+UNMASKED_FILL = 0.95  # non-zero voxels filling this much of their box: no brain mask was applied (a
+# skull-stripped brain fills at most ~0.84 of its box in a 2D slice, ~0.5 in a volume)
 CONTRAST_MARGIN = 1.25  # contrast distance above this many times the training 99.5th percentile
 CONTRAST_MIN_PATIENTS = 20  # fewer training patients cannot show the contrast's spread
 POOL_MAX = 16  # the most slices of one patient pooled (the limits' list length)

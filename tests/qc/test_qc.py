@@ -119,6 +119,21 @@ def test_skull_like_shell_is_flagged(brats_3d):
     assert "not_skull_stripped" in _check(brats_3d, "head", padded)
 
 
+def test_unmasked_background_is_flagged(brats_3d):
+    _, data, _, _ = brats_3d
+    # the same head as a scanner writes it: no brain mask, scanner noise in the air around it
+    rng = np.random.default_rng(0)
+    noisy = np.where(data != 0, data, np.abs(rng.normal(0, 0.02, data.shape)) * data.max(axis=(0, 1, 2)) + 1e-3)
+    features = features_of(_save(brats_3d[0], "raw", noisy, brats_3d[2]), SETTINGS_3D)
+    assert "not_skull_stripped" in {f.name for f in check_case(features, brats_3d[3], 4, 3)}
+    # on small noisy heads (dipy's diffusion b0 volumes) the brain-like foreground swallows the noise and
+    # nothing lies outside it; that the non-zero voxels fill their whole box still says no mask was applied
+    blind = {**features, "outside_share": 0.0, "outside_coverage": 0.0}
+    assert any(f.name == "not_skull_stripped" and "background is not zero" in f.message for f in check_case(blind, brats_3d[3], 4, 3))
+    masked = {**features_of(brats_3d[0] / "base.nii.gz", SETTINGS_3D), "outside_share": 0.0, "outside_coverage": 0.0}
+    assert check_case(masked, brats_3d[3], 4, 3) == []  # the skull-stripped head fills about half its box
+
+
 # ---- 2D: real BrainTumour_2D slices, reference from other patients ----------------------------
 
 @pytest.fixture(scope="module")
