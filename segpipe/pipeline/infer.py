@@ -111,11 +111,11 @@ def predict_labels(segmenter: Segmenter, image: torch.Tensor, sliding_window: bo
     return labels_of(probs, segmenter.regions), probs
 
 
-def qc_features(segmenter: Segmenter, case: Case) -> dict[str, Any]:
-    """A case's QC features (segpipe.qc.features), read and preprocessed as for segmenting."""
+def prepare(segmenter: Segmenter, case: Case) -> dict[str, Any]:
+    """A case read and preprocessed (the chain's data: image, QC features)."""
     layout = str(case.attrs.get("layout", "generic"))
     source = str(case.images[0]) if len(case.images) == 1 else [str(p) for p in case.images]
-    return segmenter.chain(layout, case.images[0])({"image": source})["qc_features"]
+    return segmenter.chain(layout, case.images[0])({"image": source})
 
 
 def segment_case(segmenter: Segmenter, case: Case, sliding_window: bool, with_probabilities: bool = False) -> tuple[np.ndarray, Any, np.ndarray | None]:
@@ -128,11 +128,12 @@ def segment_case(segmenter: Segmenter, case: Case, sliding_window: bool, with_pr
     layout = str(case.attrs.get("layout", "generic"))
     qc: InferQC | None = segmenter.qc  # checks, confidence and uncertainty of this run (segpipe.qc)
     chain = segmenter.chain(layout, case.images[0])
-    source = str(case.images[0]) if len(case.images) == 1 else [str(p) for p in case.images]
-    try:
-        data = chain({"image": source})
-    except Exception as exc:  # any reader failure is a bad file
-        raise reader_error(exc, case.images[0], "cannot read image") from None
+    data = qc.prepared(case) if qc is not None else None  # read already for its patient's pooled checks
+    if data is None:
+        try:
+            data = prepare(segmenter, case)
+        except Exception as exc:  # any reader failure is a bad file
+            raise reader_error(exc, case.images[0], "cannot read image") from None
     if qc is not None:
         qc.before(case.images[0], data, case)  # out-of-distribution flags; --strict refuses here
     channels = data["image"].shape[0]
@@ -230,7 +231,7 @@ def infer(
     qc = segmenter.qc = InferQC(segmenter.plan, segmenter.network, _regions(models[0]), segmenter.precision,
                                 strict=strict, uncertainty=uncertainty, region_outputs=segmenter.regions)
     slice_patient = patient_regex(models[0].config.preprocess.patient_pattern)
-    qc.pool_patients(found, lambda case: qc_features(segmenter, case), lambda case_id: patient_of(case_id, slice_patient))
+    qc.pool_patients(found, lambda case: prepare(segmenter, case), lambda case_id: patient_of(case_id, slice_patient), cases)
     try:
         _segment_all(segmenter, cases, out, result, qc, sliding_window=sliding_window, overwrite=overwrite, quiet=quiet,
                      probabilities=probabilities, dicom_seg=dicom_seg, keep_going=keep_going, rtstruct=rtstruct)

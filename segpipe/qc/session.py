@@ -53,43 +53,57 @@ class InferQC:
         self.has_reference = bool(plan.get("qc_reference"))
         self._case: _Pending = _Pending()
         self._patients: dict[str, list[Any]] = {}
-        self._features_of: Callable[[Any], dict[str, Any]] | None = None
+        self._read: Callable[[Any], dict[str, Any]] | None = None
         self._patient_of: Callable[[str], str] = str
+        self._mine: set[str] = set()
         self._features: dict[str, dict[str, Any] | None] = {}
+        self._data: dict[str, dict[str, Any]] = {}
 
-    def pool_patients(self, cases: Sequence[Any], features_of: Callable[[Any], dict[str, Any]],
-                      patient_of: Callable[[str], str]) -> None:
+    def pool_patients(self, cases: Sequence[Any], read: Callable[[Any], dict[str, Any]],
+                      patient_of: Callable[[str], str], mine: Sequence[Any] = ()) -> None:
         """Check the 2D slices of one patient together (contrast, orientation).
 
         Args:
             cases: every case of the run (all shards), each with `case_id` and `patient`.
-            features_of: reads a case and returns its QC features (for the slices not yet read).
+            read: reads and preprocesses a case as for segmenting (its data, with "qc_features").
             patient_of: the patient a case id names, for cases that do not say (input files).
+            mine: the cases this process segments; those read early are kept for `prepared`.
         """
         if int(self.network.get("spatial_dims", 3)) != 2:
             return  # a volume is checked alone; a patient's other volumes are other scans
         for case in cases:
             self._patients.setdefault(self._patient(case, patient_of), []).append(case)
-        self._patient_of = patient_of
-        self._features_of = features_of
+        self._patient_of, self._read = patient_of, read
+        self._mine = {case.case_id for case in mine}
 
     @staticmethod
     def _patient(case: Any, patient_of: Callable[[str], str]) -> str:
         return case.patient if case.patient and case.patient != case.case_id else patient_of(case.case_id)
 
+    def prepared(self, case: Any) -> dict[str, Any] | None:
+        """The case's preprocessed data if it was read early for a patient's pooled checks (once)."""
+        return self._data.pop(case.case_id, None)
+
     def _peers(self, case: Any) -> list[dict[str, Any]]:
         """The QC features of the other slices of the case's patient (read once, unreadable ones left out)."""
-        if case is None or self._features_of is None:
+        if case is None or self._read is None:
             return []
+        group = self._patients.get(self._patient(case, self._patient_of), [])
+        ids = {other.case_id for other in group}
+        self._data = {k: v for k, v in self._data.items() if k in ids}  # another patient's (skipped) slices: not kept
         out = []
-        for other in self._patients.get(self._patient(case, self._patient_of), []):
+        for other in group:
             if other.case_id == case.case_id:
                 continue
             if other.case_id not in self._features:
                 try:
-                    self._features[other.case_id] = self._features_of(other)
+                    data = self._read(other)
                 except Exception:  # noqa: BLE001 - a slice that cannot be read is reported when its turn comes
                     self._features[other.case_id] = None
+                    continue
+                self._features[other.case_id] = data.get("qc_features")
+                if other.case_id in self._mine:
+                    self._data[other.case_id] = data  # segmented later without reading it again
             if self._features[other.case_id] is not None:
                 out.append(self._features[other.case_id])
         return out
@@ -103,7 +117,7 @@ class InferQC:
         features = data.get("qc_features")
         if features is None:
             return
-        if case is not None and self._features_of is not None:
+        if case is not None and self._read is not None:
             self._features[case.case_id] = features
         flags = check_case(features, self.plan, int(self.network["in_channels"]), int(self.network["spatial_dims"]),
                            self._peers(case))
