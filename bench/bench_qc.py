@@ -9,14 +9,17 @@ On the held-out patients of a trained 2D model (fold 0 of BrainTumour_2D):
    picks the candidate with the best Spearman rho on one half of the patients; rho is then
    reported on the other half and on all;
 3. compares the mean Dice of patients marked needs_review with the others;
-4. counts out-of-distribution flags on the held-out slices as they are (should be none), on
-   held-out slices changed in known ways, and on real volumes unlike the training slices
-   (the BraTS 2021 case's four channels; nilearn's MNI152 T1 template).
+4. counts out-of-distribution flags, each slice checked alone and a patient's slices pooled
+   (as `segpipe infer` pools them), on the held-out slices as they are (should be none),
+   on held-out patients' slices changed in known ways, on the BraTS 2021 case's four
+   channels as slices made as BrainTumour_2D's (t1ce is the training contrast; t2 and flair
+   should be flagged) and as volumes, on nilearn's MNI152 T1 template and on dipy's real
+   heads with the scalp on; and prints the contrast distances behind the `intensity` flag.
 
     OMP_NUM_THREADS=2 segpipe fit --data PREP --output MODEL --config msd_2d --fold 0 --set train.max_seconds=540
-    python bench/bench_qc.py --model MODEL --prepared PREP --work /tmp/bench_qc
+    python bench/bench_qc.py --model MODEL --prepared PREP --work /tmp/bench_qc [--ood-only]
 
-nilearn (for the template) is needed only here: pip install nilearn.
+nilearn (the template) and dipy (the heads) are needed only here: pip install 'segpipe[bench]'.
 """
 
 from __future__ import annotations
