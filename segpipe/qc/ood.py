@@ -97,9 +97,9 @@ def check_case(features: dict[str, Any], plan: dict[str, Any], in_channels: int,
             values = [f["contrast"][c] for f in group if f["contrast"][c] is not None]
             if not values:
                 continue
-            distance, limit = ref.contrast_distance(values, stats["median"], stats["scale"]), _limit(stats["limits"], len(group))
+            distance, limit = ref.contrast_distance(values, stats["median"], stats["scale"]), _limit(stats["limits"], len(values))
             if distance > limit:
-                pooled = f", {len(group)} slices of the patient pooled" if len(group) > 1 else ""
+                pooled = f", {len(values)} slices of the patient pooled" if len(values) > 1 else ""
                 worst.append(f"channel {c} contrast {sum(values) / len(values):+.2f}, training {stats['median']:+.2f} "
                              f"(distance {distance:.1f}, limit {limit:.1f}{pooled}): another MR sequence?")
         if worst:
@@ -121,6 +121,6 @@ def check_case(features: dict[str, Any], plan: dict[str, Any], in_channels: int,
         if margin > limit:
             pooled = f", {len(group)} slices of the patient pooled" if len(group) > 1 else ""
             flags.append(Flag("orientation", f"a mirrored or transposed image matches the training anatomy better "
-                                             f"(by {margin:.2f}; training at most {limit:.2f}{pooled}): "
+                                             f"(by {margin:.2f}; limit {limit:.2f}{pooled}): "
                                              "flipped axes or a wrong header?"))
     return flags

@@ -183,7 +183,6 @@ def build_reference(features: list[dict[str, Any]], tumour_ml: list[float], pati
         "intensity": intensity,
         "template": template.round(3).ravel().tolist(),
         "orientation_candidates": candidates,
-        "orientation_limit": round(max(ORIENTATION_MIN, max(margins, default=0.0)), 4),
         "orientation_limits": [round(max(ORIENTATION_MIN, v * ORIENTATION_MARGIN), 4) for v in orientation_limits],
         **({"contrast": contrast} if contrast else {}),
         "outside_share_p99": round(float(np.percentile([f["outside_share"] for f in features], 99)), 4),
