@@ -329,7 +329,11 @@ def test_synthetic_patients_contrast_and_orientation_are_checked_with_their_slic
     assert flags([_synthetic_slice(rng) for _ in range(3)]) == [{}] * 3
     t2 = flags([_synthetic_slice(rng, "t2") for _ in range(3)])
     assert all("contrast" in f.get("intensity", "") and "slices of the patient pooled" in f["intensity"] for f in t2), t2
-    assert all("orientation" in f for f in flags([_synthetic_slice(rng).T.copy() for _ in range(3)]))
+    transposed = [_synthetic_slice(rng).T.copy() for _ in range(3)]
+    assert all("orientation" in f for f in flags(transposed))
+    # a reference built from older features (another map) is not compared with these maps
+    plan = {"qc_reference": {k: v for k, v in reference.items() if k != "version"}}
+    assert all("orientation" not in f for f in flags(transposed))
     # fewer than 20 training patients cannot show the contrast's spread: no contrast reference
     assert "contrast" not in build_reference(training[:30], [0.0] * 30, [f"P{i // 3}" for i in range(30)])
 
@@ -476,3 +480,22 @@ def test_shards_write_their_own_tables_and_evaluate_reads_them_all(tiny_model, s
     assert sorted(p.name for p in pred.glob("cases*.csv")) == ["cases_shard0of2.csv", "cases_shard1of2.csv"]
     assert run("evaluate", "-p", pred, "-l", synthetic_dataset / "labelsTs", "-o", tmp_path / "rep", "-q").exit_code == 0
     assert pd.read_csv(tmp_path / "rep" / "per_patient.csv")["confidence"].notna().sum() == 2
+
+
+def test_preprocess_recomputes_features_of_an_older_version(synthetic_dataset, tmp_path):
+    from segpipe.pipeline.preprocess import preprocess
+    from segpipe.qc.features import VERSION
+    from tests.conftest import tiny_config
+
+    out = tmp_path / "prep"
+    preprocess(synthetic_dataset, out, tiny_config(), quiet=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    for entry in manifest["cases"].values():  # as an older segpipe wrote them
+        entry["qc"].pop("version")
+        entry["qc"].pop("contrast")
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    preprocess(synthetic_dataset, out, tiny_config(), quiet=True)
+    again = json.loads((out / "manifest.json").read_text())["cases"]
+    assert all(e["qc"]["version"] == VERSION and "contrast" in e["qc"] for e in again.values())
+    plan = with_reference(json.loads((out / "plan.json").read_text()), {"cases": again}, list(again))
+    assert plan["qc_reference"]["version"] == VERSION
