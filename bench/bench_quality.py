@@ -16,6 +16,9 @@ per patient (slices pooled) by `segpipe evaluate`.
     python bench/bench_quality.py --task msd_2d figshare_2d --minutes 5 10 20 --threads 1 --work /tmp/bench_quality
     python bench/bench_quality.py --task msd_2d --minutes 5 --also msd_2d_seed      # a third arm
 
+Runs into the same --work folder add up in results.csv (a task, budget and arm run again
+replaces its row), so tasks can be given different budgets by separate runs.
+
 Writes WORK/results.csv (one row per task, budget and arm), prints a markdown table, and
 draws Dice against minutes into WORK/bench_quality.png (or --figure).
 """
@@ -197,13 +200,20 @@ def main() -> None:
         for minutes in args.minutes:
             rows += run_budget(name, minutes, args.threads, args.work, [name, *args.also], args.folds)
     results = pd.DataFrame(rows)
-    results.to_csv(args.work / "results.csv", index=False)
+    earlier = args.work / "results.csv"
+    if earlier.is_file():  # runs of other tasks or budgets into the same folder add up
+        before = pd.read_csv(earlier)
+        keys = set(zip(results["task"], results["minutes"], results["arm"]))
+        before = before[[k not in keys for k in zip(before["task"], before["minutes"], before["arm"])]]
+        results = pd.concat([before, results], ignore_index=True).sort_values(["task", "minutes", "arm"])
+    results.to_csv(earlier, index=False)
+    rows = results.to_dict("records")
     figure(results, args.figure or args.work / "bench_quality.png")
     print(f"\nPer-patient Dice on held-out patients (slices pooled), {args.threads} thread(s) per run, arms trained concurrently\n")
     print("| task | minutes | arm | mean Dice | whole tumour | patients | iterations |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        wt = f"{r['dice_whole_tumour']:.3f}" if "dice_whole_tumour" in r else "-"
+        wt = f"{r['dice_whole_tumour']:.3f}" if pd.notna(r.get("dice_whole_tumour")) else "-"
         print(f"| {r['task']} | {r['minutes']:g} | {r['arm']} | {r['dice_mean']:.3f} | {wt} | {r['patients']} | {r['iterations']} |")
 
 
