@@ -91,7 +91,10 @@ def mean_probabilities(nets: Sequence[torch.nn.Module], x: torch.Tensor, roi: Se
                        model_dims: int, out_channels: int, regions: bool, sliding_window: bool = True,
                        device: torch.device | None = None) -> torch.Tensor:
     """Softmax probabilities (N, C, ...), or sigmoid region probabilities, averaged over `nets`
-    and, with `icfg.tta`, over mirrored copies along every spatial axis."""
+    and, with `icfg.tta`, over mirrored copies along every spatial axis (`x` in channels-last
+    memory format with `icfg.channels_last`)."""
+    if icfg.channels_last and x.ndim in (4, 5):
+        x = x.contiguous(memory_format=torch.channels_last_3d if x.ndim == 5 else torch.channels_last)
     flips = mirror_axes(x.ndim - 2, icfg.tta)
     total = None
     for net in nets:

@@ -89,8 +89,6 @@ class Segmenter:
     def probabilities(self, image: torch.Tensor, sliding_window: bool) -> torch.Tensor:
         """Softmax probabilities (C, ...), or sigmoid region probabilities (R, ...), averaged over fold models and mirrored copies."""
         x = image[None].to(self.device)
-        if self.icfg.channels_last and x.ndim in (4, 5):
-            x = x.contiguous(memory_format=torch.channels_last_3d if x.ndim == 5 else torch.channels_last)
         roi = list(self.icfg.roi_size or self.models[0].config.train.patch_size or self.plan.patch_size)
         with autocast(self.precision, self.device):
             return mean_probabilities(self.nets, x, roi, self.icfg, self.network["spatial_dims"], self.network["out_channels"],

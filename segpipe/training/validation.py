@@ -19,11 +19,8 @@ def predict_case(predictor: torch.nn.Module, image: torch.Tensor, icfg: InferCon
                  precision: Any, spec: dict[str, Any], chain: RegionChain | None) -> np.ndarray:
     """Labels of one prepared image (C, ...) as `segpipe infer` decides them: the same windows,
     mirrored copies (`infer.tta`), decoding and clean-up (`infer.keep_largest`, `infer.min_component_size`)."""
-    x = image[None]
-    if icfg.channels_last and x.ndim in (4, 5):
-        x = x.contiguous(memory_format=torch.channels_last_3d if x.ndim == 5 else torch.channels_last)
     with precision.autocast():
-        probs = mean_probabilities([predictor], x, roi, icfg, spec["spatial_dims"], spec["out_channels"],
+        probs = mean_probabilities([predictor], image[None], roi, icfg, spec["spatial_dims"], spec["out_channels"],
                                    chain is not None, device=image.device)[0]
     labels = labels_of(probs, chain)[0].numpy()
     return postprocess(labels, icfg.keep_largest, icfg.min_component_size)
