@@ -2,7 +2,9 @@
 2D ready configs train, beside the seeds' plain MONAI recipes, on CPU.
 
 Each variant runs in this process one after the other with the same thread count; the
-batch and patch are the configs' own. Data loading is not included.
+batch and patch are the configs' own. Data loading is not included. Every variant is timed
+in PyTorch's standard memory layout and in the channels-last layout that `segpipe fit`
+trains in (`train.channels_last`, default true).
 
     OMP_NUM_THREADS=1 python bench/bench_step_cost.py --threads 1 --iters 5
 """
@@ -39,9 +41,13 @@ def build(kind: str, options: dict, cin: int, cout: int) -> torch.nn.Module:
     return build_network("unet", spatial_dims=2, in_channels=cin, out_channels=cout, **options)
 
 
-def seconds_per_iteration(net: torch.nn.Module, cin: int, cout: int, batch: int, patch: tuple[int, int], iters: int) -> float:
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+def seconds_per_iteration(net: torch.nn.Module, cin: int, cout: int, batch: int, patch: tuple[int, int], iters: int,
+                          channels_last: bool = False) -> float:
     x = torch.randn(batch, cin, *patch)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     y = torch.randint(0, max(cout, 2), (batch, *patch)) if cout > 1 else torch.rand(batch, 1, *patch).round()
     loss_fn = torch.nn.CrossEntropyLoss() if cout > 1 else torch.nn.BCEWithLogitsLoss()
     times = []
@@ -61,12 +67,17 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"| variant | batch x patch | s / iteration ({args.threads} thread{'s' if args.threads > 1 else ''}, fp32) |")
-    print("|---|---|---|")
+    threads = f"{args.threads} thread{'s' if args.threads > 1 else ''}, fp32"
+    print(f"| variant | batch x patch | s / iteration, standard layout ({threads}) | channels-last | speed-up |")
+    print("|---|---|---:|---:|---:|")
     for name, (kind, options, cin, cout, batch, patch) in VARIANTS.items():
-        net = build(kind, options, cin, cout).train()
-        seconds = seconds_per_iteration(net, cin, cout, batch, patch, args.iters)
-        print(f"| {name} | {batch} x {patch[0]}x{patch[1]} | {seconds:.3f} |", flush=True)
+        seconds = []
+        for channels_last in (False, True):
+            torch.manual_seed(0)
+            net = build(kind, options, cin, cout).train()
+            seconds.append(seconds_per_iteration(net, cin, cout, batch, patch, args.iters, channels_last))
+        print(f"| {name} | {batch} x {patch[0]}x{patch[1]} | {seconds[0]:.3f} | {seconds[1]:.3f} | "
+              f"{seconds[0] / seconds[1]:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

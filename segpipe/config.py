@@ -71,6 +71,7 @@ class TrainConfig:
     # auto (bf16 where measured faster, else fp32; fp32 in deterministic mode) | fp32 | bf16 (autocast) | fp16 (CUDA)
     precision: str = "auto"
     compile: bool = False  # torch.compile the network
+    channels_last: bool = True  # channels-last memory format for network and batches (faster CPU convolutions)
     lambda_dice: float = 1.0
     lambda_ce: float = 1.0
     include_background: bool = False

@@ -15,6 +15,7 @@ from monai.inferers import sliding_window_inference
 
 from segpipe.config import InferConfig
 from segpipe.errors import SegpipeError
+from segpipe.networks.layers import channels_last_format
 from segpipe.transforms.regions import RegionChain, regions_to_labels
 
 BACKGROUND_LOGIT = 20.0  # softmax(20, 0, ...) is background with certainty to float32 precision
@@ -94,7 +95,7 @@ def mean_probabilities(nets: Sequence[torch.nn.Module], x: torch.Tensor, roi: Se
     and, with `icfg.tta`, over mirrored copies along every spatial axis (`x` in channels-last
     memory format with `icfg.channels_last`)."""
     if icfg.channels_last and x.ndim in (4, 5):
-        x = x.contiguous(memory_format=torch.channels_last_3d if x.ndim == 5 else torch.channels_last)
+        x = x.contiguous(memory_format=channels_last_format(x.ndim - 2))
     flips = mirror_axes(x.ndim - 2, icfg.tta)
     total = None
     for net in nets:

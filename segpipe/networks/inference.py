@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from segpipe.networks.layers import channels_last_format
+
 _CONVS = (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _BATCH_NORMS = (nn.BatchNorm2d, nn.BatchNorm3d)
 _INSTANCE_NORMS = (nn.InstanceNorm2d, nn.InstanceNorm3d)
@@ -93,5 +95,5 @@ def optimize_for_inference(net: nn.Module, channels_last: bool = False) -> nn.Mo
             _rewrite_sequential(module, instance_norms=channels_last)
     if channels_last:
         dims = next((m.weight.ndim - 2 for m in net.modules() if isinstance(m, _CONVS)), 2)
-        net = net.to(memory_format=torch.channels_last_3d if dims == 3 else torch.channels_last)
+        net = net.to(memory_format=channels_last_format(dims))
     return net

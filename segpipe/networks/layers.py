@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 NORMS: tuple[str, ...] = ("batch", "instance")
@@ -15,6 +16,11 @@ def check_spatial_dims(spatial_dims: int) -> None:
     """
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+
+
+def channels_last_format(spatial_dims: int) -> torch.memory_format:
+    """The channels-last memory format of a 2D (NHWC) or 3D (NDHWC) network's tensors."""
+    return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
 
 
 def conv(

@@ -19,6 +19,7 @@ from segpipe.data.case import Case
 from segpipe.data.inputs import discover_inputs
 from segpipe.errors import SegpipeError, reader_error
 from segpipe.networks.inference import optimize_for_inference
+from segpipe.networks.layers import channels_last_format
 from segpipe.prediction import labels_of, mean_probabilities
 from segpipe.progress import progress
 from segpipe.qc.session import InferQC, Refused, uncertainty_name
@@ -69,8 +70,7 @@ class Segmenter:
             if icfg.fuse:
                 net = optimize_for_inference(net, channels_last=icfg.channels_last)
             elif icfg.channels_last:
-                fmt = torch.channels_last_3d if first.network["spatial_dims"] == 3 else torch.channels_last
-                net = net.to(memory_format=fmt)
+                net = net.to(memory_format=channels_last_format(first.network["spatial_dims"]))
             self.nets.append(net)
 
         self._chains: dict[tuple[str, str], Any] = {}

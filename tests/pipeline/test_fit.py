@@ -201,6 +201,20 @@ def test_training_reduces_the_loss(prepared_dataset, tmp_path):
     assert loss.iloc[-1] < loss.iloc[0]
 
 
+def test_channels_last_training_matches_the_standard_layout(prepared_dataset, tmp_path):
+    # Only the memory layout differs: the losses follow up to the reordering of float operations.
+    extra = {"train.epochs": "2", "train.iterations_per_epoch": "3", "train.deterministic": "true"}
+    fit(prepared_dataset, tmp_path / "standard", tiny_config(**extra, **{"train.channels_last": "false"}), quiet=True)
+    fit(prepared_dataset, tmp_path / "last", tiny_config(**extra, **{"train.channels_last": "true"}), quiet=True)
+    standard = pd.read_csv(tmp_path / "standard" / "metrics.csv")
+    last = pd.read_csv(tmp_path / "last" / "metrics.csv")
+    assert last["train_loss"].to_numpy() == pytest.approx(standard["train_loss"].to_numpy(), rel=1e-3)
+    kernels = {name: w for name, w in _weights(tmp_path / "last").items() if w.ndim == 5}
+    assert kernels and all(w.is_contiguous(memory_format=torch.channels_last_3d) for w in kernels.values())
+    assert not any(w.is_contiguous(memory_format=torch.channels_last_3d) and not w.is_contiguous()
+                   for w in _weights(tmp_path / "standard").values() if w.ndim == 5)
+
+
 def test_compiled_training_matches_eager(prepared_dataset, tmp_path):
     # torch.compile (inductor, C++ on CPU) traces the network on plain tensors; the
     # losses follow the eager run's up to the reordering of float operations.
