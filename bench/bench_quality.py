@@ -15,6 +15,7 @@ per patient (slices pooled) by `segpipe evaluate`.
 
     python bench/bench_quality.py --task msd_2d figshare_2d --minutes 5 10 20 --threads 1 --work /tmp/bench_quality
     python bench/bench_quality.py --task msd_2d --minutes 5 --also msd_2d_seed      # a third arm
+    python bench/bench_quality.py --task msd_2d --minutes 10 --threads 2 --sequential --work /tmp/bq_2threads
 
 Runs into the same --work folder add up in results.csv (a task, budget and arm run again
 replaces its row), so tasks can be given different budgets by separate runs.
@@ -98,8 +99,10 @@ def _held_out(task: dict, splits: list[dict], fold: int, folder: Path) -> Path:
     return folder
 
 
-def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[str], folds: list[int] | None = None) -> list[dict]:
-    """Train every arm on every fold of `name` for `minutes`; score the pooled held-out predictions."""
+def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[str], folds: list[int] | None = None,
+               sequential: bool = False) -> list[dict]:
+    """Train every arm on every fold of `name` for `minutes` (at the same time, or one after the other
+    with `sequential`); score the pooled held-out predictions."""
     import pandas as pd
 
     task, seconds = TASKS[name], minutes * 60
@@ -118,6 +121,8 @@ def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[s
                 procs[arm] = subprocess.Popen(_segpipe(
                     "fit", "-d", prepared, "-o", model, "--config", arm, "--fold", fold, "-q",
                     "--set", f"train.max_seconds={seconds}", "--set", f"train.threads={threads}"), env=env)
+                if sequential:
+                    procs[arm].wait()
         ref_out = run_dir / "plain" / "pred"
         stats = run_dir / "plain" / f"fold_{fold}.json"
         if not stats.is_file():
@@ -125,6 +130,8 @@ def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[s
                                              "--seconds", str(seconds), "--threads", str(threads), "--work", str(work),
                                              "--splits", str(prepared / "splits.json"), "--out", str(ref_out),
                                              "--stats", str(stats)], env=env)
+            if sequential:
+                procs[PLAIN].wait()
         if any(p.wait() != 0 for p in procs.values()):
             sys.exit(f"{name}, {minutes:g} min, fold {fold}: a training run failed")
         held_out = _held_out(task, splits, fold, run_dir / "held_out" / f"fold_{fold}")
@@ -173,6 +180,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="threads of each training process (they run at the same time)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_quality"))
     parser.add_argument("--also", nargs="*", default=[], help="further segpipe configs to train as arms, e.g. msd_2d_seed")
+    parser.add_argument("--sequential", action="store_true",
+                        help="train the arms one after the other (each with the whole machine) instead of at the same time")
     parser.add_argument("--figure", type=Path, default=None)
     parser.add_argument("--folds", nargs="+", type=int, default=None, help="only these folds (a quick check; the task's own folds otherwise)")
     parser.add_argument("--reference", choices=list(TASKS), help=argparse.SUPPRESS)
@@ -198,7 +207,7 @@ def main() -> None:
     rows = []
     for name in args.task:
         for minutes in args.minutes:
-            rows += run_budget(name, minutes, args.threads, args.work, [name, *args.also], args.folds)
+            rows += run_budget(name, minutes, args.threads, args.work, [name, *args.also], args.folds, args.sequential)
     results = pd.DataFrame(rows)
     earlier = args.work / "results.csv"
     if earlier.is_file():  # runs of other tasks or budgets into the same folder add up
@@ -209,7 +218,8 @@ def main() -> None:
     results.to_csv(earlier, index=False)
     rows = results.to_dict("records")
     figure(results, args.figure or args.work / "bench_quality.png")
-    print(f"\nPer-patient Dice on held-out patients (slices pooled), {args.threads} thread(s) per run, arms trained concurrently\n")
+    together = "one after the other" if args.sequential else "concurrently"
+    print(f"\nPer-patient Dice on held-out patients (slices pooled), {args.threads} thread(s) per run, arms trained {together}\n")
     print("| task | minutes | arm | mean Dice | whole tumour | patients | iterations |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
