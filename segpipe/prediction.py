@@ -99,9 +99,14 @@ def mean_probabilities(nets: Sequence[torch.nn.Module], x: torch.Tensor, roi: Se
     flips = mirror_axes(x.ndim - 2, icfg.tta)
     total = None
     for net in nets:
-        for axes in flips:
-            xi = torch.flip(x, axes) if axes else x
-            logits = window_logits(net, xi, roi, icfg, model_dims, out_channels, regions, sliding_window, device)
+        if x.ndim == 4 and len(flips) > 1:  # 2D images are small: all mirrored copies in one batch of windows
+            mirrored = torch.cat([torch.flip(x, axes) if axes else x for axes in flips])
+            outputs = window_logits(net, mirrored, roi, icfg, model_dims, out_channels, regions, sliding_window,
+                                    device).split(x.shape[0])
+        else:
+            outputs = (window_logits(net, torch.flip(x, axes) if axes else x, roi, icfg, model_dims, out_channels,
+                                     regions, sliding_window, device) for axes in flips)
+        for axes, logits in zip(flips, outputs):
             p = torch.sigmoid(logits) if regions else torch.softmax(logits, dim=1)
             p = torch.flip(p, axes) if axes else p
             total = p if total is None else total + p
