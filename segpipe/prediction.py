@@ -7,6 +7,7 @@ validation Dice that picks the best checkpoint is computed on the same predictio
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 
@@ -99,13 +100,13 @@ def mean_probabilities(nets: Sequence[torch.nn.Module], x: torch.Tensor, roi: Se
     flips = mirror_axes(x.ndim - 2, icfg.tta)
     total = None
     for net in nets:
+        logits_of = functools.partial(window_logits, net, roi=roi, icfg=icfg, model_dims=model_dims,
+                                      out_channels=out_channels, regions=regions, sliding_window=sliding_window,
+                                      device=device)
         if x.ndim == 4 and len(flips) > 1:  # 2D images are small: all mirrored copies in one batch of windows
-            mirrored = torch.cat([torch.flip(x, axes) if axes else x for axes in flips])
-            outputs = window_logits(net, mirrored, roi, icfg, model_dims, out_channels, regions, sliding_window,
-                                    device).split(x.shape[0])
-        else:
-            outputs = (window_logits(net, torch.flip(x, axes) if axes else x, roi, icfg, model_dims, out_channels,
-                                     regions, sliding_window, device) for axes in flips)
+            outputs = logits_of(torch.cat([torch.flip(x, axes) if axes else x for axes in flips])).split(x.shape[0])
+        else:  # one copy at a time: a volume's copies together would multiply its memory
+            outputs = (logits_of(torch.flip(x, axes) if axes else x) for axes in flips)
         for axes, logits in zip(flips, outputs):
             p = torch.sigmoid(logits) if regions else torch.softmax(logits, dim=1)
             p = torch.flip(p, axes) if axes else p
