@@ -45,7 +45,15 @@ from segpipe.training import finetune
 from segpipe.training.budget import BudgetPlan, BudgetSchedule, TimeBudget, plan_budget
 from segpipe.training.handlers import Checkpointer, EarlyStopping, ModelSelection, console_line
 from segpipe.training.losses import deep_supervised_loss, make_loss
-from segpipe.training.steps import ListSampler, Precision, epoch_indices, make_optimizer, make_scheduler
+from segpipe.training.steps import (
+    ListSampler,
+    PlainBatches,
+    Precision,
+    epoch_indices,
+    make_optimizer,
+    make_scheduler,
+    without_metadata,
+)
 from segpipe.training.validation import validate
 from segpipe.transforms.augment import KEYS, training_chain
 from segpipe.transforms.regions import RegionChain, labels_to_regions, region_chain
@@ -323,11 +331,12 @@ def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.de
     t = run.cfg.train
     chain = Compose([LoadImaged(KEYS, reader="NumpyReader", image_only=True),
                      *training_chain(t.patch_size, t.samples_per_volume, t.pos_neg_ratio, t.augment).transforms])
-    dataset = CacheDataset(run.train_cases, transform=chain, cache_rate=t.cache_rate, progress=False, num_workers=None)
+    with without_metadata():
+        dataset = CacheDataset(run.train_cases, transform=chain, cache_rate=t.cache_rate, progress=False, num_workers=None)
     volumes_per_batch = max(1, math.ceil(t.batch_size / t.samples_per_volume))
     sampler = ListSampler()
     loader_cls = ThreadDataLoader if t.thread_loader else DataLoader
-    loader = loader_cls(dataset, batch_size=volumes_per_batch, sampler=sampler, num_workers=t.num_workers)
+    loader = PlainBatches(loader_cls(dataset, batch_size=volumes_per_batch, sampler=sampler, num_workers=t.num_workers))
     checkpointer = Checkpointer(model_dir, _tensorboard(model_dir) if d.main else None)
     if run.ckpt is not None:  # after the loader: MONAI's DataLoader re-seeds torch's generator when built
         try:
@@ -339,7 +348,7 @@ def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.de
         sampler.indices = epoch_indices(len(dataset), n_batches * volumes_per_batch, t.seed, epoch, d.rank, d.world)
         chain.set_random_state(seed=(t.seed * 100_003 + epoch * 7_919 + d.rank) % (2**32))
 
-    budget = TimeBudget(t.max_seconds, already=sum(r.get("seconds", 0.0) for r in run.rows))
+    budget = TimeBudget(t.max_seconds, already=sum(r.get("seconds", 0.0) for r in run.rows), clock=d.clock)
     lr_schedule = BudgetSchedule(run.optimizer, budget, t.schedule, t.warmup) if budget.active else None
     run.net.train()
     if budget.active:
@@ -417,7 +426,7 @@ def _train_epoch(run: Run, loader: Any, budget: TimeBudget, lr_schedule: BudgetS
     bar = progress(loader, quiet=run.quiet, total=planned, desc=f"epoch {epoch + 1}/{t.epochs}", unit="it", leave=False)
     stop_at = BudgetPlan(**run.budget).training_ends(epoch, t.max_seconds) if run.budget else math.inf
     for batch in bar:
-        if budget.expired() or budget.elapsed() >= stop_at:
+        if budget.active and (budget.expired() or budget.elapsed() >= stop_at):
             break
         if lr_schedule is not None:
             lr_schedule.update()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,14 @@ class Dist:
         t = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.broadcast(t, src=0)
         return float(t.item())
+
+    def clock(self) -> float:
+        """The main process's `time.perf_counter()`, on every process.
+
+        A collective: every process calls it at the same points. Time budgets read it, so
+        that every process stops an epoch after the same step and sets the same rate.
+        """
+        return self.broadcast(time.perf_counter())
 
 
 def init_distributed(device: str) -> tuple[Dist, torch.device]:

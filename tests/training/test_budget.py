@@ -118,3 +118,43 @@ def test_budget_epochs_end_at_equal_time_slots():
     ends = [plan.training_ends(e, 110) for e in range(5)]
     assert ends == pytest.approx([28, 48, 68, 88, 108])  # slots of 20 s, each ending with a 2 s validation
     assert plan.measured_at == 10
+
+
+def _budget_seen_by_rank(rank: int, port: int, out: str) -> None:
+    """One of two processes: start a budget at a different moment, read it after a barrier."""
+    import os
+    import time
+
+    import torch.distributed as dist
+
+    from segpipe.runtime.distributed import Dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    d = Dist(rank=rank, world=2)
+    time.sleep(0.4 * rank)  # rank 1 starts its budget 0.4 s after rank 0, like a rank held up by file writes
+    budget = TimeBudget(10.0, clock=d.clock)
+    d.barrier()
+    seen = torch.tensor([budget.elapsed(), budget.progress()], dtype=torch.float64)
+    gathered = [torch.zeros(2, dtype=torch.float64) for _ in range(2)]
+    dist.all_gather(gathered, seen)
+    if rank == 0:
+        torch.save(torch.stack(gathered), out)
+    dist.destroy_process_group()
+
+
+def test_every_process_reads_the_main_process_clock(tmp_path):
+    """Under torchrun every rank must stop an epoch after the same step and set the same rate;
+    with its own clock each rank's budget started at its own moment."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "seen.pt"
+    mp.spawn(_budget_seen_by_rank, args=(port, str(out)), nprocs=2, join=True)
+    seen = torch.load(out, weights_only=True)
+    assert seen[0].tolist() == seen[1].tolist()
+    assert seen[0, 0] > 0.3  # rank 0's budget also counts the 0.4 s rank 1 spent before starting its own

@@ -1,0 +1,66 @@
+"""Milliseconds per training batch of the sampling and augmentation chain `segpipe fit` runs,
+with MONAI's metadata tracking on (MONAI's default) and off (what `fit` does), side by side.
+
+The chain is fit's own (load, pad, foreground-oversampled crop, the config's `train.augment`)
+over a prepared folder's cached cases; only the data path is timed, no network. The two
+settings alternate, twice each, in one process with the same thread count.
+
+    python bench/bench_loader.py --prepared /tmp/bq_2t/msd_2d/prepared --config msd_2d --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    from monai.data import CacheDataset, DataLoader, set_track_meta
+    from monai.transforms import Compose, LoadImaged
+
+    from segpipe.config import load_config
+    from segpipe.configs import resolve_config
+    from segpipe.transforms.augment import KEYS, training_chain
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prepared", type=Path, required=True, help="a `segpipe preprocess` output folder")
+    parser.add_argument("--config", default="msd_2d", help="the ready config whose batch, patch and augmentation are timed")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batches", type=int, default=60)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    t = load_config(resolve_config(args.config)).train
+    plan = json.loads((args.prepared / "plan.json").read_text())
+    patch = t.patch_size or plan["patch_size"]
+    manifest = json.loads((args.prepared / "manifest.json").read_text())["cases"]
+    cases = [{"image": str(args.prepared / c["image"]), "label": str(args.prepared / c["label"])} for c in manifest.values()]
+    chain = Compose([LoadImaged(KEYS, reader="NumpyReader", image_only=True),
+                     *training_chain(patch, t.samples_per_volume, t.pos_neg_ratio, t.augment).transforms])
+    volumes = max(1, -(-t.batch_size // t.samples_per_volume))
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for track in (True, False, True, False):
+        set_track_meta(track)
+        dataset = CacheDataset(cases, transform=chain, progress=False)
+        sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=args.batches * volumes)
+        started = time.perf_counter()
+        for _ in DataLoader(dataset, batch_size=volumes, sampler=sampler):
+            pass
+        times[track].append(1000 * (time.perf_counter() - started) / args.batches)
+    on, off = min(times[True]), min(times[False])
+    print(f"{args.config}: batch {t.batch_size}, patch {'x'.join(map(str, patch))}, augment {t.augment}, "
+          f"{len(cases)} cases, {args.threads} thread{'s' if args.threads > 1 else ''}, best of 2 runs of {args.batches} batches")
+    print("| metadata tracking | ms / batch | speed-up |")
+    print("|---|---:|---:|")
+    print(f"| on (MONAI's default) | {on:.1f} | 1.00x |")
+    print(f"| off (segpipe fit) | {off:.1f} | {on / off:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
