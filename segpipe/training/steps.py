@@ -105,9 +105,9 @@ class ListSampler(torch.utils.data.Sampler[int]):
 def without_metadata() -> Iterator[None]:
     """MONAI transforms make plain tensors instead of `MetaTensor`s inside the block.
 
-    Training patches need no geometry, and the metadata costs more than half of the
-    sampling and augmentation chain on CPU (15 against 50 ms per msd_2d batch of 16,
-    `bench/bench_loader.py`).
+    `fit` trains inside it: patches need no geometry, and the metadata costs more than half
+    of the sampling and augmentation chain on CPU (15 against 50 ms per msd_2d batch of
+    16, `bench/bench_loader.py`). Loader threads and worker processes see the same switch.
     """
     before = get_track_meta()
     set_track_meta(False)
@@ -116,26 +116,3 @@ def without_metadata() -> Iterator[None]:
     finally:
         set_track_meta(before)
 
-
-class PlainBatches:
-    """Iterates a data loader with MONAI's metadata off while each batch is made.
-
-    The switch is held only inside `next()`, so the training step and validation between
-    batches see MONAI's setting unchanged. Worker processes start inside it and keep it.
-    """
-
-    def __init__(self, loader: Any) -> None:
-        self.loader = loader
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[Any]:
-        with without_metadata():
-            batches = iter(self.loader)
-        while True:
-            with without_metadata():
-                batch = next(batches, None)
-            if batch is None:
-                return
-            yield batch

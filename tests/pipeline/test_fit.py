@@ -201,6 +201,21 @@ def test_training_reduces_the_loss(prepared_dataset, tmp_path):
     assert loss.iloc[-1] < loss.iloc[0]
 
 
+@pytest.mark.parametrize("loader", ["train.num_workers=0", "train.thread_loader=true"])
+def test_training_batches_carry_no_metadata_and_monai_is_left_as_it_was(prepared_dataset, tmp_path, loader, monkeypatch):
+    from monai.data import MetaTensor, get_track_meta
+
+    import segpipe.pipeline.fit as fit_module
+
+    seen = []
+    train_step = fit_module._train_step
+    monkeypatch.setattr(fit_module, "_train_step", lambda run, batch: (seen.append(type(batch["image"])), train_step(run, batch))[1])
+    key, value = loader.split("=")
+    fit(prepared_dataset, tmp_path / "m", tiny_config(**{key: value}), quiet=True)
+    assert seen and all(kind is torch.Tensor and kind is not MetaTensor for kind in seen)
+    assert get_track_meta()  # infer, run later in the same process, keeps its geometry
+
+
 def test_channels_last_training_matches_the_standard_layout(prepared_dataset, tmp_path):
     # Only the memory layout differs: the losses follow up to the reordering of float operations.
     extra = {"train.epochs": "2", "train.iterations_per_epoch": "3", "train.deterministic": "true"}

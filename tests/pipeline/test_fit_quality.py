@@ -23,6 +23,7 @@ from segpipe.pipeline.evaluate import evaluate
 from segpipe.pipeline.fit import fit
 from segpipe.pipeline.infer import infer
 from segpipe.pipeline.preprocess import preprocess
+from tests.conftest import REPO
 
 INTENSITY = {0: 40, 1: 110, 2: 170, 3: 230}  # brain background and labels 1..3: easy to learn in seconds
 
@@ -138,7 +139,7 @@ def test_time_budgeted_fit_under_torchrun_runs_to_the_end(slice_data, tmp_path):
     for key, value in sets.items():
         command += ["--set", f"{key}={value}"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = pd.read_csv(tmp_path / "model" / "metrics.csv")
     assert len(metrics) >= 2 and metrics["val_dice_mean"].notna().all()
