@@ -115,4 +115,3 @@ def without_metadata() -> Iterator[None]:
         yield
     finally:
         set_track_meta(before)
-
