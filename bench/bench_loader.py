@@ -23,11 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> None:
     from monai.data import CacheDataset, DataLoader, set_track_meta
-    from monai.transforms import Compose, LoadImaged
 
     from segpipe.config import load_config
     from segpipe.configs import resolve_config
-    from segpipe.transforms.augment import KEYS, training_chain
+    from segpipe.transforms.augment import prepared_training_chain
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prepared", type=Path, required=True, help="a `segpipe preprocess` output folder")
@@ -41,8 +40,7 @@ def main() -> None:
     patch = t.patch_size or plan["patch_size"]
     manifest = json.loads((args.prepared / "manifest.json").read_text())["cases"]
     cases = [{"image": str(args.prepared / c["image"]), "label": str(args.prepared / c["label"])} for c in manifest.values()]
-    chain = Compose([LoadImaged(KEYS, reader="NumpyReader", image_only=True),
-                     *training_chain(patch, t.samples_per_volume, t.pos_neg_ratio, t.augment).transforms])
+    chain = prepared_training_chain(patch, t.samples_per_volume, t.pos_neg_ratio, t.augment)
     volumes = max(1, -(-t.batch_size // t.samples_per_volume))
     times: dict[bool, list[float]] = {True: [], False: []}
     for track in (True, False, True, False):

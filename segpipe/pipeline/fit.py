@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.data import CacheDataset, DataLoader, ThreadDataLoader
-from monai.transforms import Compose, LoadImaged
 from tqdm import tqdm
 
 from segpipe.artifacts.checkpoints import load_checkpoint, rng_state, set_rng_state
@@ -54,7 +53,7 @@ from segpipe.training.steps import (
     without_metadata,
 )
 from segpipe.training.validation import validate
-from segpipe.transforms.augment import KEYS, training_chain
+from segpipe.transforms.augment import prepared_training_chain
 from segpipe.transforms.regions import RegionChain, labels_to_regions, region_chain
 
 PATCH_MULTIPLE = 16  # automatic patches are rounded up to this; a patch may exceed an image by less
@@ -329,8 +328,7 @@ def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.de
     run = _setup(prepared, model_dir, cfg, d, device, resume, quiet)
     _record(run)
     t = run.cfg.train
-    chain = Compose([LoadImaged(KEYS, reader="NumpyReader", image_only=True),
-                     *training_chain(t.patch_size, t.samples_per_volume, t.pos_neg_ratio, t.augment).transforms])
+    chain = prepared_training_chain(t.patch_size, t.samples_per_volume, t.pos_neg_ratio, t.augment)
     dataset = CacheDataset(run.train_cases, transform=chain, cache_rate=t.cache_rate, progress=False, num_workers=None)
     volumes_per_batch = max(1, math.ceil(t.batch_size / t.samples_per_volume))
     sampler = ListSampler()

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from monai.transforms import (
     Compose,
     EnsureTyped,
+    LoadImaged,
     RandAdjustContrastd,
     RandAffined,
     RandCropByPosNegLabeld,
@@ -99,3 +100,14 @@ def training_chain(
             *augmentations(augment, patch_size),
         ]
     )
+
+
+def prepared_training_chain(
+    patch_size: Sequence[int],
+    samples_per_volume: int,
+    pos_neg_ratio: float = 1.0,
+    augment: Sequence[str] = ("flip", "scale_intensity", "shift_intensity"),
+) -> Compose:
+    """`training_chain` after loading a prepared case's `.npy` files: what `fit` draws its batches through."""
+    return Compose([LoadImaged(KEYS, reader="NumpyReader", image_only=True),
+                    *training_chain(patch_size, samples_per_volume, pos_neg_ratio, augment).transforms])
