@@ -16,7 +16,9 @@ Each check that fails gives a named flag and one line saying what differs:
 - ``not_skull_stripped``: at least 10% of the non-zero voxels lie outside the brain-like
   foreground, around it in at least 3/4 of the directions (a scalp and skull); or the
   non-zero voxels fill at least 95% of their bounding box (the background was never
-  masked to zero: a raw head image, with its scanner noise);
+  masked to zero: a raw head image, with its scanner noise). Only when the model was
+  trained on skull-stripped brains: where more than 1 in 10 of its training cases were
+  whole heads (the figshare set, for one), a head is what it expects;
 - ``orientation``: a mirrored or transposed image matches the training map (the brain's
   proportions and z-scored content) better than the image as stored, by more than 1.5x
   the most any training patient's did (at least 0.05), with the slices of one patient
@@ -104,14 +106,15 @@ def check_case(features: dict[str, Any], plan: dict[str, Any], in_channels: int,
                              f"(distance {distance:.1f}, limit {limit:.1f}{pooled}): another MR sequence?")
         if worst:
             flags.append(Flag("intensity", "intensity distribution inside the brain differs from training: " + "; ".join(worst)))
-    share, coverage = features["outside_share"], features["outside_coverage"]
-    fill = features.get("nonzero_fill", 0.0)
-    if share >= ref.SKULL_SHARE and coverage >= ref.SKULL_COVERAGE:
-        flags.append(Flag("not_skull_stripped", f"{share:.0%} of non-zero voxels lie outside a brain-like foreground, "
-                                                f"around it in {coverage:.0%} of directions (skull and scalp?)"))
-    elif fill >= ref.UNMASKED_FILL:
-        flags.append(Flag("not_skull_stripped", f"non-zero voxels fill {fill:.0%} of their bounding box: the background "
-                                                "is not zero, no brain mask was applied (skull, scalp and noise kept?)"))
+    kind = ref.skull_kind(features) if reference.get("unstripped_share", 0.0) <= ref.UNSTRIPPED_TRAINED else None
+    if kind == "shell":
+        flags.append(Flag("not_skull_stripped", f"{features['outside_share']:.0%} of non-zero voxels lie outside a "
+                                                f"brain-like foreground, around it in {features['outside_coverage']:.0%} "
+                                                "of directions (skull and scalp?)"))
+    elif kind == "unmasked":
+        flags.append(Flag("not_skull_stripped", f"non-zero voxels fill {features['nonzero_fill']:.0%} of their bounding "
+                                                "box: the background is not zero, no brain mask was applied (skull, "
+                                                "scalp and noise kept?)"))
     template = np.asarray(reference["template"], dtype=np.float32)
     dims = len(reference["spacing_min"])
     template = template.reshape((round(template.size ** (1 / dims)),) * dims)

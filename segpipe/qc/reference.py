@@ -28,9 +28,20 @@ SKULL_COVERAGE = 0.75  # non-zero voxels outside the brain-like foreground in at
 SKULL_SHARE = 0.10  # ... and at least 10% of all non-zero voxels
 UNMASKED_FILL = 0.95  # non-zero voxels filling this much of their box: no brain mask was applied (a
 # skull-stripped brain fills at most ~0.84 of its box in a 2D slice, ~0.5 in a volume)
+UNSTRIPPED_TRAINED = 0.10  # a model whose training cases were whole heads more often than this has seen skulls
 CONTRAST_MARGIN = 1.25  # contrast distance above this many times the training 99.5th percentile
 CONTRAST_MIN_PATIENTS = 20  # fewer training patients cannot show the contrast's spread
 POOL_MAX = 16  # the most slices of one patient pooled (the limits' list length)
+
+
+def skull_kind(features: dict[str, Any]) -> str | None:
+    """How a case shows it was not skull-stripped: "shell" (scalp and skull around the brain),
+    "unmasked" (no brain mask: the non-zero voxels fill their box), or None."""
+    if features["outside_share"] >= SKULL_SHARE and features["outside_coverage"] >= SKULL_COVERAGE:
+        return "shell"
+    if features.get("nonzero_fill", 0.0) >= UNMASKED_FILL:
+        return "unmasked"
+    return None
 
 
 def _map(features: dict[str, Any]) -> np.ndarray:
@@ -185,6 +196,7 @@ def build_reference(features: list[dict[str, Any]], tumour_ml: list[float], pati
         "orientation_candidates": candidates,
         "orientation_limits": [round(max(ORIENTATION_MIN, v * ORIENTATION_MARGIN), 4) for v in orientation_limits],
         **({"contrast": contrast} if contrast else {}),
+        "unstripped_share": round(float(np.mean([skull_kind(f) is not None for f in features])), 4),
         "outside_share_p99": round(float(np.percentile([f["outside_share"] for f in features], 99)), 4),
         "tumour_ml_quantiles": {str(q): round(float(np.percentile(volumes, q)), 4) for q in (1, 5, 25, 50, 75, 95, 99)}
         if volumes.size else {},

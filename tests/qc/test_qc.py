@@ -106,17 +106,33 @@ def test_non_linear_intensity_change_is_flagged(brats_3d):
     assert "intensity" in _check(brats_3d, "gamma", np.where(data > 0, scaled**4 + 1e-3, 0))
 
 
-def test_skull_like_shell_is_flagged(brats_3d):
-    _, data, _, _ = brats_3d
+def _with_skull(data):
+    """The volume padded, with a bright shell 4-12 mm outside the brain beyond a dark gap."""
     brain = (data != 0).any(-1)
     pad = 8
     padded = np.pad(data, [(pad, pad)] * 3 + [(0, 0)])
     distance = ndimage.distance_transform_edt(~np.pad(brain, pad))  # in 2 mm voxels
-    shell = (distance > 2) & (distance <= 6)  # 4-12 mm outside the brain, beyond a dark gap
+    shell = (distance > 2) & (distance <= 6)
     rng = np.random.default_rng(0)
     for c in range(data.shape[-1]):
         padded[..., c][shell] = rng.uniform(0.5, 1.0, int(shell.sum())) * np.percentile(data[..., c][brain], 99)
-    assert "not_skull_stripped" in _check(brats_3d, "head", padded)
+    return padded
+
+
+def test_skull_like_shell_is_flagged(brats_3d):
+    assert "not_skull_stripped" in _check(brats_3d, "head", _with_skull(brats_3d[1]))
+
+
+def test_a_head_is_not_flagged_by_a_model_trained_on_heads(brats_3d):
+    folder, data, affine, _ = brats_3d
+    head = features_of(_save(folder, "head_ref", _with_skull(data), affine), SETTINGS_3D)
+    trained_on_heads = {"qc_reference": build_reference([head, head], [50.0, 50.0])}
+    assert trained_on_heads["qc_reference"]["unstripped_share"] == 1.0
+    assert "not_skull_stripped" not in {f.name for f in check_case(head, trained_on_heads, 4, 3)}
+    # one head among many skull-stripped training brains does not teach the model heads
+    brain = features_of(folder / "base.nii.gz", SETTINGS_3D)
+    mostly_stripped = {"qc_reference": build_reference([head] + [brain] * 19, [50.0] * 20)}
+    assert "not_skull_stripped" in {f.name for f in check_case(head, mostly_stripped, 4, 3)}
 
 
 def test_unmasked_background_is_flagged(brats_3d):
