@@ -26,7 +26,7 @@ def main() -> None:
 
     from segpipe.config import load_config
     from segpipe.configs import resolve_config
-    from segpipe.transforms.augment import prepared_training_chain
+    from segpipe.transforms.augment import training_chain, with_prepared_loading
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prepared", type=Path, required=True, help="a `segpipe preprocess` output folder")
@@ -40,7 +40,7 @@ def main() -> None:
     patch = t.patch_size or plan["patch_size"]
     manifest = json.loads((args.prepared / "manifest.json").read_text())["cases"]
     cases = [{"image": str(args.prepared / c["image"]), "label": str(args.prepared / c["label"])} for c in manifest.values()]
-    chain = prepared_training_chain(patch, t.samples_per_volume, t.pos_neg_ratio, t.augment)
+    chain = with_prepared_loading(training_chain(patch, t.samples_per_volume, t.pos_neg_ratio, t.augment))
     volumes = max(1, -(-t.batch_size // t.samples_per_volume))
     times: dict[bool, list[float]] = {True: [], False: []}
     for track in (True, False, True, False):

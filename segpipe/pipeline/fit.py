@@ -53,7 +53,7 @@ from segpipe.training.steps import (
     without_metadata,
 )
 from segpipe.training.validation import validate
-from segpipe.transforms.augment import prepared_training_chain
+from segpipe.transforms.augment import training_chain, with_prepared_loading
 from segpipe.transforms.regions import RegionChain, labels_to_regions, region_chain
 
 PATCH_MULTIPLE = 16  # automatic patches are rounded up to this; a patch may exceed an image by less
@@ -328,7 +328,7 @@ def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.de
     run = _setup(prepared, model_dir, cfg, d, device, resume, quiet)
     _record(run)
     t = run.cfg.train
-    chain = prepared_training_chain(t.patch_size, t.samples_per_volume, t.pos_neg_ratio, t.augment)
+    chain = with_prepared_loading(training_chain(t.patch_size, t.samples_per_volume, t.pos_neg_ratio, t.augment))
     dataset = CacheDataset(run.train_cases, transform=chain, cache_rate=t.cache_rate, progress=False, num_workers=None)
     volumes_per_batch = max(1, math.ceil(t.batch_size / t.samples_per_volume))
     sampler = ListSampler()

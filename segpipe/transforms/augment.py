@@ -102,12 +102,6 @@ def training_chain(
     )
 
 
-def prepared_training_chain(
-    patch_size: Sequence[int],
-    samples_per_volume: int,
-    pos_neg_ratio: float = 1.0,
-    augment: Sequence[str] = ("flip", "scale_intensity", "shift_intensity"),
-) -> Compose:
-    """`training_chain` after loading a prepared case's `.npy` files: what `fit` draws its batches through."""
-    return Compose([LoadImaged(KEYS, reader="NumpyReader", image_only=True),
-                    *training_chain(patch_size, samples_per_volume, pos_neg_ratio, augment).transforms])
+def with_prepared_loading(chain: Compose) -> Compose:
+    """`chain` after loading a prepared case's `.npy` files: what `fit` draws its batches through."""
+    return Compose([LoadImaged(KEYS, reader="NumpyReader", image_only=True), *chain.transforms])
