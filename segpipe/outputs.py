@@ -131,12 +131,15 @@ def folder_lock(folder: Path, verb: str) -> Iterator[Path]:
 
 
 def _make_folder(folder: Path) -> bool:
-    """Create the output folder; True if this call created it."""
-    if folder.is_dir():
-        return False
+    """Create the output folder; True if this call created it.
+
+    Race-free: torchrun's processes (or two runs) may create the same folder at once.
+    """
     try:
         folder.mkdir(parents=True)
     except FileExistsError:
+        if folder.is_dir():
+            return False
         raise SegpipeError(f"{folder}: exists and is not a folder") from None
     except OSError as exc:
         raise SegpipeError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
@@ -145,7 +148,9 @@ def _make_folder(folder: Path) -> bool:
 
 def _takes_lock() -> bool:
     """Under torchrun only rank 0 writes, so only it locks."""
-    return os.environ.get("RANK", "0") in ("", "0")
+    from segpipe.runtime.distributed import is_main_process
+
+    return is_main_process()
 
 
 @contextlib.contextmanager

@@ -152,6 +152,29 @@ def test_stale_lock_of_a_dead_process_is_taken_over(corpus, tmp_path: Path) -> N
     assert not (out / ".segpipe.lock").exists() and not (out / ".segpipe.lock").is_symlink(), "the lock outlived the run"
 
 
+def test_an_output_folder_made_by_another_process_meanwhile_is_used(tmp_path: Path, monkeypatch) -> None:
+    """torchrun's processes create the model folder at the same moment. The one whose mkdir
+    came second used to refuse it as "exists and is not a folder" (a failed CI run)."""
+    from segpipe.errors import SegpipeError
+    from segpipe.outputs import guard
+
+    real_mkdir = Path.mkdir
+
+    def other_process_first(self: Path, *args, **kwargs) -> None:
+        if self.name == "model" and not self.exists():
+            real_mkdir(self)  # the other process wins the race
+        real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", other_process_first)
+    with guard("fit", [tmp_path / "model"], [tmp_path / "in"]):
+        (tmp_path / "model" / "written").write_text("x")
+    assert (tmp_path / "model" / "written").is_file()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SegpipeError, match="file: exists and is not a folder"):
+        with guard("fit", [tmp_path / "file"], [tmp_path / "in"]):
+            pass
+
+
 def test_keep_going_skips_what_verify_calls_an_error(corpus, tmp_path: Path) -> None:
     """A fractional label: plain preprocess refuses (corpus); --keep-going leaves the case out."""
     kinds, fx = corpus
