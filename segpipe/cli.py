@@ -213,6 +213,7 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
     from segpipe.artifacts.prepared import load_prepared
     from segpipe.pipeline.fit import fit as run
     from segpipe.pipeline.fit import fit_folds
+    from segpipe.runtime.distributed import is_main_process
 
     quiet = silent(quiet)
     all_folds = fold == "all"
@@ -243,6 +244,8 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
             results = fit_folds(prepared_dir, model_dir, cfg, load_prepared(prepared_dir).folds, resume=resume, quiet=quiet)
         else:
             results = [run(prepared_dir, model_dir, cfg, resume=resume, quiet=quiet, epochs_this_run=epochs_this_run)]
+    if not is_main_process():  # torchrun: rank 0 reports for all
+        return
     if emit_json({"models": [{"model_dir": r.model_dir, "epochs": r.epochs, "best_epoch": r.best_epoch,
                                "best_val_dice": None if r.best_metric != r.best_metric else r.best_metric,
                                "stopped_early": r.stopped_early, "precision": r.precision} for r in results]}):

@@ -57,6 +57,11 @@ class Dist:
         return self.broadcast(time.perf_counter())
 
 
+def is_main_process() -> bool:
+    """True unless torchrun started this process as a rank other than 0 (those neither write nor print)."""
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
 def init_distributed(device: str) -> tuple[Dist, torch.device]:
     """Join the process group torchrun set up (gloo on CPU, NCCL on CUDA), if any."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

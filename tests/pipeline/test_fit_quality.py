@@ -135,15 +135,18 @@ def test_time_budgeted_fit_under_torchrun_runs_to_the_end(slice_data, tmp_path):
     sets = slice_overrides(**{"train.max_seconds": "20", "train.epochs": "1000", "train.iterations_per_epoch": "100000",
                               "train.threads": "1", "train.batch_size": "2"})
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "segpipe", "fit", "-d", str(prepared), "-o", str(tmp_path / "model"), "-q"]
+               "-m", "segpipe", "fit", "-d", str(prepared), "-o", str(tmp_path / "model"), "--json"]
     for key, value in sets.items():
         command += ["--set", f"{key}={value}"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
-    assert done.returncode == 0, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]  # a rank's own line
+    assert done.returncode == 0, "\n".join(errors) or done.stderr[-2000:]
     metrics = pd.read_csv(tmp_path / "model" / "metrics.csv")
     assert len(metrics) >= 2 and metrics["val_dice_mean"].notna().all()
     assert (metrics["iterations"] > 0).all()
+    summary = json.loads(done.stdout)  # one document: rank 1 reports nothing of its own
+    assert summary["models"][0]["epochs"] == len(metrics)
 
 
 def test_bad_budget_and_patch_are_refused_naming_the_key(slice_data, tmp_path):
