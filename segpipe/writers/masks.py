@@ -86,9 +86,12 @@ def probability_name(case_id: str, layout: str) -> str:
 
 
 def write_probabilities(layout: str, source: Path, probs: np.ndarray, path: Path, original_affine: np.ndarray | None) -> None:
-    """Class probabilities (spatial..., C) on the input's grid: 4D NIfTI, or .npy for slices."""
+    """Class probabilities (spatial..., C), or an uncertainty map (spatial...), on the input's grid:
+    NIfTI for volumes, .npy for slices (indexed like the mask: rows, columns[, C])."""
     probs = probs.astype(np.float32)
     if layout in ("slices", "figshare"):
+        if layout == "slices":  # rows and columns of the PNG mask, as write_mask turns them back
+            probs = np.ascontiguousarray(np.swapaxes(probs, 0, 1))
         write_with(path, lambda tmp: np.save(tmp, probs))
         return
     name = source.name.lower()

@@ -70,6 +70,30 @@ def test_png_orientation_round_trips_with_an_oracle(model_2d, slice_dataset, tmp
     assert np.array_equal(np.asarray(Image.open(written)), ref)
 
 
+def test_png_probabilities_are_indexed_like_the_png_mask(model_2d, slice_dataset, tmp_path, monkeypatch):
+    """The .npy beside a PNG mask holds (rows, columns, classes): its argmax is the mask (it
+    used to be transposed, in MONAI PILReader's x, y order)."""
+    name = "BRATS_002_z6.png"
+    ref = np.asarray(Image.open(slice_dataset / "training_labels" / name))
+    assert ref.shape[0] != ref.shape[1] or not np.array_equal(ref, ref.T)  # a transposition would show
+
+    def oracle(segmenter, image, sliding_window):
+        from segpipe.transforms.preprocessing import chain_for
+
+        chain = chain_for(segmenter.plan["preprocess"], "slices", with_label=True)
+        out = chain({"image": str(slice_dataset / "training_images" / name), "label": str(slice_dataset / "training_labels" / name)})
+        label = out["label"].as_tensor()
+        onehot = torch.nn.functional.one_hot(label[0].long(), 4).movedim(-1, 0).float()
+        return label, 0.1 + 0.8 * onehot
+
+    monkeypatch.setattr(infer_module, "predict_labels", oracle)
+    written = infer(model_2d, [slice_dataset / "training_images" / name], tmp_path / "o", quiet=True, probabilities=True).written[0]
+    probs = np.load(tmp_path / "o" / "BRATS_002_z6_probabilities.npy")
+    assert probs.shape == (*ref.shape, 4)
+    assert np.array_equal(probs.argmax(-1), np.asarray(Image.open(written)))
+    assert np.array_equal(probs.argmax(-1), ref)
+
+
 def test_2d_model_on_a_volume_runs_slice_by_slice(model_2d, tmp_path):
     vol = np.random.default_rng(0).uniform(1, 200, (20, 18, 5)).astype(np.float32)
     affine = np.diag([0.9, 0.9, 3.0, 1.0])
