@@ -285,7 +285,8 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
 @click.option("--shard", default=None, metavar="I/N",
               help="Segment only every N-th case starting at the I-th, so N processes or machines split a cohort.")
 @click.option("--probabilities", is_flag=True,
-              help="Also write class probabilities (<case>_probabilities.nii.gz, or .npy for slices) in the input's geometry.")
+              help="Also write class probabilities (<case>_probabilities.nii.gz, or .npy for slices, indexed like the "
+                   "mask: rows, columns, classes) in the input's geometry.")
 @click.option("--dicom-seg", is_flag=True,
               help="For DICOM series inputs, also write a DICOM-SEG (<case>_seg.dcm) referencing the series (needs highdicom).")
 @click.option("--rtstruct", is_flag=True,
@@ -309,7 +310,7 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
                    "segmented with a warning. Flags are in OUTPUT/cases.csv either way.")
 @click.option("--uncertainty", is_flag=True,
               help="Also write a voxel uncertainty map (softmax entropy / log(classes), 0 certain to 1 uniform): "
-                   "<case>_uncertainty.nii.gz, or .npy for slices, in the input's geometry.")
+                   "<case>_uncertainty.nii.gz, or .npy for slices (rows, columns), in the input's geometry.")
 @click.option("--labels", type=click.Path(path_type=Path), default=None,
               help="Reference masks (folder or dataset): evaluate the masks in the same run, reports in OUTPUT/evaluation/.")
 @common_options
