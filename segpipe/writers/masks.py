@@ -57,21 +57,26 @@ def write_itk_like(reference: Path, labels: np.ndarray, path: Path) -> None:
     write_with(path, lambda tmp: itk.imwrite(out, str(tmp), compression=True))
 
 
-def write_png(labels: np.ndarray, path: Path, transpose: bool) -> None:
-    """8-bit PNG mask; `transpose` undoes MONAI PILReader's (x, y) axis order."""
+def rows_first(layout: str, array: np.ndarray) -> np.ndarray:
+    """A 2D case's array (x, y[, C]) indexed like its image file (rows, columns[, C]).
+
+    MONAI's PILReader reads PNG slices as (x, y); the figshare reader already gives rows first.
+    """
+    return np.ascontiguousarray(np.swapaxes(array, 0, 1)) if layout == "slices" else array
+
+
+def write_png(labels: np.ndarray, path: Path) -> None:
+    """8-bit PNG mask of a (rows, columns) array."""
     from PIL import Image
 
-    array = labels.T if transpose else labels
-    write_with(path, lambda tmp: Image.fromarray(np.ascontiguousarray(array.astype(np.uint8))).save(tmp, format="PNG"))
+    write_with(path, lambda tmp: Image.fromarray(np.ascontiguousarray(labels.astype(np.uint8))).save(tmp, format="PNG"))
 
 
 def write_mask(layout: str, source: Path, labels: np.ndarray, path: Path, original_affine: np.ndarray | None) -> None:
     """Write `labels` (on the input's own voxel grid) in the form that suits `layout`."""
     name = source.name.lower()
-    if layout == "slices":
-        write_png(labels, path, transpose=True)
-    elif layout == "figshare":
-        write_png(labels, path, transpose=False)
+    if layout in ("slices", "figshare"):
+        write_png(rows_first(layout, labels), path)
     elif layout == "dicom" or not name.endswith((".nii", ".nii.gz", *ITK_SUFFIXES)):
         write_nifti_affine(original_affine if original_affine is not None else np.eye(4), labels, path)
     elif name.endswith(ITK_SUFFIXES):
@@ -90,8 +95,7 @@ def write_probabilities(layout: str, source: Path, probs: np.ndarray, path: Path
     NIfTI for volumes, .npy for slices (indexed like the mask: rows, columns[, C])."""
     probs = probs.astype(np.float32)
     if layout in ("slices", "figshare"):
-        if layout == "slices":  # rows and columns of the PNG mask, as write_mask turns them back
-            probs = np.ascontiguousarray(np.swapaxes(probs, 0, 1))
+        probs = rows_first(layout, probs)
         write_with(path, lambda tmp: np.save(tmp, probs))
         return
     name = source.name.lower()
