@@ -146,13 +146,6 @@ def _make_folder(folder: Path) -> bool:
     return True
 
 
-def _takes_lock() -> bool:
-    """Under torchrun only rank 0 writes, so only it locks."""
-    from segpipe.runtime.distributed import is_main_process
-
-    return is_main_process()
-
-
 @contextlib.contextmanager
 def guard(verb: str, outputs: Iterable[str | Path], inputs: Iterable[str | Path | None], *,
           files: Iterable[str | Path] = ()) -> Iterator[None]:
@@ -165,6 +158,7 @@ def guard(verb: str, outputs: Iterable[str | Path], inputs: Iterable[str | Path 
         files: single-file outputs (checked apart from the inputs, not locked).
     """
     from segpipe.data.guard import reading_inside
+    from segpipe.runtime.distributed import is_main_process
 
     ins = [Path(i) for i in inputs if i is not None]
     folders = [Path(o) for o in outputs]
@@ -173,7 +167,7 @@ def guard(verb: str, outputs: Iterable[str | Path], inputs: Iterable[str | Path 
         for folder in folders:
             if _make_folder(folder):  # a folder a failed run made and left empty goes again
                 stack.callback(_remove_if_empty, folder)
-            if _takes_lock():
+            if is_main_process():  # under torchrun only rank 0 writes, so only it locks
                 stack.enter_context(folder_lock(folder, verb))
         stack.enter_context(reading_inside(*ins, *folders))  # a verb may read what it wrote (infer --labels)
         token = _ACTIVE.set(tuple(_resolve(i) for i in ins))
