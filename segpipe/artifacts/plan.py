@@ -64,7 +64,7 @@ def case_geometry(dataset: Any, case: Any) -> tuple[list[int], list[float]]:
         raise SegpipeError(f"{first}: {problem}")
     spacing = np.sqrt((affine[:-1, :-1] ** 2).sum(0)).tolist()
     if dataset.spatial_dims == 2:
-        return shape, [float(v) for v in spacing]
+        return shape, [float(v) for v in spacing[: len(shape)]]
     ornt = nib.io_orientation(affine)
     ras_shape, ras_spacing = [0] * 3, [0.0] * 3
     for axis in range(3):

@@ -10,6 +10,11 @@ holds the transpose of the MATLAB matrix. Everything here transposes back: `imag
 equals MATLAB's `cjdata.image(r+1, c+1)` (rows, cols as MATLAB and `imshow` show them), and
 `write_figshare_mat` stores the transpose again, so read -> write round-trips.
 
+Geometry: the files carry none. The set's slices are 512 x 512 pixels of 0.49 mm, or
+256 x 256 of the same field of view (Cheng et al. 2015), so `pixel_spacing` gives a slice
+the pixel size of that field of view: 0.49 mm at 512, 0.98 mm at 256. Slices of either
+size then share one millimetre grid once resampled (`preprocess.target_spacing`).
+
 `cvind.mat` holds 5-fold indices, one per slice in file-number order (`read_cvind`).
 The layout reader is `segpipe.data.figshare`; the MONAI reader of these files is
 `segpipe.data.mat_reader.FigshareMatReader`, kept apart so that reading the layout does
@@ -31,6 +36,13 @@ TUMOUR_TYPES = {1: "meningioma", 2: "glioma", 3: "pituitary"}
 LABELS = {0: "background", 1: "tumour"}
 FIELDS = ("image", "tumorMask")
 HEADER_SIZE = 512
+FIELD_OF_VIEW_MM = 512 * 0.49  # the figshare set's 512 x 512 slices of 0.49 mm pixels
+
+
+def pixel_spacing(shape: Sequence[int]) -> tuple[float, float]:
+    """Pixel size in mm of a (rows, cols) slice: the set's field of view over its longer side."""
+    size = FIELD_OF_VIEW_MM / max(int(shape[0]), int(shape[1]))
+    return size, size
 
 
 def matlab_header(text: str = "") -> bytes:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from monai.data import ImageReader
 
-from segpipe.data.mat_file import read_mat_field
+from segpipe.data.mat_file import pixel_spacing, read_mat_field
 from segpipe.errors import SegpipeError
 
 
@@ -17,8 +17,9 @@ class FigshareMatReader(ImageReader):
     """MONAI `ImageReader` for figshare MAT-files: `LoadImaged(keys, reader=FigshareMatReader("image"))`.
 
     Arrays come back as MATLAB shows them, (rows, cols), without a channel axis
-    (`original_channel_dim="no_channel"`), with an identity affine (the files carry no
-    geometry). Several files given together are stacked as channels.
+    (`original_channel_dim="no_channel"`). The files carry no geometry: the affine
+    scales the axes by the set's pixel size for that slice size (`mat_file.pixel_spacing`:
+    0.49 mm at 512 x 512, 0.98 mm at 256 x 256). Several files given together are stacked as channels.
 
     Args:
         field: "image" or "tumorMask" (any 2D field of `cjdata` works).
@@ -44,10 +45,11 @@ class FigshareMatReader(ImageReader):
         for a in arrays[1:]:
             if a.shape != shape:
                 raise SegpipeError(f"cjdata.{self.field}: channel files differ in shape ({shape} vs {a.shape})")
+        affine = np.diag([*pixel_spacing(shape), 1.0, 1.0])
         meta: dict[str, Any] = {
             "spatial_shape": np.asarray(shape),
-            "affine": np.eye(4),
-            "original_affine": np.eye(4),
+            "affine": affine,
+            "original_affine": affine.copy(),
             "original_channel_dim": "no_channel",
             "space": "RAS",
         }

@@ -143,7 +143,7 @@ def evaluate(
                        "model": str(Path(model_dir).resolve()) if model_dir else None, "lesion_wise": lesion_wise,
                        "evaluate_config": dataclasses.asdict(ecfg)},
             **({"lesion_wise": _lesion_rule(ecfg)} if lesion_wise else {}),
-            "units": {"hd95_mm": "mm (voxel spacing from the reference header; 1 per pixel for PNG and MAT)", "vol_ref_ml": "ml"},
+            "units": {"hd95_mm": "mm (voxel spacing from the reference header; 1 per pixel for PNG; for MAT-files the figshare set's pixel size, 0.49 mm at 512 x 512)", "vol_ref_ml": "ml"},
             "mean": {k: (None if pd.isna(v) else float(v)) for k, v in summary.set_index("metric")["mean"].items()},
         },
     )

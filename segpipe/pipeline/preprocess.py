@@ -241,10 +241,7 @@ def preprocess(
         raise SegpipeError(f"{dataset_dir}: no case could be read ({len(failed)} failed)")
     shapes = [g[0] for g in geometry]
     spacings = [g[1] for g in geometry]
-    if dataset.spatial_dims == 2:
-        target = list(cfg.preprocess.target_spacing) if cfg.preprocess.target_spacing else None
-    else:
-        target = list(cfg.preprocess.target_spacing or median_spacing(spacings))
+    target = list(cfg.preprocess.target_spacing or median_spacing(spacings))
     if target is not None and len(target) != dataset.spatial_dims:
         raise SegpipeError(f"config key 'preprocess.target_spacing': {target} has {len(target)} values for {dataset.spatial_dims}D data")
     settings = _settings(cfg, dataset, target)

@@ -43,7 +43,8 @@ def _read_mat_mask(path: Path) -> np.ndarray:
 
 
 def load_mask(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
-    """Integer label map and its voxel spacing in mm (1.0 per axis where a format has none).
+    """Integer label map and its voxel spacing in mm (1.0 per axis where a format has none;
+    the figshare set's pixel size for MAT-files, as `FigshareMatReader` gives it).
 
     Raises:
         SegpipeError: unreadable file or non-integer values.
@@ -59,7 +60,10 @@ def load_mask(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
             if data.ndim == 3:
                 raise SegpipeError(f"{path}: a mask PNG must have one channel, found {data.shape[2]}")
         elif name.endswith(".mat"):
-            data, spacing = _read_mat_mask(path), (1.0, 1.0)
+            from segpipe.data.mat_file import pixel_spacing
+
+            data = _read_mat_mask(path)
+            spacing = pixel_spacing(data.shape)
         elif name.endswith((".nii", ".nii.gz")):
             import nibabel as nib
 

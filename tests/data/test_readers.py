@@ -155,9 +155,22 @@ def test_figshare_monai_reader_contract(tmp_path):
     arr, meta = reader.get_data(reader.read(root / "1.mat"))
     assert arr.shape == (6, 8) and meta["original_channel_dim"] == "no_channel"
     np.testing.assert_array_equal(meta["spatial_shape"], [6, 8])
-    np.testing.assert_array_equal(meta["affine"], np.eye(4))
+    np.testing.assert_allclose(meta["affine"], np.diag([250.88 / 8, 250.88 / 8, 1, 1]))  # the set's field of view
     out = EnsureChannelFirstd("l")(LoadImaged("l", reader=reader)({"l": str(root / "1.mat")}))
     assert tuple(out["l"].shape) == (1, 6, 8)
+
+
+@pytest.mark.parametrize("size, mm", [(512, 0.49), (256, 0.98)])
+def test_figshare_slices_of_either_size_span_the_sets_field_of_view(tmp_path, size, mm):
+    """The set's 512 x 512 slices have 0.49 mm pixels; its 256 x 256 ones cover the same field."""
+    from segpipe.reports.masks import load_mask
+
+    write_figshare_mat(tmp_path / "1.mat", np.zeros((size, size), np.int16), np.eye(size, dtype=bool), pid="p")
+    reader = monai_reader("figshare", "image")
+    _, meta = reader.get_data(reader.read(tmp_path / "1.mat"))
+    np.testing.assert_allclose(np.diag(meta["affine"]), [mm, mm, 1, 1])
+    mask, spacing = load_mask(tmp_path / "1.mat")  # evaluate measures distances on the same grid
+    assert mask.shape == (size, size) and spacing == pytest.approx((mm, mm))
 
 
 def test_figshare_errors_name_the_file(tmp_path):
