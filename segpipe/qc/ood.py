@@ -3,7 +3,9 @@
 Each check that fails gives a named flag and one line saying what differs:
 
 - ``channels``: the image has another number of channels than the model was trained on;
-- ``spacing``: the voxel size is outside the training range by more than 25%;
+- ``spacing``: the voxel size is outside the training range by more than 25% (only coarser
+  counts where the model resamples to a target spacing: a finer image is resampled as the
+  training cases were);
 - ``shape``: the non-zero box (the brain's extent, in mm) is over 1.3x smaller or larger
   than the training range;
 - ``intensity``: the z-scored intensity quantiles inside the brain-like foreground depart
@@ -76,7 +78,8 @@ def check_case(features: dict[str, Any], plan: dict[str, Any], in_channels: int,
         return flags
     axes = len(reference["spacing_min"])
     spacing, box = features["spacing"][:axes], features["box_mm"][:axes]
-    low = [v / ref.SPACING_SLACK for v in reference["spacing_min"]]
+    # a model that resamples to its target spacing sees a finer image as the training cases were seen
+    low = [0.0 if plan.get("target_spacing") else v / ref.SPACING_SLACK for v in reference["spacing_min"]]
     high = [v * ref.SPACING_SLACK for v in reference["spacing_max"]]
     if any(s < lo or s > hi for s, lo, hi in zip(spacing, low, high)):
         flags.append(Flag("spacing", f"voxel size {_fmt(spacing)} mm, trained on {_fmt(reference['spacing_min'])} to "

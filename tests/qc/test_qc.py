@@ -87,6 +87,19 @@ def test_resampled_spacing_is_flagged(brats_3d):
     assert _check(brats_3d, "coarse", coarse, thick) == ["spacing"]
 
 
+def test_finer_spacing_is_flagged_only_where_the_model_does_not_resample(brats_3d):
+    folder, data, affine, plan = brats_3d
+    half, double = affine.copy(), affine.copy()
+    half[:3, :2] /= 2  # 1 x 1 x 2 mm: same head, finer voxels
+    double[:3, :2] *= 2  # 4 x 4 x 2 mm
+    fine = _save(folder, "fine", data.repeat(2, axis=0).repeat(2, axis=1), half)
+    coarse = _save(folder, "coarse_too", data[::2, ::2], double)
+    resampling = {**plan, "target_spacing": [2.0, 2.0, 2.0]}
+    assert flags_of(fine, plan, SETTINGS_3D, 4, 3) == ["spacing"]  # no target spacing: seen at the wrong scale
+    assert flags_of(fine, resampling, SETTINGS_3D, 4, 3) == []
+    assert flags_of(coarse, resampling, SETTINGS_3D, 4, 3) == ["spacing"]
+
+
 def test_partial_coverage_is_flagged_as_shape(brats_3d):
     _, data, _, _ = brats_3d
     part = np.zeros_like(data)
