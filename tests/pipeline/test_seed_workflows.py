@@ -109,6 +109,42 @@ def test_seed004_figshare_with_cvind_folds(tmp_path):
     assert "dice_tumour" in per_patient.columns
 
 
+def _upsampled_twice(source: Path, target: Path) -> None:
+    """A figshare slice as the set's 512 x 512 slices hold it: twice the pixels, same field of view."""
+    from segpipe.data.mat_file import read_mat_field, read_mat_header, write_figshare_mat
+
+    image, mask = (read_mat_field(source, field).repeat(2, axis=0).repeat(2, axis=1) for field in ("image", "tumorMask"))
+    header = read_mat_header(source)
+    write_figshare_mat(target, image, mask, label=header["tumour_label"], pid=header["pid"])
+
+
+def test_figshare_512_and_256_slices_are_segmented_on_one_grid(tmp_path):
+    """The set mixes 512 x 512 and 256 x 256 slices of one field of view: figshare_2d resamples
+    both to one grid, so the network sees a 512 slice as it sees the same slice at 256."""
+    source = shared_data("figshare_format_lgg")
+    root, wide = tmp_path / "figshare", tmp_path / "wide"
+    root.mkdir()
+    wide.mkdir()
+    files = sorted((p for p in source.glob("*.mat") if p.stem.isdigit()), key=lambda p: int(p.stem))[:12]
+    for path in files:
+        shutil.copyfile(path, root / path.name)
+    _upsampled_twice(files[0], wide / files[0].name)
+    run("preprocess", "-i", root, "-o", tmp_path / "prep", "--config", "figshare_2d", "-j", "1", "-q", "--set", "preprocess.folds=2")
+    run("fit", "-d", tmp_path / "prep", "-o", tmp_path / "model", "--config", "figshare_2d", "--fold", "0", "-q", *TINY_2D,
+        "--set", "train.iterations_per_epoch=40")
+    for folder, name in ((root, "p256"), (wide, "p512")):
+        run("infer", "-m", tmp_path / "model", "-i", folder / files[0].name, "-o", tmp_path / name, "--precision", "fp32",
+            "--probabilities", "-q")
+    p256 = np.load(tmp_path / "p256" / f"{files[0].stem}_probabilities.npy")
+    p512 = np.load(tmp_path / "p512" / f"{files[0].stem}_probabilities.npy")
+    assert p256.shape == (256, 256, 2) and p512.shape == (512, 512, 2)  # each in its input's own grid
+    pooled = p512.reshape(256, 2, 256, 2, 2).mean(axis=(1, 3))
+    agreement = np.corrcoef(pooled[..., 1].ravel(), p256[..., 1].ravel())[0, 1]
+    # 0.96 here; 0.70 when the 512 slice was segmented at its own pixel size (the network saw a 2x larger head)
+    assert agreement > 0.85, agreement
+    assert pd.read_csv(tmp_path / "p512" / "cases.csv")["flag_spacing"].tolist() == [0]  # finer, resampled: not doubtful
+
+
 def _brats_cohort(source: Path, cohort: Path) -> tuple[Path, np.ndarray]:
     """BraTS2021_00006 cropped around its tumour, renamed to 2023 naming: a labelled case
     (seg relabelled to 2023's 1/2/3) and a validation case without seg."""
