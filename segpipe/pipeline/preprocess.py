@@ -242,7 +242,7 @@ def preprocess(
     shapes = [g[0] for g in geometry]
     spacings = [g[1] for g in geometry]
     target = list(cfg.preprocess.target_spacing or median_spacing(spacings))
-    if target is not None and len(target) != dataset.spatial_dims:
+    if len(target) != dataset.spatial_dims:
         raise SegpipeError(f"config key 'preprocess.target_spacing': {target} has {len(target)} values for {dataset.spatial_dims}D data")
     settings = _settings(cfg, dataset, target)
     settings_key = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=8).hexdigest()
