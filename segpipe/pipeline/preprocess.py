@@ -55,7 +55,7 @@ def file_digest(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _settings(cfg: Config, dataset: Dataset, target_spacing: list[float] | None) -> dict[str, Any]:
+def _settings(cfg: Config, dataset: Dataset, target_spacing: list[float]) -> dict[str, Any]:
     p = cfg.preprocess
     return {
         "spatial_dims": dataset.spatial_dims,
