@@ -62,7 +62,8 @@ def confidence_figure(per_patient: pd.DataFrame, path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(5, 4.5))
     ax.scatter(frame.loc[~review, "confidence"], frame.loc[~review, "dice_mean"], s=18, label="no review needed")
     ax.scatter(frame.loc[review, "confidence"], frame.loc[review, "dice_mean"], s=18, c="tab:red", label="needs_review")
-    rho = spearmanr(frame["confidence"], frame["dice_mean"]).statistic if len(frame) > 2 else float("nan")
+    varies = len(frame) > 2 and frame["confidence"].nunique() > 1 and frame["dice_mean"].nunique() > 1
+    rho = spearmanr(frame["confidence"], frame["dice_mean"]).statistic if varies else float("nan")  # no rank order: no rho
     ax.set(xlabel="confidence (expected Dice, no ground truth)", ylabel="mean Dice (per patient)",
            title=f"Confidence against Dice: Spearman rho {rho:.2f}, {len(frame)} patients", xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=8, loc="lower right")

@@ -528,3 +528,16 @@ def test_preprocess_recomputes_features_of_an_older_version(synthetic_dataset, t
     assert all(e["qc"]["version"] == VERSION and "contrast" in e["qc"] for e in again.values())
     plan = with_reference(json.loads((out / "plan.json").read_text()), {"cases": again}, list(again))
     assert plan["qc_reference"]["version"] == VERSION
+
+
+def test_confidence_figure_of_patients_all_scored_alike_warns_nothing(tmp_path):
+    """Every patient at Dice 0 (an untrained model): no rank correlation, and no scipy warning in the output."""
+    import warnings
+
+    from segpipe.qc.evaluation import confidence_figure
+
+    frame = pd.DataFrame({"confidence": [0.1, 0.2, 0.3, 0.4], "dice_mean": [0.0] * 4, "needs_review": [True] * 4})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path = confidence_figure(frame, tmp_path / "confidence_vs_dice.png")
+    assert path.stat().st_size > 1000
