@@ -214,6 +214,7 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
     from segpipe.pipeline.fit import fit as run
     from segpipe.pipeline.fit import fit_folds
     from segpipe.runtime.distributed import is_main_process
+    from segpipe.training.handlers import selection_caution
 
     quiet = silent(quiet)
     all_folds = fold == "all"
@@ -248,12 +249,14 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
         return
     if emit_json({"models": [{"model_dir": r.model_dir, "epochs": r.epochs, "best_epoch": r.best_epoch,
                                "best_val_dice": None if r.best_metric != r.best_metric else r.best_metric,
-                               "stopped_early": r.stopped_early, "precision": r.precision} for r in results]}):
+                               "val_patients": r.val_patients, "stopped_early": r.stopped_early,
+                               "precision": r.precision} for r in results]}):
         pass
     elif not quiet:
         for result in results:
             scored = result.best_metric == result.best_metric and abs(result.best_metric) != float("inf")
-            best = (f"best validation Dice {result.best_metric:.4f} at epoch {result.best_epoch}" if scored
+            best = (f"best validation Dice {result.best_metric:.4f} at epoch {result.best_epoch}"
+                    f"{selection_caution(result.val_patients)}" if scored
                     else "no validation Dice was scored (no validation cases, or none with a label)")
             click.echo(f"{result.model_dir}: trained to epoch {result.epochs} in {result.precision}; {best}")
 

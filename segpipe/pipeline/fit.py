@@ -72,6 +72,7 @@ class FitResult:
     stopped_early: bool = False
     precision: str = "fp32"  # the arithmetic that trained (what "auto" chose)
     config: Config | None = None  # the resolved config, as recorded in the model folder
+    val_patients: int = 0  # patients the best checkpoint was chosen on
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -493,7 +494,8 @@ def _train(run: Run, loader: Any, draw: Any, budget: TimeBudget, lr_schedule: Bu
             break
     s = run.selection
     last = int(run.rows[-1]["epoch"]) if run.rows else run.start_epoch
-    return FitResult(run.model_dir, last, s.best_metric, s.best_epoch, stopped_early, t.precision, run.cfg)
+    return FitResult(run.model_dir, last, s.best_metric, s.best_epoch, stopped_early, t.precision, run.cfg,
+                     len({c["patient"] for c in run.val_cases}))
 
 
 def fit_folds(prepared_dir: str | Path, model_dir: str | Path, cfg: Config, folds: list[int], *, resume: bool = False, quiet: bool = False) -> list[FitResult]:

@@ -76,6 +76,17 @@ class Checkpointer:
             self.writer.close()
 
 
+FEW_PATIENTS = 10  # a best validation Dice chosen on fewer patients than this is reported with a caution
+
+
+def selection_caution(patients: int) -> str:
+    """The caution for a best validation Dice chosen on few patients ('' when there are enough)."""
+    if not 0 < patients < FEW_PATIENTS:
+        return ""
+    return (f" (chosen on {patients} validation patient{'s' if patients > 1 else ''}: it overstates Dice on new "
+            "patients, see docs/training.md)")
+
+
 def console_line(row: dict[str, Any], epochs: int) -> str:
     """The line printed after an epoch."""
     dice = f", val Dice {row['val_dice_mean']:.3f}" if "val_dice_mean" in row else ""

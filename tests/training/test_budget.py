@@ -12,7 +12,7 @@ import torch
 from segpipe.artifacts.checkpoints import load_checkpoint
 from segpipe.errors import SegpipeError
 from segpipe.training.budget import BudgetSchedule, TimeBudget, lr_factor, plan_budget
-from segpipe.training.handlers import Checkpointer, EarlyStopping, ModelSelection, console_line
+from segpipe.training.handlers import Checkpointer, EarlyStopping, ModelSelection, console_line, selection_caution
 
 
 class FakeClock:
@@ -111,6 +111,14 @@ def test_console_line():
     row = {"epoch": 3, "train_loss": 0.25, "seconds": 1.5}
     assert console_line(row, 10) == "epoch 3/10: loss 0.2500 (1.5 s)"
     assert console_line({**row, "val_dice_mean": 0.5}, 10) == "epoch 3/10: loss 0.2500, val Dice 0.500 (1.5 s)"
+
+
+def test_a_best_dice_chosen_on_few_patients_carries_a_caution():
+    assert "chosen on 2 validation patients: it overstates Dice on new patients" in selection_caution(2)
+    assert "chosen on 1 validation patient:" in selection_caution(1)
+    assert selection_caution(9) != ""
+    assert selection_caution(10) == "" and selection_caution(68) == ""
+    assert selection_caution(0) == ""  # nothing validated: there is no best Dice to caution about
 
 
 def test_budget_epochs_end_at_equal_time_slots():
