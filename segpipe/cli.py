@@ -280,7 +280,8 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default=None, help="Which weights. [default: best]")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=None,
               help="Arithmetic: bf16 autocast on CPU or CUDA, fp16 on CUDA only; auto picks bf16 on a CPU whose "
-                   "bf16 kernels measure clearly faster than fp32 ones, else fp32 (bf16 or fp16 on CUDA). [default: auto]")
+                   "bf16 kernels measure clearly faster than fp32 ones, else fp32 (bf16 or fp16 on CUDA), and keeps a "
+                   "model trained in fp32 in fp32 on CPU, as its validation scored it. [default: auto]")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads. [default: torch's choice]")
 @click.option("--tta/--no-tta", default=None, help="Average over mirrored copies along every spatial axis. [default: the model's infer.tta (msd_2d: on; otherwise off)]")
 @click.option("--folds", default=None, metavar="all|K,K,...",

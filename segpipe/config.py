@@ -107,7 +107,8 @@ class InferConfig:
     sw_batch_size: int = 2
     device: str = "cpu"
     checkpoint: str = "best"
-    precision: str = "auto"  # auto (the faster of fp32/bf16 here; fp16/bf16 on CUDA) | fp32 | bf16 | fp16 (CUDA)
+    # auto (the faster of fp32/bf16 here, fp32 for an fp32-trained model on CPU; fp16/bf16 on CUDA) | fp32 | bf16 | fp16 (CUDA)
+    precision: str = "auto"
     threads: int = 0  # torch CPU threads; 0: torch's default
     tta: bool = False  # average over mirrored copies along every spatial axis
     skip_empty: bool = True  # windows holding only background (zeros) are not run through the network

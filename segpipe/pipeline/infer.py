@@ -25,7 +25,7 @@ from segpipe.progress import progress
 from segpipe.qc.session import InferQC, Refused, uncertainty_name
 from segpipe.reports.references import patient_of, patient_regex
 from segpipe.runtime.allocator import keep_freed_memory
-from segpipe.runtime.precision import autocast, check_precision, resolve_precision
+from segpipe.runtime.precision import autocast, check_precision, inference_precision
 from segpipe.transforms.inversion import invert_to_input
 from segpipe.transforms.postprocess import postprocess
 from segpipe.transforms.preprocessing import chain_for
@@ -58,7 +58,8 @@ class Segmenter:
         check_precision(icfg.precision, self.device, "option --precision")
         if icfg.threads > 0:
             torch.set_num_threads(icfg.threads)
-        self.precision = resolve_precision(icfg.precision, self.device)  # after the thread count: auto times kernels
+        # after the thread count: auto times kernels
+        self.precision = inference_precision(icfg.precision, self.device, models[0].config.train.precision)
         first = models[0]
         self.plan, self.network = first.plan, first.network
         for m in models[1:]:

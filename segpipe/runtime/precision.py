@@ -111,6 +111,15 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return "bf16" if cpu_prefers_bf16() else "fp32"
 
 
+def inference_precision(name: str, device: torch.device, trained: str) -> str:
+    """The precision `infer` runs for a model trained in `trained`: `name`, except that "auto"
+    on CPU keeps an fp32-trained model in fp32, so its masks are the ones its validation
+    scored (bf16 moved a briefly trained figshare model's held-out patient from 0.076 to 0.044)."""
+    if name == "auto" and device.type == "cpu" and trained == "fp32":
+        return "fp32"
+    return resolve_precision(name, device)
+
+
 def check_precision(name: str, device: torch.device, what: str) -> None:
     """Raise a one-line error, prefixed by `what` (the option or config key), for a precision `device` cannot run."""
     if name not in PRECISIONS:

@@ -1,5 +1,8 @@
 """segpipe infer: every input form, ensembles, TTA, shards, post-processing, probabilities."""
 
+import shutil
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -282,15 +285,37 @@ def test_fused_channels_last_network_gives_the_masks_of_the_plain_one(tiny_model
         assert len(np.unique(y)) > 1  # the tiny model predicts some tumour, so the comparison means something
 
 
+def _trained_in(model: Path, precision: str, folder: Path) -> Path:
+    """A copy of `model` whose config.yaml says it trained in `precision`."""
+    shutil.copytree(model, folder)
+    config = folder / "config.yaml"
+    text = config.read_text()
+    assert "precision: fp32" in text
+    config.write_text(text.replace("precision: fp32", f"precision: {precision}"))
+    return folder
+
+
 @pytest.mark.parametrize("speedup, chosen", [(3.0, "bf16"), (1.1, "fp32"), (0.5, "fp32")])
 def test_auto_precision_follows_the_measured_bf16_speed(tiny_model, synthetic_dataset, tmp_path, monkeypatch,
                                                         speedup, chosen):
     monkeypatch.setenv("SEGPIPE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(precision_module, "cpu_bf16_speedup", lambda: speedup)
-    result = infer(tiny_model, [synthetic_dataset], tmp_path / "auto", {"precision": "auto"}, quiet=True)
+    bf16_model = _trained_in(tiny_model, "bf16", tmp_path / "bf16_model")
+    result = infer(bf16_model, [synthetic_dataset], tmp_path / "auto", {"precision": "auto"}, quiet=True)
     assert result.precision == chosen and result.written
-    explicit = infer(tiny_model, [synthetic_dataset], tmp_path / "fp32", {"precision": "fp32"}, quiet=True)
+    explicit = infer(bf16_model, [synthetic_dataset], tmp_path / "fp32", {"precision": "fp32"}, quiet=True)
     assert explicit.precision == "fp32"  # an explicit choice is never second-guessed
+
+
+def test_auto_precision_keeps_an_fp32_trained_model_in_fp32(tiny_model, synthetic_dataset, tmp_path, monkeypatch):
+    """Its validation scored fp32 masks; bf16, even where faster, would change them."""
+    monkeypatch.setenv("SEGPIPE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(precision_module, "cpu_bf16_speedup", lambda: 3.0)
+    assert precision_module.resolve_precision("auto", torch.device("cpu")) == "bf16"
+    result = infer(tiny_model, [synthetic_dataset], tmp_path / "auto", {"precision": "auto"}, quiet=True)
+    assert result.precision == "fp32" and result.written
+    explicit = infer(tiny_model, [synthetic_dataset], tmp_path / "bf16", {"precision": "bf16"}, quiet=True)
+    assert explicit.precision == "bf16"
 
 
 def test_bf16_speed_probe_and_resolution(tmp_path, monkeypatch):
