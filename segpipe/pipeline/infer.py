@@ -58,9 +58,9 @@ class Segmenter:
         check_precision(icfg.precision, self.device, "option --precision")
         if icfg.threads > 0:
             torch.set_num_threads(icfg.threads)
-        # after the thread count: auto times kernels
-        self.precision = inference_precision(icfg.precision, self.device, models[0].config.train.precision)
         first = models[0]
+        # after the thread count: auto times kernels
+        self.precision = inference_precision(icfg.precision, self.device, first.config.train.precision)
         self.plan, self.network = first.plan, first.network
         for m in models[1:]:
             if m.network != first.network or m.plan.label_names != first.plan.label_names:
