@@ -19,7 +19,7 @@ per patient (slices pooled) by `segpipe evaluate`.
 
 segpipe's arms are scored with their last checkpoint (`--checkpoint last`): the held-out
 patients are each fold's validation patients, so the best checkpoint would be chosen on the
-very patients it is scored on (on figshare_2d that flattered segpipe by 0.03-0.06; on msd_2d the
+very patients it is scored on (on figshare_2d that flattered segpipe by 0.02-0.08; on msd_2d the
 best was the last). The plain recipe keeps no best either. `--checkpoint best` shows the
 flattering number.
 
