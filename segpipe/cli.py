@@ -192,11 +192,12 @@ preprocess.help = (preprocess.help or "").replace("{layouts}", describe_layouts(
 @click.option("--init-from", type=click.Path(path_type=Path), default=None, metavar="MODEL_DIR",
               help="Start from this model folder's best weights (fine-tuning; train.init_from): the stem is re-initialised "
                    "if the channel counts differ, the head if the label sets differ. Needs the same architecture.")
+@click.option("--device", default=None, help="torch device to train on, e.g. cpu or cuda:0 (train.device). [default: cpu]")
 @config_options
 @common_options
 def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool | None, epochs: int | None, resume: bool,
-        epochs_this_run: int | None, init_from: Path | None, config_path: str | None, overrides: tuple[str, ...],
-        quiet: bool) -> None:
+        epochs_this_run: int | None, init_from: Path | None, device: str | None, config_path: str | None,
+        overrides: tuple[str, ...], quiet: bool) -> None:
     """Train a U-Net or LinkNet with MONAI's DiceCELoss on one fold.
 
     Each epoch draws patches with foreground oversampling and the configured MONAI
@@ -235,6 +236,8 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
         extra.append(f"train.epochs={epochs}")
     if all_cases:
         extra.append("train.all_cases=true")
+    if device is not None:
+        extra.append(f"train.device={device}")
     cfg = _config(config_path, tuple(extra), base)
     if init_from is not None:
         cfg.train.init_from = str(init_from.resolve())

@@ -757,6 +757,12 @@ def _(root: Path, fx: Fixtures) -> Kind:
                 ("--device", "CUDA is not available"))
 
 
+@kind(7, "fit-device-cuda-without-cuda")
+def _(root: Path, fx: Fixtures) -> Kind:
+    return Kind(["fit", "-d", fx.prepared, "-o", root / "model", "--device", "cuda"], root / "model",
+                ("train.device", "CUDA is not available"))
+
+
 @kind(7, "device-unknown")
 def _(root: Path, fx: Fixtures) -> Kind:
     return Kind(["fit", "-d", fx.prepared, "-o", root / "model", "--set", "train.device=gpu0"], root / "model",

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from segpipe import __version__
@@ -89,9 +90,10 @@ def test_pipeline_through_the_cli(synthetic_dataset, tmp_path):
     assert run("preprocess", "-i", synthetic_dataset, "-o", prepared, "-q", "--set", "preprocess.folds=3").exit_code == 0
     overrides = ["--set", "model.filters=4", "--set", "model.depth=2", "--set", "train.iterations_per_epoch=2",
                  "--set", "train.patch_size=[16,16,16]"]
-    result = run("fit", "-d", prepared, "-o", model, "--epochs", "1", "--json", *overrides)
+    result = run("fit", "-d", prepared, "-o", model, "--epochs", "1", "--json", "--device", "cpu", *overrides)
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["models"][0]["val_patients"] == 2  # 6 patients, 3 folds
+    assert yaml.safe_load((model / "config.yaml").read_text())["train"]["device"] == "cpu"
     result = run("infer", "-m", model, "-i", synthetic_dataset, "-o", pred, "--sliding-window", "--roi-size", "16,16,16", "--overlap", "0.25")
     assert result.exit_code == 0, result.output
     assert "wrote 2 mask(s)" in result.output
