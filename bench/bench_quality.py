@@ -52,7 +52,8 @@ TASKS = {
 PLAIN = "plain MONAI (seed recipe)"
 
 
-def figshare_reference(data: Path, splits: Path, out: Path, seconds: float, fold_index: int, threads: int, seed: int = 0) -> int:
+def figshare_reference(data: Path, splits: Path, out: Path, seconds: float, fold_index: int, threads: int, seed: int = 0,
+                       device: str = "cpu") -> int:
     """Train the seed's plain MONAI U-Net on figshare slices for `seconds`; PNG masks of the held-out slices."""
     import torch
     from monai.networks.nets import UNet
@@ -69,24 +70,26 @@ def figshare_reference(data: Path, splits: Path, out: Path, seconds: float, fold
         x = read_mat_field(data / f"{cid}.mat", "image").astype(np.float32)
         return (x - x.min()) / max(float(x.max() - x.min()), 1e-6)
 
-    x = torch.from_numpy(np.stack([image(c) for c in fold["train"]]))[:, None]
-    y = torch.from_numpy(np.stack([read_mat_field(data / f"{c}.mat", "tumorMask") for c in fold["train"]]).astype(np.float32))[:, None]
-    net = UNet(spatial_dims=2, in_channels=1, out_channels=1, channels=(16, 32, 64, 128), strides=(2, 2, 2))
+    x = torch.from_numpy(np.stack([image(c) for c in fold["train"]]))[:, None].to(device)
+    y = torch.from_numpy(np.stack([read_mat_field(data / f"{c}.mat", "tumorMask") for c in fold["train"]]).astype(np.float32))[:, None].to(device)
+    net = UNet(spatial_dims=2, in_channels=1, out_channels=1, channels=(16, 32, 64, 128), strides=(2, 2, 2)).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     rng = np.random.default_rng(seed)
     start, iterations = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
-        idx = torch.from_numpy(rng.integers(0, len(x), 8))
+        idx = torch.from_numpy(rng.integers(0, len(x), 8)).to(device)
         opt.zero_grad()
         loss_fn(net(x[idx]), y[idx]).backward()
         opt.step()
+        if device.startswith("cuda"):  # a wall-clock budget counts finished steps only
+            torch.cuda.synchronize(device)
         iterations += 1
     net.eval()
     out.mkdir(parents=True, exist_ok=True)
     with torch.inference_mode():
         for cid in fold["val"]:
-            pred = (net(torch.from_numpy(image(cid))[None, None])[0, 0] > 0).numpy().astype(np.uint8)
+            pred = (net(torch.from_numpy(image(cid))[None, None].to(device))[0, 0] > 0).cpu().numpy().astype(np.uint8)
             write_mask("figshare", data / f"{cid}.mat", pred, out / f"{cid}.png", None)
     return iterations
 
@@ -106,7 +109,7 @@ def _held_out(task: dict, splits: list[dict], fold: int, folder: Path) -> Path:
 
 
 def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[str], folds: list[int] | None = None,
-               sequential: bool = False, checkpoint: str = "last") -> list[dict]:
+               sequential: bool = False, checkpoint: str = "last", device: str = "cpu") -> list[dict]:
     """Train every arm on every fold of `name` for `minutes` (at the same time, or one after the other
     with `sequential`); score the pooled held-out predictions of each segpipe arm's `checkpoint`."""
     import pandas as pd
@@ -127,7 +130,7 @@ def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[s
             model = run_dir / arm / f"fold_{fold}"
             if not (model / "checkpoints" / "last.pt").is_file():
                 procs[arm] = subprocess.Popen(_segpipe(
-                    "fit", "-d", prepared, "-o", model, "--config", arm, "--fold", fold, "-q",
+                    "fit", "-d", prepared, "-o", model, "--config", arm, "--fold", fold, "-q", "--device", device,
                     "--set", f"train.max_seconds={seconds}", "--set", f"train.threads={threads}"), env=env)
                 if sequential:
                     procs[arm].wait()
@@ -137,7 +140,7 @@ def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[s
             procs[PLAIN] = subprocess.Popen([sys.executable, __file__, "--reference", name, "--fold", str(fold),
                                              "--seconds", str(seconds), "--threads", str(threads), "--work", str(work),
                                              "--splits", str(prepared / "splits.json"), "--out", str(ref_out),
-                                             "--stats", str(stats)], env=env)
+                                             "--stats", str(stats), "--device", device], env=env)
             if sequential:
                 procs[PLAIN].wait()
         if any(p.wait() != 0 for p in procs.values()):
@@ -146,7 +149,7 @@ def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[s
         for arm in arms:
             model = run_dir / arm / f"fold_{fold}"
             subprocess.run(_segpipe("infer", "-m", model, "-i", held_out, "-o", run_dir / arm / "pred", "-q",
-                                    "--precision", "fp32", "--threads", threads, "--checkpoint", checkpoint),
+                                    "--precision", "fp32", "--threads", threads, "--checkpoint", checkpoint, "--device", device),
                            check=True, env=env)
             iterations[arm] += int(pd.read_csv(model / "metrics.csv")["iterations"].sum())
         iterations[PLAIN] += json.loads(stats.read_text())["iterations"]
@@ -196,6 +199,7 @@ def main() -> None:
     parser.add_argument("--folds", nargs="+", type=int, default=None, help="only these folds (a quick check; the task's own folds otherwise)")
     parser.add_argument("--checkpoint", choices=["last", "best"], default="last",
                         help="segpipe's weights to score (best is chosen on the held-out patients themselves)")
+    parser.add_argument("--device", default="cpu", help="where every arm trains and infers, e.g. cuda (default: cpu)")
     parser.add_argument("--reference", choices=list(TASKS), help=argparse.SUPPRESS)
     for hidden in ("--fold", "--seconds", "--splits", "--out", "--stats"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
@@ -206,10 +210,10 @@ def main() -> None:
             from bench_train_2d import reference
 
             iterations = reference(TASKS["msd_2d"]["data"], Path(args.splits), Path(args.out), float(args.seconds),
-                                   fold_index=int(args.fold), threads=args.threads)
+                                   fold_index=int(args.fold), threads=args.threads, device=args.device)
         else:
             iterations = figshare_reference(TASKS["figshare_2d"]["data"], Path(args.splits), Path(args.out),
-                                            float(args.seconds), int(args.fold), args.threads)
+                                            float(args.seconds), int(args.fold), args.threads, device=args.device)
         Path(args.stats).write_text(json.dumps({"iterations": iterations, "seconds": float(args.seconds)}))
         return
 
@@ -220,7 +224,7 @@ def main() -> None:
     for name in args.task:
         for minutes in args.minutes:
             rows += run_budget(name, minutes, args.threads, args.work, [name, *args.also], args.folds, args.sequential,
-                               args.checkpoint)
+                               args.checkpoint, args.device)
     results = pd.DataFrame(rows)
     earlier = args.work / "results.csv"
     if earlier.is_file():  # runs of other tasks or budgets into the same folder add up
@@ -232,7 +236,8 @@ def main() -> None:
     rows = results.to_dict("records")
     figure(results, args.figure or args.work / "bench_quality.png")
     together = "one after the other" if args.sequential else "concurrently"
-    print(f"\nPer-patient Dice on held-out patients (slices pooled), {args.threads} thread(s) per run, arms trained {together}\n")
+    where = f"{args.threads} thread(s) per run" if args.device == "cpu" else f"on {args.device}"
+    print(f"\nPer-patient Dice on held-out patients (slices pooled), {where}, arms trained {together}\n")
     print("| task | minutes | arm | checkpoint | mean Dice | whole tumour | patients | iterations |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

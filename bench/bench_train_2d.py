@@ -36,7 +36,8 @@ def _png(path: Path) -> np.ndarray:
         return np.asarray(img)
 
 
-def reference(data: Path, splits: Path, out: Path, seconds: float, seed: int = 0, fold_index: int = 0, threads: int = 1) -> int:
+def reference(data: Path, splits: Path, out: Path, seconds: float, seed: int = 0, fold_index: int = 0, threads: int = 1,
+              device: str = "cpu") -> int:
     """Train the plain MONAI recipe for `seconds`, then write PNG masks of the held-out slices; the iterations done."""
     import torch
     from monai.networks.nets import UNet
@@ -50,25 +51,28 @@ def reference(data: Path, splits: Path, out: Path, seconds: float, seed: int = 0
     x = np.stack([_png(images / f"{c}.png") for c in fold["train"]]).astype(np.float32) / 255.0
     y = np.stack([_png(labels / f"{c}.png") for c in fold["train"]]).astype(np.int64)
     pad = [(0, 0), (4, 4), (4, 4)]  # 120 -> 128, divisible by the four strides
-    x, y = torch.from_numpy(np.pad(x, pad))[:, None], torch.from_numpy(np.pad(y, pad))
-    net = UNet(spatial_dims=2, in_channels=1, out_channels=4, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2)
+    x, y = torch.from_numpy(np.pad(x, pad))[:, None].to(device), torch.from_numpy(np.pad(y, pad)).to(device)
+    net = UNet(spatial_dims=2, in_channels=1, out_channels=4, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2),
+               num_res_units=2).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
     rng = np.random.default_rng(seed)
     start, iterations = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
-        idx = torch.from_numpy(rng.integers(0, len(x), 16))
+        idx = torch.from_numpy(rng.integers(0, len(x), 16)).to(device)
         opt.zero_grad()
         loss = loss_fn(net(x[idx]), y[idx])
         loss.backward()
         opt.step()
+        if device.startswith("cuda"):  # a wall-clock budget counts finished steps only
+            torch.cuda.synchronize(device)
         iterations += 1
     net.eval()
     out.mkdir(parents=True, exist_ok=True)
     with torch.inference_mode():
         for case in fold["val"]:
             img = np.pad(_png(images / f"{case}.png").astype(np.float32) / 255.0, 4)
-            pred = net(torch.from_numpy(img)[None, None]).argmax(1)[0, 4:-4, 4:-4].numpy().astype(np.uint8)
+            pred = net(torch.from_numpy(img)[None, None].to(device)).argmax(1)[0, 4:-4, 4:-4].cpu().numpy().astype(np.uint8)
             Image.fromarray(pred).save(out / f"{case}.png")
     return iterations
 

@@ -52,7 +52,8 @@ class SkipEmptyWindows(torch.nn.Module):
 def window_logits(net: torch.nn.Module, x: torch.Tensor, roi: Sequence[int], icfg: InferConfig, model_dims: int,
                   out_channels: int, regions: bool, sliding_window: bool = True,
                   device: torch.device | None = None) -> torch.Tensor:
-    """Logits (N, C, ...) of a batch of images, on the CPU; a 2D model on a volume runs slice by slice.
+    """Logits (N, C, ...) of a batch of images, on the device the windows run on (blending a GPU's
+    windows there is what keeps the GPU busy); a 2D model on a volume runs slice by slice.
 
     Args:
         roi: window size of the model's spatial dimensions.
@@ -75,11 +76,12 @@ def window_logits(net: torch.nn.Module, x: torch.Tensor, roi: Sequence[int], icf
         raise SegpipeError(f"a {model_dims}D model cannot segment {image_dims}D images")
     if not sliding_window:
         if model_dims == image_dims:
-            return predictor(x).float().cpu()
-        return torch.cat([predictor(x[..., z : z + 1]) for z in range(x.shape[-1])], dim=-1).float().cpu()
+            return predictor(x).float()
+        return torch.cat([predictor(x[..., z : z + 1]) for z in range(x.shape[-1])], dim=-1).float()
+    device = device or x.device
     return sliding_window_inference(
         x, roi_size=roi, sw_batch_size=icfg.sw_batch_size, predictor=predictor, overlap=icfg.overlap,
-        mode=icfg.mode, sw_device=device or x.device, device=torch.device("cpu"),
+        mode=icfg.mode, sw_device=device, device=device,
     ).float()
 
 
@@ -115,8 +117,8 @@ def mean_probabilities(nets: Sequence[torch.nn.Module], x: torch.Tensor, roi: Se
 
 
 def labels_of(probs: torch.Tensor, chain: RegionChain | None) -> torch.Tensor:
-    """Labels (1, ...) from one image's probabilities (C, ...): argmax, or nested regions decoded
-    into the dataset's label values."""
+    """Labels (1, ...) from one image's probabilities (C, ...), on their device: argmax, or nested
+    regions decoded into the dataset's label values."""
     if chain is not None:
         return regions_to_labels(probs, chain)
     return probs.argmax(0, keepdim=True).to(torch.uint8)

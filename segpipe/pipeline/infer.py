@@ -105,9 +105,9 @@ def region_chain_of(model: TrainedModel) -> RegionChain | None:
 
 def predict_labels(segmenter: Segmenter, image: torch.Tensor, sliding_window: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Labels (1, ...) of a preprocessed channel-first image (argmax, or nested regions decoded
-    into the dataset's label values), and the probabilities."""
+    into the dataset's label values), and the probabilities, both on the CPU."""
     probs = segmenter.probabilities(image, sliding_window)
-    return labels_of(probs, segmenter.regions), probs
+    return labels_of(probs, segmenter.regions).cpu(), probs.cpu()
 
 
 def prepare(segmenter: Segmenter, case: Case) -> dict[str, Any]:

@@ -22,7 +22,7 @@ def predict_case(predictor: torch.nn.Module, image: torch.Tensor, icfg: InferCon
     with precision.autocast():
         probs = mean_probabilities([predictor], image[None], roi, icfg, spec["spatial_dims"], spec["out_channels"],
                                    chain is not None, device=image.device)[0]
-    labels = labels_of(probs, chain)[0].numpy()
+    labels = labels_of(probs, chain)[0].cpu().numpy()
     return postprocess(labels, icfg.keep_largest, icfg.min_component_size)
 
 

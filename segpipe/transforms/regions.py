@@ -63,7 +63,7 @@ def labels_to_regions(labels: torch.Tensor, chain: RegionChain) -> torch.Tensor:
 def regions_to_labels(probabilities: torch.Tensor | np.ndarray, chain: RegionChain, threshold: float = 0.5) -> torch.Tensor:
     """(R, ...) region probabilities -> (1, ...) uint8 labels, smaller regions overriding larger ones."""
     probs = torch.as_tensor(probabilities)
-    out = torch.zeros((1, *probs.shape[1:]), dtype=torch.uint8)
+    out = torch.zeros((1, *probs.shape[1:]), dtype=torch.uint8, device=probs.device)
     for channel, label in enumerate(chain.adds):
         out[0][probs[channel] > threshold] = label
     return out
