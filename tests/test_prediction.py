@@ -6,7 +6,7 @@ import torch
 
 from segpipe.config import InferConfig
 from segpipe.networks import build_network
-from segpipe.prediction import mean_probabilities, mirror_axes, window_logits
+from segpipe.prediction import labels_of, mean_probabilities, mirror_axes, window_logits
 
 
 def _one_pass_per_copy(net, x, roi, icfg, out_channels):
@@ -32,3 +32,14 @@ def test_mirrored_2d_copies_in_one_batch_equal_one_pass_each(shape):
     assert batched.shape == (shape[0], 3, *shape[2:])
     torch.testing.assert_close(batched, separate, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(batched, _one_pass_per_copy(net, x, [32, 32], InferConfig(tta=False), 3))
+
+
+def test_labels_are_the_first_of_tied_maxima():
+    probs = torch.softmax(torch.randn(4, 7, 9, 5), 0)
+    probs[:, 0, 0, 0] = 0.25  # four-way tie
+    probs[2:, 1, 0, 0] = torch.tensor([0.5, 0.5])  # two-way tie
+    probs[:2, 1, 0, 0] = 0.0
+    labels = labels_of(probs, None)
+    assert labels.dtype == torch.uint8 and labels.shape == (1, 7, 9, 5)
+    assert torch.equal(labels[0].long(), probs.argmax(0))
+    assert labels[0, 0, 0, 0] == 0 and labels[0, 1, 0, 0] == 2
