@@ -64,16 +64,6 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _autocast(device: str, precision: str):
-    import contextlib
-
-    import torch
-
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.split(":")[0], dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
 def window_gflop(model_dir: Path) -> float:
     """GFLOP of one forward pass over one ROI window (torch's FLOP counter, convolutions)."""
     import torch
@@ -95,6 +85,7 @@ def run_plain(image: Path, model_dir: Path, precision: str, out: Path, crop: boo
     from monai.inferers import sliding_window_inference
 
     from segpipe.artifacts.model_folder import load_model_folder
+    from segpipe.runtime.precision import autocast
 
     net = load_model_folder(model_dir).net.to(device).eval()
     start = time.perf_counter()
@@ -120,7 +111,7 @@ def run_plain(image: Path, model_dir: Path, precision: str, out: Path, crop: boo
         net_seconds[0] += time.perf_counter() - tick
         return out
 
-    with torch.inference_mode(), _autocast(device, precision):
+    with torch.inference_mode(), autocast(precision, torch.device(device)):
         sw_start = time.perf_counter()
         logits = sliding_window_inference(x[(None, slice(None), *box)], (ROI,) * 3, SW_BATCH, counted, overlap=OVERLAP, mode="gaussian")
         _sync(device)
