@@ -42,5 +42,7 @@ def test_ready_2d_configs_and_the_seeds_recipes():
     cfg = {name: load_config(resolve_config(name)) for name in ("msd_2d", "msd_2d_seed", "figshare_2d", "figshare_2d_seed")}
     assert cfg["msd_2d"].model.stem == cfg["figshare_2d"].model.stem == "strided"
     assert cfg["msd_2d_seed"].model.stem == cfg["figshare_2d_seed"].model.stem == "plain"  # the Ronneberger form
+    # batch norm: a 64x80 patch leaves instance norm 6 pixels at the bottom of the network
+    assert cfg["msd_2d"].model.norm == cfg["figshare_2d"].model.norm == "batch"
     assert cfg["figshare_2d_seed"].train.patch_size == [256, 256] and cfg["figshare_2d_seed"].train.lr == 1e-4
     assert max(cfg["figshare_2d"].train.patch_size) <= 160 and cfg["figshare_2d"].train.pos_neg_ratio > 1
