@@ -58,10 +58,10 @@ def matmul_peak_gflops(dtype_name: str, seconds: float = 3.0, device: str = "cpu
 
 
 def _sync(device: str) -> None:
+    """Wait for the device's queued work (a no-op on the CPU)."""
     import torch
 
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    torch.get_device_module(device).synchronize(device)
 
 
 def window_gflop(model_dir: Path) -> float:

@@ -82,8 +82,7 @@ def figshare_reference(data: Path, splits: Path, out: Path, seconds: float, fold
         opt.zero_grad()
         loss_fn(net(x[idx]), y[idx]).backward()
         opt.step()
-        if device.startswith("cuda"):  # a wall-clock budget counts finished steps only
-            torch.cuda.synchronize(device)
+        torch.get_device_module(device).synchronize(device)  # a wall-clock budget counts finished steps only
         iterations += 1
     net.eval()
     out.mkdir(parents=True, exist_ok=True)

@@ -64,8 +64,7 @@ def reference(data: Path, splits: Path, out: Path, seconds: float, seed: int = 0
         loss = loss_fn(net(x[idx]), y[idx])
         loss.backward()
         opt.step()
-        if device.startswith("cuda"):  # a wall-clock budget counts finished steps only
-            torch.cuda.synchronize(device)
+        torch.get_device_module(device).synchronize(device)  # a wall-clock budget counts finished steps only
         iterations += 1
     net.eval()
     out.mkdir(parents=True, exist_ok=True)
