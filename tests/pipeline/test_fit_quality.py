@@ -153,8 +153,9 @@ def test_bad_budget_and_patch_are_refused_naming_the_key(slice_data, tmp_path):
     from segpipe.errors import SegpipeError
 
     _, prepared = slice_data
-    with pytest.raises(SegpipeError, match="config key 'train.max_seconds': 0.2 s is too short for a single validation"):
-        fit(prepared, tmp_path / "a", slice_config(**{"train.max_seconds": "0.2"}), quiet=True)
+    # 1 ms: less than measuring the step cost takes on any machine (0.2 s fitted on a fast, quiet one)
+    with pytest.raises(SegpipeError, match="config key 'train.max_seconds': 0.001 s is too short for a single validation"):
+        fit(prepared, tmp_path / "a", slice_config(**{"train.max_seconds": "0.001"}), quiet=True)
     with pytest.raises(SegpipeError, match=r"config key 'train.patch_size': \[64, 16\] is larger than the images"):
         fit(prepared, tmp_path / "b", slice_config(**{"train.patch_size": "[64,16]"}), quiet=True)
 
