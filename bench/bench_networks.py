@@ -116,15 +116,14 @@ def worker(model_name: str, workload: str, precision: str, iters: int, warmup: i
         loss.backward()
         optimiser.step()
 
+    sync = torch.get_device_module(device).synchronize  # a no-op on the CPU
     for _ in range(warmup):
         step()
-    if device == "cuda":
-        torch.cuda.synchronize()
+    sync(device)
     start = time.perf_counter()
     for _ in range(iters):
         step()
-    if device == "cuda":
-        torch.cuda.synchronize()
+    sync(device)
     elapsed = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
