@@ -44,3 +44,31 @@ def test_intensity_stats_fall_back_to_nonzero_voxels():
     image[0, :2] = 3.0
     out = IntensityStatsd("image", mask_key="label")({"image": image, "label": torch.zeros(1, 4, 4, 4)})
     assert out["intensity_stats"][0]["voxels"] == 32 and out["intensity_stats"][0]["mean"] == 3.0
+
+
+def test_figshare_2d_keeps_the_air_around_the_head_apart_from_the_tissue(tmp_path):
+    """figshare slices keep the skull and the air around it. A z-score over the non-zero pixels
+    leaves that air at 0, the tissue's mean; figshare_2d's z-score over the whole slice puts it
+    below every tissue pixel, where the network cannot mistake it for tissue."""
+    from segpipe.config import load_config
+    from segpipe.configs import resolve_config
+    from segpipe.data.loading import monai_reader
+    from segpipe.data.mat_file import write_figshare_mat
+    from segpipe.transforms.preprocessing import preprocessing_chain
+
+    yy, xx = np.mgrid[:64, :64]
+    head = (yy - 32) ** 2 / 28**2 + (xx - 32) ** 2 / 22**2 < 1  # air in the corners, inside the crop box
+    image = np.where(head, np.random.default_rng(0).integers(40, 200, (64, 64)), 0).astype(np.int16)
+    path = write_figshare_mat(tmp_path / "1.mat", image, head & (yy > 40), pid="P1")
+
+    def prepared(nonzero: bool) -> np.ndarray:
+        chain = preprocessing_chain(None, with_label=False, orientation=None, crop_foreground=True,
+                                    normalize_nonzero=nonzero, image_reader=monai_reader("figshare", "image"))
+        return np.asarray(chain({"image": str(path)})["image"])[0]
+
+    assert not load_config(resolve_config("figshare_2d")).preprocess.normalize_nonzero
+    assert load_config(resolve_config("msd_2d")).preprocess.normalize_nonzero  # skull-stripped: air is outside the brain
+    whole, nonzero = prepared(False), prepared(True)
+    air = whole[0, 0]
+    assert air == whole.min() and air < whole[whole != air].min() - 0.5
+    assert nonzero[0, 0] == 0 and nonzero.min() < 0 < nonzero.max()  # air in the middle of the tissue's values
