@@ -52,9 +52,8 @@ def test_figshare_2d_keeps_the_air_around_the_head_apart_from_the_tissue(tmp_pat
     below every tissue pixel, where the network cannot mistake it for tissue."""
     from segpipe.config import load_config
     from segpipe.configs import resolve_config
-    from segpipe.data.loading import monai_reader
     from segpipe.data.mat_file import write_figshare_mat
-    from segpipe.transforms.preprocessing import preprocessing_chain
+    from segpipe.transforms.preprocessing import chain_for
 
     yy, xx = np.mgrid[:64, :64]
     head = (yy - 32) ** 2 / 28**2 + (xx - 32) ** 2 / 22**2 < 1  # air in the corners, inside the crop box
@@ -62,9 +61,8 @@ def test_figshare_2d_keeps_the_air_around_the_head_apart_from_the_tissue(tmp_pat
     path = write_figshare_mat(tmp_path / "1.mat", image, head & (yy > 40), pid="P1")
 
     def prepared(nonzero: bool) -> np.ndarray:
-        chain = preprocessing_chain(None, with_label=False, orientation=None, crop_foreground=True,
-                                    normalize_nonzero=nonzero, image_reader=monai_reader("figshare", "image"))
-        return np.asarray(chain({"image": str(path)})["image"])[0]
+        settings = {"target_spacing": None, "orientation": None, "crop_foreground": True, "normalize_nonzero": nonzero}
+        return np.asarray(chain_for(settings, "figshare", with_label=False)({"image": str(path)})["image"])[0]
 
     assert not load_config(resolve_config("figshare_2d")).preprocess.normalize_nonzero
     assert load_config(resolve_config("msd_2d")).preprocess.normalize_nonzero  # skull-stripped: air is outside the brain
