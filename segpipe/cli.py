@@ -159,14 +159,17 @@ def preprocess(input_dir: Path, output_dir: Path | None, workers: int | None, la
         result = run(input_dir, output_dir, cfg, workers=workers or os.cpu_count() or 1, quiet=quiet, keep_going=keep_going)
     if emit_json({"output": result.output, "cases": result.cases, "reused": result.reused,
                    "seconds": round(time.perf_counter() - started, 2), "target_spacing": result.plan["target_spacing"],
-                   "patch_size": result.plan["patch_size"], "failed": [{"case": c, "error": e} for c, e in result.failed]}):
+                   "patch_size": result.plan["patch_size"], "normalization": result.plan["normalization_choice"], "failed": [{"case": c, "error": e} for c, e in result.failed]}):
         pass
     elif not quiet:
+        from segpipe.artifacts.normalization import describe as describe_normalization
+
         plan = result.plan
         click.echo(
             f"prepared {result.cases} case(s) ({result.reused} reused from the cache) in "
             f"{time.perf_counter() - started:.1f} s\n"
             f"  target spacing {plan['target_spacing']} mm, patch size {plan['patch_size']}\n"
+            f"  normalisation: {describe_normalization(plan['normalization_choice'])}\n"
             f"  plan:     {output_dir / 'plan.json'}\n  splits:   {output_dir / 'splits.json'}\n"
             f"  manifest: {output_dir / 'manifest.json'}"
         )

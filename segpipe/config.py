@@ -26,7 +26,9 @@ class PreprocessConfig:
     target_spacing: list[float] | None = None  # None: the median spacing of the dataset
     orientation: str = "RAS"
     crop_foreground: bool = True
-    normalize_nonzero: bool = True
+    # z-score each channel over its non-zero voxels (True) or the whole image (False); auto: the
+    # non-zero voxels where cropping to them removes a quarter or more of the median case (nnU-Net's rule)
+    normalize_nonzero: bool | str = "auto"
     folds: int = 5
     seed: int = 0
     patch_size: list[int] | None = None  # None: chosen from the fingerprint

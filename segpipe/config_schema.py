@@ -111,6 +111,7 @@ RULES: dict[str, Rule] = {
     "preprocess.patch_budget_voxels": _num(1, float(MAX_ROI_SIDE) ** 3),
     "preprocess.layout": _choice("decathlon", "brats", "slices", "figshare", "generic", "pairs", "dicom"),
     "preprocess.label_set": _choice("msd", "brats"),
+    "preprocess.normalize_nonzero": _choice(True, False, "auto"),
     "preprocess.patient_pattern": _regex(need_patient=False),
     "model.spatial_dims": _choice(2, 3),
     "model.filters": _num(1, 4096),

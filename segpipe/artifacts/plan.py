@@ -140,8 +140,12 @@ def build_plan(
     patch_size: list[int] | None,
     patch_budget_voxels: int,
     preprocess_settings: dict[str, Any],
+    normalization: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble plan.json's content."""
+    """Assemble plan.json's content.
+
+    `normalization` is how the z-score's mask was chosen (`segpipe.artifacts.normalization`).
+    """
     median_prepared = [int(v) for v in np.median(np.asarray(prepared_shapes), axis=0)] if prepared_shapes else []
     return {
         "dataset": dataset_name,
@@ -164,6 +168,7 @@ def build_plan(
         "prepared_shape_median": median_prepared,
         "patch_size": patch_size or choose_patch_size(median_prepared, patch_budget_voxels),
         "normalization": "zscore_nonzero_channelwise" if preprocess_settings.get("normalize_nonzero") else "zscore_channelwise",
+        "normalization_choice": {k: v for k, v in (normalization or {}).items() if k != "sample"},
         "preprocess": preprocess_settings,
     }
 

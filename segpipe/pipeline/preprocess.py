@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from segpipe.artifacts.normalization import resolve as resolve_normalization
 from segpipe.artifacts.plan import build_plan, case_geometry, median_spacing
 from segpipe.atomic import write_json, write_with
 from segpipe.config import Config
@@ -55,14 +56,14 @@ def file_digest(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _settings(cfg: Config, dataset: Dataset, target_spacing: list[float]) -> dict[str, Any]:
+def _settings(cfg: Config, dataset: Dataset, target_spacing: list[float], nonzero: bool) -> dict[str, Any]:
     p = cfg.preprocess
     return {
         "spatial_dims": dataset.spatial_dims,
         "target_spacing": target_spacing,
         "orientation": p.orientation if dataset.spatial_dims == 3 else None,
         "crop_foreground": p.crop_foreground,
-        "normalize_nonzero": p.normalize_nonzero,
+        "normalize_nonzero": nonzero,  # preprocess.normalize_nonzero, with "auto" resolved
         "label_mapping": {str(k): v for k, v in (dataset.label_mapping or {}).items()},
     }
 
@@ -244,16 +245,19 @@ def preprocess(
     target = list(cfg.preprocess.target_spacing or median_spacing(spacings))
     if len(target) != dataset.spatial_dims:
         raise SegpipeError(f"config key 'preprocess.target_spacing': {target} has {len(target)} values for {dataset.spatial_dims}D data")
-    settings = _settings(cfg, dataset, target)
-    settings_key = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=8).hexdigest()
-
+    digests = {case.case_id: file_digest([*case.images, case.label])
+               for case in progress(dataset.training, desc="hashing", unit="case", quiet=quiet, leave=False)}
     manifest_path = out / "manifest.json"
     old = _load_manifest(manifest_path)
+    normalization = resolve_normalization(cfg.preprocess.normalize_nonzero, dataset, digests, old.get("normalization"))
+    settings = _settings(cfg, dataset, target, normalization["nonzero"])
+    settings_key = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=8).hexdigest()
+
     old_cases = old.get("cases", {}) if old.get("settings_key") == settings_key else {}
     entries: dict[str, dict[str, Any]] = {}
     todo: list[tuple[Case, str]] = []
-    for case in progress(dataset.training, desc="hashing", unit="case", quiet=quiet, leave=False):
-        digest = file_digest([*case.images, case.label])
+    for case in dataset.training:
+        digest = digests[case.case_id]
         prev = old_cases.get(case.case_id)
         current_qc = prev and prev.get("qc", {}).get("version") == QC_VERSION  # older QC features are recomputed
         if current_qc and prev.get("hash") == digest and (out / prev["image"]).is_file() and (out / prev["label"]).is_file():
@@ -268,7 +272,8 @@ def preprocess(
         # the manifest indexes finished cases only, so saving it every few seconds (not after
         # every case, which is quadratic in the dataset size) costs at most a few cases on a crash
         if force or time.monotonic() - last_save[0] > 2.0:
-            write_json(manifest_path, {"settings_key": settings_key, "settings": settings, "cases": entries})
+            write_json(manifest_path, {"settings_key": settings_key, "settings": settings,
+                                       "normalization": normalization, "cases": entries})
             last_save[0] = time.monotonic()
 
     roots = input_roots() or (Path(dataset_dir),)
@@ -323,6 +328,7 @@ def preprocess(
         patch_size=cfg.preprocess.patch_size,
         patch_budget_voxels=cfg.preprocess.patch_budget_voxels,
         preprocess_settings=settings,
+        normalization=normalization,
     )
     plan["source"] = str(Path(dataset_dir).resolve())
     write_json(out / "plan.json", plan)
