@@ -43,7 +43,8 @@ def evenly_spread(items: Sequence[Any], count: int = SAMPLE_CASES) -> list[Any]:
     return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
 
 
-def resolve(requested: bool | str, dataset: Any, digests: dict[str, str], previous: Any = None) -> dict[str, Any]:
+def resolve(requested: bool | str, dataset: Any, digests: dict[str, str], previous: Any = None, *,
+            quiet: bool = True) -> dict[str, Any]:
     """The normalisation a preprocess run uses, as recorded in its manifest and plan.
 
     `requested` is the config's `preprocess.normalize_nonzero`: True or False is taken as
@@ -53,13 +54,14 @@ def resolve(requested: bool | str, dataset: Any, digests: dict[str, str], previo
     if not isinstance(requested, str):
         return {"rule": "config", "nonzero": bool(requested)}
     from segpipe.data.loading import load_case
+    from segpipe.progress import progress
 
     sample = evenly_spread(sorted(dataset.training, key=lambda c: c.case_id))
     key = {case.case_id: digests[case.case_id] for case in sample}
     if isinstance(previous, dict) and previous.get("rule") == "auto" and previous.get("sample") == key:
         return previous
     shares = []
-    for case in sample:
+    for case in progress(sample, desc="normalisation", unit="case", quiet=quiet, leave=False):
         try:
             shares.append(crop_share(load_case(dataset, case, with_label=False)["image"]))
         except SegpipeError:

@@ -249,7 +249,8 @@ def preprocess(
                for case in progress(dataset.training, desc="hashing", unit="case", quiet=quiet, leave=False)}
     manifest_path = out / "manifest.json"
     old = _load_manifest(manifest_path)
-    normalization = resolve_normalization(cfg.preprocess.normalize_nonzero, dataset, digests, old.get("normalization"))
+    normalization = resolve_normalization(cfg.preprocess.normalize_nonzero, dataset, digests, old.get("normalization"),
+                                          quiet=quiet)
     settings = _settings(cfg, dataset, target, normalization["nonzero"])
     settings_key = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=8).hexdigest()
 
