@@ -58,7 +58,7 @@ def resolve(requested: bool | str, dataset: Any, digests: dict[str, str], previo
 
     sample = evenly_spread(sorted(dataset.training, key=lambda c: c.case_id))
     key = {case.case_id: digests[case.case_id] for case in sample}
-    if isinstance(previous, dict) and previous.get("rule") == "auto" and previous.get("sample") == key:
+    if _reusable(previous, key):
         return previous
     shares = []
     for case in progress(sample, desc="normalisation", unit="case", quiet=quiet, leave=False):
@@ -67,6 +67,13 @@ def resolve(requested: bool | str, dataset: Any, digests: dict[str, str], previo
         except SegpipeError:
             continue  # an unreadable case is reported (or left out) by the case pass
     return {"rule": "auto", **choose(shares), "sample": key}
+
+
+def _reusable(previous: Any, key: dict[str, str]) -> bool:
+    """A last run's record (read back from its manifest) that measured these very cases."""
+    return (isinstance(previous, dict) and previous.get("rule") == "auto" and previous.get("sample") == key
+            and isinstance(previous.get("nonzero"), bool) and isinstance(previous.get("cases"), int)
+            and isinstance(previous.get("crop_share_median"), (int, float, type(None))))
 
 
 def describe(record: dict[str, Any]) -> str:

@@ -79,6 +79,12 @@ def test_auto_is_measured_once_while_the_sampled_cases_are_unchanged(tmp_path, m
     again = preprocess(raw, tmp_path / "prep", cfg, quiet=True)
     assert measured == [] and again.reused == 6
     assert again.plan["normalization_choice"] == first.plan["normalization_choice"]
+    # a damaged record in the manifest is measured again, not trusted
+    manifest = json.loads((tmp_path / "prep" / "manifest.json").read_text())
+    manifest["normalization"]["nonzero"] = "yes"
+    (tmp_path / "prep" / "manifest.json").write_text(json.dumps(manifest))
+    mended = preprocess(raw, tmp_path / "prep", cfg, quiet=True)
+    assert len(measured) == 6 and mended.plan["normalization_choice"] == first.plan["normalization_choice"]
     # a sampled case changes: measured again, and now most slices are mostly air
     stripped = _heads(tmp_path / "stripped", stripped=True)
     for i in range(1, 5):
