@@ -8,12 +8,10 @@ non-zero z-score would leave at 0, the tissue's mean.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
-
-from segpipe.errors import SegpipeError
 
 CROP_SHARE_LIMIT = 0.75  # below it (median share of a case kept by the non-zero crop): non-zero z-score
 SAMPLE_CASES = 20  # cases read to measure the share; evenly spread over the dataset
@@ -43,29 +41,22 @@ def evenly_spread(items: Sequence[Any], count: int = SAMPLE_CASES) -> list[Any]:
     return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
 
 
-def resolve(requested: bool | str, dataset: Any, digests: dict[str, str], previous: Any = None, *,
-            quiet: bool = True) -> dict[str, Any]:
+def resolve(requested: bool | str, cases: Sequence[Any], digests: dict[str, str], previous: Any = None, *,
+            measure: Callable[[list[Any]], Iterable[float | None]]) -> dict[str, Any]:
     """The normalisation a preprocess run uses, as recorded in its manifest and plan.
 
     `requested` is the config's `preprocess.normalize_nonzero`: True or False is taken as
-    given; "auto" measures the crop share on a sample of `dataset.training` (reusing
-    `previous`, the last run's record, when the sampled cases' `digests` are unchanged).
+    given; "auto" takes the crop shares `measure` gives for a sample of `cases` (None for a
+    case it could not read), or reuses `previous`, the last run's record, when the sampled
+    cases' `digests` are unchanged.
     """
     if not isinstance(requested, str):
         return {"rule": "config", "nonzero": bool(requested)}
-    from segpipe.data.loading import load_case
-    from segpipe.progress import progress
-
-    sample = evenly_spread(sorted(dataset.training, key=lambda c: c.case_id))
+    sample = evenly_spread(sorted(cases, key=lambda c: c.case_id))
     key = {case.case_id: digests[case.case_id] for case in sample}
     if _reusable(previous, key):
         return previous
-    shares = []
-    for case in progress(sample, desc="normalisation", unit="case", quiet=quiet, leave=False):
-        try:
-            shares.append(crop_share(load_case(dataset, case, with_label=False)["image"]))
-        except SegpipeError:
-            continue  # an unreadable case is reported (or left out) by the case pass
+    shares = [share for share in measure(sample) if share is not None]
     return {"rule": "auto", **choose(shares), "sample": key}
 
 

@@ -108,6 +108,15 @@ def _load(key: str, paths: list[Path], layout: str, mapping: dict[int, int] | No
         raise SegpipeError(f"{_describe(paths)}: cannot load {key} ({_one_line(cause)})") from None
 
 
+def load_image(case: Case, layout: str) -> Any:
+    """A case's image, MetaTensor (C, *spatial), read as files of `layout`.
+
+    Raises:
+        SegpipeError: a missing or unreadable file, naming it.
+    """
+    return _load("image", list(case.images), layout)
+
+
 def load_case(dataset: Dataset, case: Case, *, with_label: bool = True) -> dict[str, Any]:
     """{"image": MetaTensor (C, *spatial), "label": MetaTensor (1, *spatial) or None}
     through LoadImaged + EnsureChannelFirstd (+ MapLabelValued for labels).
@@ -116,7 +125,7 @@ def load_case(dataset: Dataset, case: Case, *, with_label: bool = True) -> dict[
         SegpipeError: a missing or unreadable file, naming it.
     """
     layout = layout_of(dataset, case)
-    out: dict[str, Any] = {"image": _load("image", list(case.images), layout), "label": None}
+    out: dict[str, Any] = {"image": load_image(case, layout), "label": None}
     if with_label and case.label is not None:
         out["label"] = _load("label", [case.label], layout, dataset.label_mapping)
     return out
@@ -136,4 +145,4 @@ def load_arrays(dataset: Dataset, case: Case) -> tuple[np.ndarray, np.ndarray | 
     return image, label
 
 
-__all__ = ["monai_reader", "load_case", "load_arrays", "layout_of", "SPATIAL_DIMS"]
+__all__ = ["monai_reader", "load_image", "load_case", "load_arrays", "layout_of", "SPATIAL_DIMS"]

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from segpipe.artifacts.normalization import crop_share
 from segpipe.artifacts.normalization import resolve as resolve_normalization
 from segpipe.artifacts.plan import build_plan, case_geometry, median_spacing
 from segpipe.atomic import write_json, write_with
@@ -134,6 +135,40 @@ def _prepare_case(case: Case, settings: dict[str, Any], layout: str, out_dir: Pa
     }
 
 
+def _crop_share(case: Case, layout: str, roots: tuple[Path, ...] | None = None) -> float | None:
+    """The share of a case's image its non-zero crop keeps (`artifacts.normalization`), None if unreadable."""
+    import contextlib
+
+    from segpipe.data.guard import reading_inside
+    from segpipe.data.loading import load_image
+
+    try:
+        with reading_inside(*roots) if roots is not None else contextlib.nullcontext():
+            return crop_share(load_image(case, layout))
+    except SegpipeError:
+        return None  # the case pass reports it (or leaves the case out)
+
+
+class _LazyPool:
+    """A pool of `workers` processes, started on first use, shut down when the block ends."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.executor: ProcessPoolExecutor | None = None
+
+    def __call__(self) -> ProcessPoolExecutor:
+        if self.executor is None:
+            self.executor = ProcessPoolExecutor(max_workers=self.workers, initializer=_die_with_parent)
+        return self.executor
+
+    def __enter__(self) -> _LazyPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.executor is not None:
+            self.executor.shutdown()
+
+
 def _die_with_parent() -> None:
     """Worker initializer: end this worker when the process that started it dies.
 
@@ -249,56 +284,64 @@ def preprocess(
                for case in progress(dataset.training, desc="hashing", unit="case", quiet=quiet, leave=False)}
     manifest_path = out / "manifest.json"
     old = _load_manifest(manifest_path)
-    normalization = resolve_normalization(cfg.preprocess.normalize_nonzero, dataset, digests, old.get("normalization"),
-                                          quiet=quiet)
-    settings = _settings(cfg, dataset, target, normalization["nonzero"])
-    settings_key = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=8).hexdigest()
-
-    old_cases = old.get("cases", {}) if old.get("settings_key") == settings_key else {}
-    entries: dict[str, dict[str, Any]] = {}
-    todo: list[tuple[Case, str]] = []
-    for case in dataset.training:
-        digest = digests[case.case_id]
-        prev = old_cases.get(case.case_id)
-        current_qc = prev and prev.get("qc", {}).get("version") == QC_VERSION  # older QC features are recomputed
-        if current_qc and prev.get("hash") == digest and (out / prev["image"]).is_file() and (out / prev["label"]).is_file():
-            entries[case.case_id] = prev
-        else:
-            todo.append((case, digest))
-    reused = len(entries)
-
-    last_save = [0.0]
-
-    def save_manifest(force: bool = False) -> None:
-        # the manifest indexes finished cases only, so saving it every few seconds (not after
-        # every case, which is quadratic in the dataset size) costs at most a few cases on a crash
-        if force or time.monotonic() - last_save[0] > 2.0:
-            write_json(manifest_path, {"settings_key": settings_key, "settings": settings,
-                                       "normalization": normalization, "cases": entries})
-            last_save[0] = time.monotonic()
-
     roots = input_roots() or (Path(dataset_dir),)
-    bar = progress(total=len(todo), desc="preprocess", unit="case", quiet=quiet)
-    def collect(case: Case, result: Any) -> None:
-        try:
-            entry = result()
-        except SegpipeError as exc:
-            fail(case, exc)
-            return
-        entries[entry["case_id"]] = entry
-        save_manifest()
-        bar.update()
 
-    if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
-            futures = [pool.submit(_prepare_case, case, settings, layout_of(dataset, case), out, digest, dataset.labels, roots)
+    def measure(sample: list[Case]) -> list[float | None]:
+        layouts = [layout_of(dataset, case) for case in sample]
+        shares = (pool().map(_crop_share, sample, layouts, [roots] * len(sample)) if workers > 1 and len(sample) > 1
+                  else map(_crop_share, sample, layouts))
+        return list(progress(shares, total=len(sample), desc="normalisation", unit="case", quiet=quiet, leave=False))
+
+    pool = _LazyPool(workers)  # one pool for the sampled cases and the case pass: workers start once
+    with pool:
+        normalization = resolve_normalization(cfg.preprocess.normalize_nonzero, dataset.training, digests,
+                                              old.get("normalization"), measure=measure)
+        settings = _settings(cfg, dataset, target, normalization["nonzero"])
+        settings_key = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=8).hexdigest()
+
+        old_cases = old.get("cases", {}) if old.get("settings_key") == settings_key else {}
+        entries: dict[str, dict[str, Any]] = {}
+        todo: list[tuple[Case, str]] = []
+        for case in dataset.training:
+            digest = digests[case.case_id]
+            prev = old_cases.get(case.case_id)
+            current_qc = prev and prev.get("qc", {}).get("version") == QC_VERSION  # older QC features are recomputed
+            if current_qc and prev.get("hash") == digest and (out / prev["image"]).is_file() and (out / prev["label"]).is_file():
+                entries[case.case_id] = prev
+            else:
+                todo.append((case, digest))
+        reused = len(entries)
+
+        last_save = [0.0]
+
+        def save_manifest(force: bool = False) -> None:
+            # the manifest indexes finished cases only, so saving it every few seconds (not after
+            # every case, which is quadratic in the dataset size) costs at most a few cases on a crash
+            if force or time.monotonic() - last_save[0] > 2.0:
+                write_json(manifest_path, {"settings_key": settings_key, "settings": settings,
+                                           "normalization": normalization, "cases": entries})
+                last_save[0] = time.monotonic()
+
+        bar = progress(total=len(todo), desc="preprocess", unit="case", quiet=quiet)
+        def collect(case: Case, result: Any) -> None:
+            try:
+                entry = result()
+            except SegpipeError as exc:
+                fail(case, exc)
+                return
+            entries[entry["case_id"]] = entry
+            save_manifest()
+            bar.update()
+
+        if workers > 1 and len(todo) > 1:
+            futures = [pool().submit(_prepare_case, case, settings, layout_of(dataset, case), out, digest, dataset.labels, roots)
                        for case, digest in todo]
             for (case, _), future in zip(todo, futures):
                 collect(case, future.result)
-    else:
-        for case, digest in todo:
-            collect(case, lambda: _prepare_case(case, settings, layout_of(dataset, case), out, digest, dataset.labels))
-    bar.close()
+        else:
+            for case, digest in todo:
+                collect(case, lambda: _prepare_case(case, settings, layout_of(dataset, case), out, digest, dataset.labels))
+        bar.close()
 
     for entry in list(entries.values()):
         try:

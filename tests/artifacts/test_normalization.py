@@ -73,9 +73,10 @@ def test_auto_is_measured_once_while_the_sampled_cases_are_unchanged(tmp_path, m
     raw = _heads(tmp_path / "raw")
     cfg = tiny_config()
     first = preprocess(raw, tmp_path / "prep", cfg, quiet=True)
+    import segpipe.pipeline.preprocess as preprocessing
+
     measured = []
-    real = normalization.crop_share
-    monkeypatch.setattr(normalization, "crop_share", lambda image: measured.append(1) or real(image))
+    monkeypatch.setattr(preprocessing, "crop_share", lambda image: measured.append(1) or crop_share(image))
     again = preprocess(raw, tmp_path / "prep", cfg, quiet=True)
     assert measured == [] and again.reused == 6
     assert again.plan["normalization_choice"] == first.plan["normalization_choice"]
@@ -92,6 +93,14 @@ def test_auto_is_measured_once_while_the_sampled_cases_are_unchanged(tmp_path, m
     third = preprocess(raw, tmp_path / "prep", cfg, quiet=True)
     assert measured and third.plan["normalization_choice"]["nonzero"] is True
     assert third.reused == 0  # the settings changed, so every case is prepared again
+
+
+def test_worker_processes_measure_the_same(tmp_path):
+    raw = _heads(tmp_path / "raw", stripped=True)
+    one = preprocess(raw, tmp_path / "one", tiny_config(), quiet=True)
+    two = preprocess(raw, tmp_path / "two", tiny_config(), quiet=True, workers=2)
+    assert two.plan["normalization_choice"] == one.plan["normalization_choice"]
+    assert one.plan["normalization_choice"]["nonzero"] is True and two.cases == 6
 
 
 def test_a_config_value_is_taken_as_given(tmp_path):
@@ -113,7 +122,9 @@ def test_ready_configs_leave_it_to_the_data_and_a_bad_value_is_refused():
 def test_auto_on_real_scans(name, nonzero):
     """Whole-head figshare slices keep their air in the z-score; skull-stripped BraTS scans do not."""
     from segpipe.data import read_dataset
+    from segpipe.data.loading import layout_of, load_image
 
     dataset = read_dataset(shared_data(name))
-    record = normalization.resolve("auto", dataset, {c.case_id: "-" for c in dataset.training})
+    record = normalization.resolve("auto", dataset.training, {c.case_id: "-" for c in dataset.training},
+                                   measure=lambda sample: [crop_share(load_image(c, layout_of(dataset, c))) for c in sample])
     assert record["nonzero"] is nonzero and record["cases"] == min(20, len(dataset.training))
