@@ -285,6 +285,7 @@ def preprocess(
     manifest_path = out / "manifest.json"
     old = _load_manifest(manifest_path)
     roots = input_roots() or (Path(dataset_dir),)
+    pool = _LazyPool(workers)  # one pool for the sampled cases and the case pass: workers start once
 
     def measure(sample: list[Case]) -> list[float | None]:
         layouts = [layout_of(dataset, case) for case in sample]
@@ -292,7 +293,6 @@ def preprocess(
                   else map(_crop_share, sample, layouts))
         return list(progress(shares, total=len(sample), desc="normalisation", unit="case", quiet=quiet, leave=False))
 
-    pool = _LazyPool(workers)  # one pool for the sampled cases and the case pass: workers start once
     with pool:
         normalization = resolve_normalization(cfg.preprocess.normalize_nonzero, dataset.training, digests,
                                               old.get("normalization"), measure=measure)
