@@ -135,6 +135,22 @@ def _prepare_case(case: Case, settings: dict[str, Any], layout: str, out_dir: Pa
     }
 
 
+def _reusable_cases(cases: list[Case], digests: dict[str, str], old_cases: dict[str, Any],
+                    out: Path) -> tuple[dict[str, dict[str, Any]], list[tuple[Case, str]]]:
+    """(manifest entries of cases whose sources and cached arrays are unchanged, (case, digest) to prepare)."""
+    entries: dict[str, dict[str, Any]] = {}
+    todo: list[tuple[Case, str]] = []
+    for case in cases:
+        digest = digests[case.case_id]
+        prev = old_cases.get(case.case_id)
+        current_qc = prev and prev.get("qc", {}).get("version") == QC_VERSION  # older QC features are recomputed
+        if current_qc and prev.get("hash") == digest and (out / prev["image"]).is_file() and (out / prev["label"]).is_file():
+            entries[case.case_id] = prev
+        else:
+            todo.append((case, digest))
+    return entries, todo
+
+
 def _crop_share(case: Case, layout: str, roots: tuple[Path, ...] | None = None) -> float | None:
     """The share of a case's image its non-zero crop keeps (`artifacts.normalization`), None if unreadable."""
     import contextlib
@@ -300,16 +316,7 @@ def preprocess(
         settings_key = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=8).hexdigest()
 
         old_cases = old.get("cases", {}) if old.get("settings_key") == settings_key else {}
-        entries: dict[str, dict[str, Any]] = {}
-        todo: list[tuple[Case, str]] = []
-        for case in dataset.training:
-            digest = digests[case.case_id]
-            prev = old_cases.get(case.case_id)
-            current_qc = prev and prev.get("qc", {}).get("version") == QC_VERSION  # older QC features are recomputed
-            if current_qc and prev.get("hash") == digest and (out / prev["image"]).is_file() and (out / prev["label"]).is_file():
-                entries[case.case_id] = prev
-            else:
-                todo.append((case, digest))
+        entries, todo = _reusable_cases(dataset.training, digests, old_cases, out)
         reused = len(entries)
 
         last_save = [0.0]
