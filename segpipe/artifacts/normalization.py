@@ -18,12 +18,15 @@ SAMPLE_CASES = 20  # cases read to measure the share; evenly spread over the dat
 
 
 def crop_share(image: Any) -> float:
-    """Share of the voxels kept by cropping (C, *spatial) `image` to the box of voxels non-zero in any channel."""
-    nonzero = (np.asarray(image) != 0).any(0)
-    if not nonzero.any():
-        return 0.0
-    sides = [int(idx.max()) - int(idx.min()) + 1 for idx in np.nonzero(nonzero)]
-    return float(np.prod(sides, dtype=np.float64) / nonzero.size)
+    """Share of the voxels kept by cropping (C, *spatial) `image` to the box of voxels non-zero in any channel.
+
+    The box is MONAI's `generate_spatial_bounding_box`, the one `CropForegroundd` crops to.
+    """
+    from monai.transforms.utils import generate_spatial_bounding_box
+
+    image = np.asarray(image)
+    start, end = generate_spatial_bounding_box(image, select_fn=lambda x: x != 0)
+    return float(np.prod(np.subtract(end, start), dtype=np.float64) / np.prod(image.shape[1:], dtype=np.float64))
 
 
 def choose(shares: Sequence[float]) -> dict[str, Any]:
