@@ -27,7 +27,10 @@ Runs into the same --work folder add up in results.csv (a task, budget and arm r
 replaces its row), so tasks can be given different budgets by separate runs.
 
 Writes WORK/results.csv (one row per task, budget and arm), prints a markdown table, and
-draws Dice against minutes into WORK/bench_quality.png (or --figure).
+draws Dice against minutes into WORK/bench_quality.png (or --figure). With a few patients a
+mean carries much luck, so each row also gives the 95 % bootstrap interval of its mean over
+patients, and each segpipe arm its lead over the plain recipe patient by patient (mean, 95 %
+interval, and on how many patients it is ahead); the figure shades the intervals.
 """
 
 from __future__ import annotations
@@ -93,6 +96,23 @@ def figshare_reference(data: Path, splits: Path, out: Path, seconds: float, fold
     return iterations
 
 
+def interval(values: np.ndarray, resamples: int = 10000, seed: int = 0) -> tuple[float, float]:
+    """95 % bootstrap interval of the mean of `values` (one per patient), resampling patients."""
+    values = np.asarray(values, dtype=float)
+    draws = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
+    low, high = np.percentile(values[draws].mean(axis=1), [2.5, 97.5])
+    return float(low), float(high)
+
+
+def paired(ours, plain) -> dict:
+    """An arm against the plain recipe on the patients both scored: mean per-patient lead, its
+    95 % bootstrap interval and on how many patients the arm is ahead."""
+    both = ours[["patient", "dice_mean"]].merge(plain[["patient", "dice_mean"]], on="patient", suffixes=("", "_plain"))
+    lead = (both["dice_mean"] - both["dice_mean_plain"]).to_numpy()
+    low, high = interval(lead)
+    return {"lead": float(lead.mean()), "lead_low": low, "lead_high": high, "ahead_on": int((lead > 0).sum())}
+
+
 def _segpipe(*args: object) -> list[str]:
     return [sys.executable, "-m", "segpipe", *map(str, args)]
 
@@ -152,16 +172,21 @@ def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[s
                            check=True, env=env)
             iterations[arm] += int(pd.read_csv(model / "metrics.csv")["iterations"].sum())
         iterations[PLAIN] += json.loads(stats.read_text())["iterations"]
-    rows = []
+    tables = {}
     for arm, pred in [*((a, run_dir / a / "pred") for a in arms), (PLAIN, run_dir / "plain" / "pred")]:
         report = run_dir / f"report_{arm.split()[0]}"
         subprocess.run(_segpipe("evaluate", "-p", pred, "-l", task["data"], "-o", report, "-q"), check=True)
-        table = pd.read_csv(report / "per_patient.csv")
+        tables[arm] = pd.read_csv(report / "per_patient.csv")
+    rows = []
+    for arm, table in tables.items():
+        low, high = interval(table["dice_mean"])
         row = {"task": name, "minutes": minutes, "arm": arm, "dice_mean": table["dice_mean"].mean(),
-               "patients": len(table), "iterations": iterations[arm], "threads": threads,
-               "checkpoint": checkpoint if arm != PLAIN else "last"}
+               "dice_low": low, "dice_high": high, "patients": len(table), "iterations": iterations[arm],
+               "threads": threads, "checkpoint": checkpoint if arm != PLAIN else "last"}
         if "dice_whole_tumour" in table:
             row["dice_whole_tumour"] = table["dice_whole_tumour"].mean()
+        if arm != PLAIN:
+            row.update(paired(table, tables[PLAIN]))
         rows.append(row)
     return rows
 
@@ -178,7 +203,9 @@ def figure(results, path: Path) -> None:
     for ax, task in zip(axes[0], tasks):
         for arm, part in results[results["task"] == task].groupby("arm"):
             part = part.sort_values("minutes")
-            ax.plot(part["minutes"], part["dice_mean"], marker="o", label=arm)
+            line = ax.plot(part["minutes"], part["dice_mean"], marker="o", label=arm)[0]
+            if "dice_low" in part and part["dice_low"].notna().any():
+                ax.fill_between(part["minutes"], part["dice_low"], part["dice_high"], color=line.get_color(), alpha=0.15)
         ax.set(title=task, xlabel="training minutes", ylabel="per-patient Dice (mean of labels)", ylim=(0, 1))
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -237,13 +264,23 @@ def main() -> None:
     together = "one after the other" if args.sequential else "concurrently"
     where = f"{args.threads} thread(s) per run" if args.device == "cpu" else f"on {args.device}"
     print(f"\nPer-patient Dice on held-out patients (slices pooled), {where}, arms trained {together}\n")
-    print("| task | minutes | arm | checkpoint | mean Dice | whole tumour | patients | iterations |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| task | minutes | arm | checkpoint | mean Dice (95 % interval) | whole tumour | lead over plain (95 % interval) "
+          "| ahead on | patients | iterations |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+
+    def spread(r: dict, key: str, low: str, high: str, form: str) -> str:  # rows of earlier runs lack the interval
+        if pd.isna(r.get(key)):
+            return "-"
+        if pd.isna(r.get(low)):
+            return format(r[key], form)
+        return f"{r[key]:{form}} ({r[low]:{form}} to {r[high]:{form}})"
+
     for r in rows:
         wt = f"{r['dice_whole_tumour']:.3f}" if pd.notna(r.get("dice_whole_tumour")) else "-"
         checkpoint = r.get("checkpoint") if isinstance(r.get("checkpoint"), str) else "best"  # rows of runs before the column
-        print(f"| {r['task']} | {r['minutes']:g} | {r['arm']} | {checkpoint} | {r['dice_mean']:.3f} | {wt} "
-              f"| {r['patients']} | {r['iterations']} |")
+        ahead = f"{int(r['ahead_on'])}/{r['patients']}" if pd.notna(r.get("ahead_on")) else "-"
+        print(f"| {r['task']} | {r['minutes']:g} | {r['arm']} | {checkpoint} | {spread(r, 'dice_mean', 'dice_low', 'dice_high', '.3f')} | {wt} "
+              f"| {spread(r, 'lead', 'lead_low', 'lead_high', '+.3f')} | {ahead} | {r['patients']} | {r['iterations']} |")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,43 @@
+"""bench/bench_quality.py's comparison of an arm with the plain recipe, patient by patient."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "bench_quality.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_quality", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_interval_holds_the_mean_and_narrows_with_patients():
+    bench = _bench()
+    rng = np.random.default_rng(1)
+    few, many = rng.uniform(0, 1, 9), rng.uniform(0, 1, 400)
+    low, high = bench.interval(few)
+    assert low < few.mean() < high
+    many_low, many_high = bench.interval(many)
+    assert many_high - many_low < (high - low) / 3
+    assert bench.interval(np.full(9, 0.5)) == (0.5, 0.5)
+
+
+def test_paired_matches_patients_by_name_not_by_row():
+    bench = _bench()
+    ours = pd.DataFrame({"patient": ["a", "b", "c", "d"], "dice_mean": [0.9, 0.2, 0.6, 0.5]})
+    plain = pd.DataFrame({"patient": ["d", "c", "b", "a", "e"], "dice_mean": [0.4, 0.7, 0.1, 0.5, 0.3]})
+    result = bench.paired(ours, plain)
+    # leads: a +0.4, b +0.1, c -0.1, d +0.1 (patient e is scored by one arm only)
+    assert result["lead"] == pytest.approx(0.125)
+    assert result["ahead_on"] == 3
+    assert result["lead_low"] <= result["lead"] <= result["lead_high"]
+    assert result["lead_low"] >= -0.1 and result["lead_high"] <= 0.4
+
