@@ -1,0 +1,99 @@
+"""Would a tumour threshold other than the argmax's 0.5 help figshare_2d, chosen honestly?
+
+Reads the held-out predictions of a `bench_quality` figshare run made again with
+`segpipe infer --probabilities` (one PNG mask and one `<case>_probabilities.npy` per slice,
+every fold's held-out slices into one folder), and scores per patient, slices pooled, keeping
+the largest component as `figshare_2d` does:
+
+- each fixed threshold on all 9 patients (a choice made on the scored patients: flattering);
+- cross-fitted: for each fold, the threshold that scores best on the other folds' held-out
+  patients (predicted by their own fold models), applied to this fold's patients.
+
+    R=/tmp/bench_quality/figshare_2d/10min
+    for k in 0 1 2 3 4; do
+      segpipe infer -m $R/figshare_2d/fold_$k -i $R/held_out/fold_$k -o /tmp/probs --checkpoint last \
+        --precision fp32 --probabilities -q
+    done
+    python bench/bench_threshold.py --pred /tmp/probs --splits $R/../prepared/splits.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from scipy import ndimage
+
+from segpipe.data.mat_file import read_mat_field, read_mat_header
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "figshare_format_lgg"
+THRESHOLDS = (0.5, 0.4, 0.3, 0.2, 0.15, 0.1)
+
+
+def largest(mask: np.ndarray) -> np.ndarray:
+    """The largest connected component of `mask` (all of it when it has one or none)."""
+    labels, count = ndimage.label(mask)
+    if count < 2:
+        return mask
+    sizes = ndimage.sum(mask, labels, range(1, count + 1))
+    return labels == 1 + int(np.argmax(sizes))
+
+
+def counts(pred: Path, data: Path, splits: list[dict]) -> pd.DataFrame:
+    """Per slice: patient, fold, reference size, and true positives and predicted size per threshold."""
+    fold_of = {case: k for k, split in enumerate(splits) for case in split["val"]}
+    rows = []
+    for png in sorted(pred.glob("*.png")):
+        case = png.stem
+        tumour = np.load(pred / f"{case}_probabilities.npy")[..., 1]
+        if tumour.shape != np.asarray(Image.open(png)).shape:
+            raise SystemExit(f"{png}: probabilities and mask differ in shape")
+        reference = read_mat_field(data / f"{case}.mat", "tumorMask") > 0
+        row = {"patient": read_mat_header(data / f"{case}.mat")["pid"], "fold": fold_of[case], "reference": reference.sum()}
+        for threshold in THRESHOLDS:
+            mask = largest(tumour > threshold)
+            row[f"tp_{threshold}"], row[f"pred_{threshold}"] = (mask & reference).sum(), mask.sum()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def per_patient(slices: pd.DataFrame) -> pd.DataFrame:
+    """Per-patient Dice (slices pooled) at every threshold."""
+    pooled = slices.groupby(["fold", "patient"]).sum(numeric_only=True).reset_index()
+    for threshold in THRESHOLDS:
+        pooled[threshold] = 2 * pooled[f"tp_{threshold}"] / (pooled[f"pred_{threshold}"] + pooled["reference"])
+    return pooled[["fold", "patient", *THRESHOLDS]]
+
+
+def cross_fitted(patients: pd.DataFrame) -> pd.DataFrame:
+    """Each fold's patients scored at the threshold that the other folds' patients prefer."""
+    parts = []
+    for fold, own in patients.groupby("fold"):
+        others = patients[patients["fold"] != fold]
+        chosen = max(THRESHOLDS, key=lambda t: others[t].mean())
+        parts.append(pd.DataFrame({"patient": own["patient"], "fold": fold, "threshold": chosen,
+                                   "dice": own[chosen], "dice_argmax": own[0.5]}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pred", type=Path, required=True, help="infer output with --probabilities, all folds")
+    parser.add_argument("--splits", type=Path, required=True, help="the run's prepared splits.json")
+    parser.add_argument("--data", type=Path, default=DATA)
+    args = parser.parse_args()
+    patients = per_patient(counts(args.pred, args.data, json.loads(args.splits.read_text())))
+    print("| tumour threshold | " + " | ".join(f"{t:g}" for t in THRESHOLDS) + " |")
+    print("|---|" + "---:|" * len(THRESHOLDS))
+    print("| mean Dice, 9 patients | " + " | ".join(f"{patients[t].mean():.3f}" for t in THRESHOLDS) + " |")
+    fitted = cross_fitted(patients)
+    print(f"\ncross-fitted: {fitted['dice'].mean():.3f} against {fitted['dice_argmax'].mean():.3f} at 0.5 "
+          f"(thresholds chosen per fold: {', '.join(f'{t:g}' for t in fitted.groupby('fold')['threshold'].first())})")
+
+
+if __name__ == "__main__":
+    main()
