@@ -26,47 +26,32 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from scipy import ndimage
 
 from segpipe.data.mat_file import read_mat_field, read_mat_header
+from segpipe.metrics.overlap import OverlapTally
+from segpipe.transforms.postprocess import keep_largest_component
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "figshare_format_lgg"
 THRESHOLDS = (0.5, 0.4, 0.3, 0.2, 0.15, 0.1)
 
 
-def largest(mask: np.ndarray) -> np.ndarray:
-    """The largest connected component of `mask` (all of it when it has one or none)."""
-    labels, count = ndimage.label(mask)
-    if count < 2:
-        return mask
-    sizes = ndimage.sum(mask, labels, range(1, count + 1))
-    return labels == 1 + int(np.argmax(sizes))
-
-
-def counts(pred: Path, data: Path, splits: list[dict]) -> pd.DataFrame:
-    """Per slice: patient, fold, reference size, and true positives and predicted size per threshold."""
+def per_patient(pred: Path, data: Path, splits: list[dict]) -> pd.DataFrame:
+    """Per-patient Dice (slices pooled, as `evaluate` pools them) at every threshold, each mask
+    cleaned up as `infer` does for figshare_2d (`infer.keep_largest: [1]`)."""
     fold_of = {case: k for k, split in enumerate(splits) for case in split["val"]}
-    rows = []
+    tallies: dict[tuple[int, str], dict[float, OverlapTally]] = {}
     for png in sorted(pred.glob("*.png")):
         case = png.stem
         tumour = np.load(pred / f"{case}_probabilities.npy")[..., 1]
         if tumour.shape != np.asarray(Image.open(png)).shape:
             raise SystemExit(f"{png}: probabilities and mask differ in shape")
         reference = read_mat_field(data / f"{case}.mat", "tumorMask") > 0
-        row = {"patient": read_mat_header(data / f"{case}.mat")["pid"], "fold": fold_of[case], "reference": reference.sum()}
-        for threshold in THRESHOLDS:
-            mask = largest(tumour > threshold)
-            row[f"tp_{threshold}"], row[f"pred_{threshold}"] = (mask & reference).sum(), mask.sum()
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def per_patient(slices: pd.DataFrame) -> pd.DataFrame:
-    """Per-patient Dice (slices pooled) at every threshold."""
-    pooled = slices.groupby(["fold", "patient"]).sum(numeric_only=True).reset_index()
-    for threshold in THRESHOLDS:
-        pooled[threshold] = 2 * pooled[f"tp_{threshold}"] / (pooled[f"pred_{threshold}"] + pooled["reference"])
-    return pooled[["fold", "patient", *THRESHOLDS]]
+        patient = (fold_of[case], read_mat_header(data / f"{case}.mat")["pid"])
+        for threshold, tally in tallies.setdefault(patient, {t: OverlapTally() for t in THRESHOLDS}).items():
+            mask = keep_largest_component((tumour > threshold).astype(np.uint8), [1]) > 0
+            tally.add(mask, reference, (1.0, 1.0), distances=False)
+    return pd.DataFrame([{"fold": fold, "patient": pid, **{t: tally.scores()["dice"] for t, tally in by_threshold.items()}}
+                         for (fold, pid), by_threshold in tallies.items()])
 
 
 def cross_fitted(patients: pd.DataFrame) -> pd.DataFrame:
@@ -86,7 +71,7 @@ def main() -> None:
     parser.add_argument("--splits", type=Path, required=True, help="the run's prepared splits.json")
     parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args()
-    patients = per_patient(counts(args.pred, args.data, json.loads(args.splits.read_text())))
+    patients = per_patient(args.pred, args.data, json.loads(args.splits.read_text()))
     print("| tumour threshold | " + " | ".join(f"{t:g}" for t in THRESHOLDS) + " |")
     print("|---|" + "---:|" * len(THRESHOLDS))
     print("| mean Dice, 9 patients | " + " | ".join(f"{patients[t].mean():.3f}" for t in THRESHOLDS) + " |")
