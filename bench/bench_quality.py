@@ -21,7 +21,9 @@ segpipe's arms are scored with their last checkpoint (`--checkpoint last`): the 
 patients are each fold's validation patients, so the best checkpoint would be chosen on the
 very patients it is scored on (on figshare_2d that flattered segpipe by 0.02-0.08; on msd_2d the
 best was the last). The plain recipe keeps no best either. `--checkpoint best` shows the
-flattering number.
+flattering number. For the same reason, a fold whose fit chose a foreground threshold on its
+validation patients (train.threshold_grid, as figshare_2d) segments its held-out patients at the
+median of the other folds' choices (`infer --threshold`), never at its own.
 
 Runs into the same --work folder add up in results.csv (a task, budget and arm run again
 replaces its row), so tasks can be given different budgets by separate runs.
@@ -113,6 +115,30 @@ def paired(ours, plain) -> dict:
     return {"lead": float(lead.mean()), "lead_low": low, "lead_high": high, "ahead_on": int((lead > 0).sum())}
 
 
+def validated_threshold(model: Path, checkpoint: str) -> float | None:
+    """The foreground threshold a fold's `checkpoint` was validated with (train.threshold_grid), from
+    metrics.csv: the last validation's for last.pt, the best epoch's for best.pt; None without one."""
+    import pandas as pd
+
+    metrics = pd.read_csv(model / "metrics.csv")
+    if "val_threshold" not in metrics:
+        return None
+    rows = metrics[metrics["val_threshold"].notna()]
+    if checkpoint == "best":
+        rows = rows[rows["val_dice_mean"] == rows["val_dice_mean"].max()].head(1)
+    return float(rows["val_threshold"].iloc[-1]) if len(rows) else None
+
+
+def cross_fitted(chosen: dict[int, float | None], fold: int) -> float | None:
+    """The threshold to segment `fold`'s held-out patients with: the median of the other folds'
+    choices, so that it is never chosen on the patients it is scored on. With one fold, its
+    own (flattering: the caller's table says so); None where no fold chose one."""
+    others = [t for k, t in chosen.items() if k != fold and t is not None]
+    if not others:
+        return chosen.get(fold)
+    return float(np.median(others))
+
+
 def _segpipe(*args: object) -> list[str]:
     return [sys.executable, "-m", "segpipe", *map(str, args)]
 
@@ -164,14 +190,20 @@ def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[s
                 procs[PLAIN].wait()
         if any(p.wait() != 0 for p in procs.values()):
             sys.exit(f"{name}, {minutes:g} min, fold {fold}: a training run failed")
-        held_out = _held_out(task, splits, fold, run_dir / "held_out" / f"fold_{fold}")
-        for arm in arms:
-            model = run_dir / arm / f"fold_{fold}"
-            subprocess.run(_segpipe("infer", "-m", model, "-i", held_out, "-o", run_dir / arm / "pred", "-q",
-                                    "--precision", "fp32", "--threads", threads, "--checkpoint", checkpoint, "--device", device),
-                           check=True, env=env)
-            iterations[arm] += int(pd.read_csv(model / "metrics.csv")["iterations"].sum())
         iterations[PLAIN] += json.loads(stats.read_text())["iterations"]
+    trained = folds if folds is not None else task["folds"]
+    applied = {arm: {} for arm in arms}
+    for arm in arms:
+        chosen = {fold: validated_threshold(run_dir / arm / f"fold_{fold}", checkpoint) for fold in trained}
+        for fold in trained:
+            model = run_dir / arm / f"fold_{fold}"
+            held_out = _held_out(task, splits, fold, run_dir / "held_out" / f"fold_{fold}")
+            applied[arm][fold] = threshold = cross_fitted(chosen, fold)
+            extra = ["--threshold", threshold] if threshold is not None else []
+            subprocess.run(_segpipe("infer", "-m", model, "-i", held_out, "-o", run_dir / arm / "pred", "-q",
+                                    "--precision", "fp32", "--threads", threads, "--checkpoint", checkpoint, "--device", device,
+                                    *extra), check=True, env=env)
+            iterations[arm] += int(pd.read_csv(model / "metrics.csv")["iterations"].sum())
     tables = {}
     for arm, pred in [*((a, run_dir / a / "pred") for a in arms), (PLAIN, run_dir / "plain" / "pred")]:
         report = run_dir / f"report_{arm.split()[0]}"
@@ -187,6 +219,9 @@ def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[s
             row["dice_whole_tumour"] = table["dice_whole_tumour"].mean()
         if arm != PLAIN:
             row.update(paired(table, tables[PLAIN]))
+            if any(v is not None for v in applied[arm].values()):
+                own = "chosen on these patients: " if len(applied[arm]) == 1 else ""
+                row["thresholds"] = own + "/".join("argmax" if v is None else f"{v:g}" for v in applied[arm].values())
         rows.append(row)
     return rows
 
@@ -264,9 +299,9 @@ def main() -> None:
     together = "one after the other" if args.sequential else "concurrently"
     where = f"{args.threads} thread(s) per run" if args.device == "cpu" else f"on {args.device}"
     print(f"\nPer-patient Dice on held-out patients (slices pooled), {where}, arms trained {together}\n")
-    print("| task | minutes | arm | checkpoint | mean Dice (95 % interval) | whole tumour | lead over plain (95 % interval) "
-          "| ahead on | patients | iterations |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| task | minutes | arm | checkpoint | threshold per fold | mean Dice (95 % interval) | whole tumour "
+          "| lead over plain (95 % interval) | ahead on | patients | iterations |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
 
     def spread(r: dict, key: str, low: str, high: str, form: str) -> str:  # rows of earlier runs lack the interval
         if pd.isna(r.get(key)):
@@ -279,7 +314,8 @@ def main() -> None:
         wt = f"{r['dice_whole_tumour']:.3f}" if pd.notna(r.get("dice_whole_tumour")) else "-"
         checkpoint = r.get("checkpoint") if isinstance(r.get("checkpoint"), str) else "best"  # rows of runs before the column
         ahead = f"{int(r['ahead_on'])}/{r['patients']}" if pd.notna(r.get("ahead_on")) else "-"
-        print(f"| {r['task']} | {r['minutes']:g} | {r['arm']} | {checkpoint} | {spread(r, 'dice_mean', 'dice_low', 'dice_high', '.3f')} | {wt} "
+        thresholds = r.get("thresholds") if isinstance(r.get("thresholds"), str) else "argmax"
+        print(f"| {r['task']} | {r['minutes']:g} | {r['arm']} | {checkpoint} | {thresholds} | {spread(r, 'dice_mean', 'dice_low', 'dice_high', '.3f')} | {wt} "
               f"| {spread(r, 'lead', 'lead_low', 'lead_high', '+.3f')} | {ahead} | {r['patients']} | {r['iterations']} |")
 
 

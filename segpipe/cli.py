@@ -306,6 +306,10 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
               help="Keep only the largest connected component of these labels.")
 @click.option("--min-size", type=click.IntRange(min=0), default=None,
               help="Remove connected components smaller than this many voxels. [default: 0]")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Foreground where the summed foreground probability (for region models, each region's) exceeds "
+                   "this. [default: the threshold the checkpoint was validated with (train.threshold_grid, as in "
+                   "figshare_2d; the mean over an ensemble's folds), else infer.threshold, else the argmax]")
 @click.option("--skip-empty/--no-skip-empty", default=None,
               help="Skip windows that hold only background (zeros after normalisation). [default: on]")
 @click.option("--channels-last/--no-channels-last", default=None, help="Channels-last memory format for the network and windows. [default: on]")
@@ -328,6 +332,7 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
           overlap: float | None, mode: str | None, sw_batch_size: int | None, device: str | None,
           checkpoint: str | None, precision: str | None, threads: int | None, tta: bool | None, folds: str | None,
           shard: str | None, probabilities: bool, dicom_seg: bool, rtstruct: bool, keep_largest: str | None, min_size: int | None,
+          threshold: float | None,
           skip_empty: bool | None, channels_last: bool | None, reuse_memory: bool | None, fuse: bool | None,
           overwrite: bool, keep_going: bool, strict: bool, uncertainty: bool, labels: Path | None,
           quiet: bool) -> None:
@@ -353,7 +358,7 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
         "sw_batch_size": sw_batch_size, "device": device, "checkpoint": checkpoint, "precision": precision,
         "threads": threads, "tta": tta, "keep_largest": _parse_ints(keep_largest, "--keep-largest"),
         "min_component_size": min_size, "skip_empty": skip_empty, "channels_last": channels_last,
-        "fuse": fuse, "reuse_memory": reuse_memory,
+        "fuse": fuse, "reuse_memory": reuse_memory, "threshold": threshold,
     }
     click.get_current_context().with_resource(guard_outputs("infer", [output_dir], [*inputs, model_dir, labels]))
     result = run(model_dir, list(inputs), output_dir, overrides, sliding_window=sliding_window, overwrite=overwrite,
@@ -363,13 +368,16 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
                                "failed": [{"input": p, "error": e} for p, e in result.failed],
                                "refused": [{"input": p, "error": e} for p, e in result.refused],
                                "seconds_per_case": round(result.seconds_per_case, 3), "precision": result.precision,
+                               "threshold": result.threshold,
                                "cases_csv": result.cases_csv, "cases": result.cases}
     if labels is None and emit_json(summary):
         pass
     elif not quiet:
         click.echo(
             f"wrote {len(result.written)} mask(s) to {output_dir}"
-            + (f", {result.seconds_per_case:.1f} s per case ({result.precision})" if result.written else "")
+            + (f", {result.seconds_per_case:.1f} s per case ({result.precision}"
+               + (f", threshold {result.threshold:g}" if result.threshold is not None else "") + ")"
+               if result.written else "")
             + (f"; skipped {len(result.skipped)} existing (use --overwrite)" if result.skipped else "")
         )
     if not quiet and not meta("segpipe.json"):

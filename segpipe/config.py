@@ -86,6 +86,9 @@ class TrainConfig:
     budget_validations: int = 5  # with max_seconds: validations (and checkpoints) to fit within the budget
     warmup: float = 0.05  # with max_seconds: share of the budget over which the learning rate rises linearly
     all_cases: bool = False  # train on every case, no validation fold (best.pt = last.pt)
+    # candidate foreground thresholds (infer.threshold), the preferred first: each validation scores
+    # them all on the validation patients and its checkpoint keeps the best, which infer applies; []: none
+    threshold_grid: list[float] = field(default_factory=list)
     seed: int = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms; exact resume
     device: str = "cpu"
@@ -119,6 +122,9 @@ class InferConfig:
     reuse_memory: bool = True  # CPU: keep freed memory for reuse instead of returning it to the system
     keep_largest: list[int] = field(default_factory=list)  # labels reduced to their largest component
     min_component_size: int = 0  # components of any label smaller than this (voxels) are removed
+    # foreground where the summed foreground probability (regions: each region's sigmoid) exceeds this;
+    # None: the argmax (0.5 for one label). A checkpoint tuned by train.threshold_grid brings its own
+    threshold: float | None = None
 
 
 @dataclass

@@ -98,6 +98,11 @@ def _labels(value: Any, _cfg: Any) -> str | None:
     return f"label values must be between 0 and {MAX_LABEL_VALUE}, got {bad[0]}" if bad else None
 
 
+def _fractions(value: Any, _cfg: Any) -> str | None:
+    bad = [v for v in value or [] if not 0 < v < 1]
+    return f"values must lie between 0 and 1 (exclusive), got {bad}" if bad else None
+
+
 def _dims(cfg: Any) -> int:
     return cfg.model.spatial_dims
 
@@ -159,6 +164,8 @@ RULES: dict[str, Rule] = {
     "infer.threads": _num(0, MAX_THREADS),
     "infer.keep_largest": _labels,
     "infer.min_component_size": _num(0),
+    "infer.threshold": _num(0, 1, low_open=True, high_open=True),
+    "train.threshold_grid": _fractions,
     "evaluate.regions": _labels,
     "evaluate.patient_pattern": _regex(need_patient=True),
 }

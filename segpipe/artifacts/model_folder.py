@@ -83,7 +83,10 @@ class ModelFolder:
         except RuntimeError as exc:
             raise SegpipeError(f"{path}: weights do not fit the network ({str(exc).splitlines()[0]})") from None
         net.eval()
-        return TrainedModel(self, network, net, path)
+        threshold = state.get("threshold")
+        if threshold is not None and not 0 < threshold < 1:
+            raise SegpipeError(f"{path}: threshold {threshold} is not between 0 and 1")
+        return TrainedModel(self, network, net, path, None if threshold is None else float(threshold))
 
 
 @dataclass
@@ -94,6 +97,7 @@ class TrainedModel:
     network: dict[str, Any]
     net: nn.Module
     checkpoint: Path
+    threshold: float | None = None  # chosen on the validation patients (train.threshold_grid), else None
 
     @property
     def root(self) -> Path:

@@ -136,8 +136,19 @@ _ORIENTATION_LABELS = [["L", "R"], ["P", "A"], ["I", "S"]]
 _READERS = {"slices": "PILReader"}  # other layouts: MONAI picks the reader from the file suffix
 
 
+def _decision(model: TrainedModel) -> dict[str, Any]:
+    """The bundle's step from logits to labels: argmax, or the model's foreground threshold as `infer` applies it."""
+    threshold = model.threshold if model.threshold is not None else model.config.infer.threshold
+    if threshold is None:
+        return {"_target_": "AsDiscreted", "keys": "pred", "argmax": True}
+    return {"_target_": "Lambdad", "keys": "pred",
+            "func": f"$lambda p: torch.where(1 - torch.softmax(p, 0)[:1] > {float(threshold)!r}, "
+                    "p[1:].argmax(0, keepdim=True) + 1, 0)"}
+
+
 def bundle_inference_config(model: TrainedModel) -> dict[str, Any]:
-    """`configs/inference.json`: segpipe's preprocessing, sliding window, argmax, inverse, save.
+    """`configs/inference.json`: segpipe's preprocessing, sliding window, argmax (or the model's
+    foreground threshold), inverse, save.
 
     The chain is `segpipe.transforms.preprocessing.preprocessing_chain` written out in MONAI
     bundle syntax (no segpipe import at run time), from the model folder's plan.json.
@@ -183,7 +194,7 @@ def bundle_inference_config(model: TrainedModel) -> dict[str, Any]:
         "postprocessing": {
             "_target_": "Compose",
             "transforms": [
-                {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+                _decision(model),
                 {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
                  "nearest_interp": True, "to_tensor": True},
                 {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir",
@@ -222,7 +233,8 @@ def bundle_metadata(model: TrainedModel) -> dict[str, Any]:
         "task": "Brain tumour segmentation",
         "description": (
             f"A {dims}D {network['name']} trained with segpipe ({model.checkpoint.name}). Runs without segpipe: "
-            "MONAI preprocessing, sliding-window inference of the TorchScript model, argmax, inverse "
+            "MONAI preprocessing, sliding-window inference of the TorchScript model, argmax (or the foreground threshold "
+            "segpipe validated the model with), inverse "
             "preprocessing onto the input's grid, NIfTI output."
         ),
         "authors": "segpipe",

@@ -247,6 +247,7 @@ class Run:
     plan: Plan = field(default_factory=lambda: Plan(labels={}))  # the prepared dataset's plan.json
     budget: dict[str, float] | None = None  # the BudgetPlan of a time-budgeted run
     tune: finetune.FineTune = field(default_factory=finetune.FineTune)  # what --init-from kept, what it freezes
+    threshold: float | None = None  # the last validation's choice from train.threshold_grid, kept in checkpoints
 
 
 def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.device, resume: bool, quiet: bool) -> Run:
@@ -282,6 +283,9 @@ def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.
     tune = finetune.prepare(model, t, spec, labels, model_dir, resume=resume, write=d.main, distributed=d.enabled)
     if tune.record is not None and not resume and not quiet:
         tqdm.write(tune.record["note"])
+    if t.threshold_grid and not val_ids and not quiet:
+        tqdm.write("train.threshold_grid: no validation patients to choose a threshold on; infer will apply "
+                   f"infer.threshold ({cfg.infer.threshold if cfg.infer.threshold is not None else 'the argmax'})")
     optimizer = make_optimizer(tune.param_groups(model, t.lr), t)
     run = Run(cfg, model_dir, device, d, quiet, spec, labels, scored, label_structures(label_ids, names), chain,
               model, model, optimizer, make_scheduler(optimizer, t), Precision(t.precision, device),
@@ -308,6 +312,7 @@ def _load_state(run: Run) -> None:
         raise SegpipeError(f"{last}: cannot resume from this checkpoint ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     run.start_epoch = ckpt["epoch"] + 1
+    run.threshold = ckpt.get("threshold")
     run.selection = ModelSelection(ckpt["best_metric"], ckpt["best_epoch"], ckpt.get("stale_validations", 0))
     if (run.model_dir / "metrics.csv").is_file():
         try:
@@ -395,10 +400,10 @@ def _validation_seconds(run: Run) -> float:
     return run.d.broadcast(seconds)
 
 
-def _validate(run: Run, cases: list[dict[str, Any]]) -> dict[str, float]:
+def _validate(run: Run, cases: list[dict[str, Any]]) -> dict[str, Any]:
     t = run.cfg.train
     return validate(run.model, cases, run.cfg.infer, t.patch_size, run.scored, run.label_structures, run.device,
-                    run.precision, run.spec, run.chain)
+                    run.precision, run.spec, run.chain, t.threshold_grid)
 
 
 def _train_step(run: Run, batch: dict[str, Any]) -> float:
@@ -440,6 +445,8 @@ def _validation_step(run: Run, row: dict[str, Any], epoch: int) -> bool:
         row["val_dice_mean"] = metric = per["mean"]
         for name in run.scored:
             row[f"val_dice_{name}"] = per[name]
+        if run.cfg.train.threshold_grid:
+            row["val_threshold"] = run.threshold = per["threshold"]
     return run.selection.observe(run.d.broadcast(metric), epoch + 1)
 
 
@@ -453,6 +460,8 @@ def _checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
     }
     if run.budget:
         state["budget"] = run.budget
+    if run.threshold is not None:
+        state["threshold"] = run.threshold
     return state
 
 

@@ -41,6 +41,7 @@ class InferResult:
     failed: list[tuple[Path, str]] = field(default_factory=list)  # with keep_going: (input, error)
     seconds_per_case: float = 0.0
     precision: str = ""  # the arithmetic that ran (what "auto" chose)
+    threshold: float | None = None  # the foreground threshold applied (None: the argmax)
     refused: list[tuple[Path, str]] = field(default_factory=list)  # with strict: out-of-distribution cases not segmented
     warnings: list[str] = field(default_factory=list)  # one line per out-of-distribution flag
     cases: list[dict[str, Any]] = field(default_factory=list)  # the rows of cases.csv written by this run
@@ -96,6 +97,13 @@ class Segmenter:
                                       self.regions is not None, sliding_window, self.device)[0]
 
 
+def tuned_threshold(models: list[TrainedModel], configured: float | None) -> float | None:
+    """The foreground threshold the checkpoints were validated with (train.threshold_grid), their
+    mean for an ensemble of folds; `configured` (infer.threshold) when none carries one."""
+    tuned = [m.threshold for m in models if m.threshold is not None]
+    return round(sum(tuned) / len(tuned), 4) if tuned else configured
+
+
 def region_chain_of(model: TrainedModel) -> RegionChain | None:
     """The nested regions a model predicts (model.targets: regions, as fit recorded them), else None."""
     if model.config.model.targets != "regions":
@@ -107,7 +115,7 @@ def predict_labels(segmenter: Segmenter, image: torch.Tensor, sliding_window: bo
     """Labels (1, ...) of a preprocessed channel-first image (argmax, or nested regions decoded
     into the dataset's label values), and the probabilities, both on the CPU."""
     probs = segmenter.probabilities(image, sliding_window)
-    return labels_of(probs, segmenter.regions).cpu(), probs.cpu()
+    return labels_of(probs, segmenter.regions, segmenter.icfg.threshold).cpu(), probs.cpu()
 
 
 def prepare(segmenter: Segmenter, case: Case) -> dict[str, Any]:
@@ -213,6 +221,8 @@ def infer(
         keep_freed_memory()  # before any large allocation: later it no longer takes effect
     models = load_models(model_dir, overrides.get("checkpoint"), folds)
     icfg = merge_dict(models[0].config, {"infer": overrides}, "command line").infer
+    if "threshold" not in overrides:
+        icfg.threshold = tuned_threshold(models, icfg.threshold)
     segmenter = Segmenter(models, icfg)
     index, count = parse_shard(shard)
     found = discover_inputs(inputs)
@@ -226,7 +236,7 @@ def infer(
         remove_stale_partials(out)  # left by a run killed mid-write; live writers' files are kept
     except OSError as exc:
         raise SegpipeError(f"{out}: cannot write to the output folder ({exc.strerror})") from None
-    result = InferResult(precision=segmenter.precision)
+    result = InferResult(precision=segmenter.precision, threshold=icfg.threshold)
     qc = segmenter.qc = InferQC(segmenter.plan, segmenter.network, _regions(models[0]), segmenter.precision,
                                 strict=strict, uncertainty=uncertainty, region_outputs=segmenter.regions)
     slice_patient = patient_regex(models[0].config.preprocess.patient_pattern)

@@ -90,4 +90,6 @@ def selection_caution(patients: int) -> str:
 def console_line(row: dict[str, Any], epochs: int) -> str:
     """The line printed after an epoch."""
     dice = f", val Dice {row['val_dice_mean']:.3f}" if "val_dice_mean" in row else ""
+    if "val_threshold" in row:
+        dice += f" at threshold {row['val_threshold']:g}"
     return f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f}{dice} ({row['seconds']:.1f} s)"
