@@ -718,6 +718,28 @@ def _(root: Path, fx: Fixtures) -> Kind:
     return Kind(["infer", "-m", model, "-i", root / "in", "-o", root / "out"], root / "out", (str(best), "'model' holds list"))
 
 
+@kind(7, "checkpoint-threshold-mistyped-at-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    model = copy_model(fx, root / "model")
+    best = model / "checkpoints" / "best.pt"
+    state = torch.load(best, weights_only=True)
+    state["threshold"] = "low"
+    torch.save(state, best)
+    image_in(root / "in")
+    return Kind(["infer", "-m", model, "-i", root / "in", "-o", root / "out"], root / "out", (str(best), "'threshold' holds str"))
+
+
+@kind(7, "checkpoint-threshold-out-of-range-at-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    model = copy_model(fx, root / "model")
+    best = model / "checkpoints" / "best.pt"
+    state = torch.load(best, weights_only=True)
+    state["threshold"] = 7.0
+    torch.save(state, best)
+    image_in(root / "in")
+    return Kind(["infer", "-m", model, "-i", root / "in", "-o", root / "out"], root / "out", (str(best), "threshold 7.0", "between 0 and 1"))
+
+
 @kind(7, "overlap-one-in-model-config")
 def _(root: Path, fx: Fixtures) -> Kind:
     model = copy_model(fx, root / "model")
@@ -779,6 +801,8 @@ def _fit_set(key_value: str, *words: str) -> Callable[[Path, Fixtures], Kind]:
 
 kind(7, "lr-nan")(_fit_set("train.lr=.nan", "finite"))
 kind(7, "num-workers-negative")(_fit_set("train.num_workers=-1", ">= 0"))
+kind(7, "threshold-grid-above-one")(_fit_set("train.threshold_grid=[0.5,1.5]", "between 0 and 1", "1.5"))
+kind(7, "threshold-zero")(_fit_set("infer.threshold=0", "> 0"))
 
 # ---------------------------------------------------------------- 8. nonsense accepted with exit 0
 

@@ -41,3 +41,22 @@ def test_paired_matches_patients_by_name_not_by_row():
     assert result["lead_low"] <= result["lead"] <= result["lead_high"]
     assert result["lead_low"] >= -0.1 and result["lead_high"] <= 0.4
 
+
+
+def test_a_fold_is_segmented_at_the_other_folds_median_threshold(tmp_path):
+    bench = _bench()
+    assert bench.cross_fitted({0: 0.1, 1: 0.3, 2: 0.15, 3: 0.5}, 0) == pytest.approx(0.3)
+    assert bench.cross_fitted({0: 0.1, 1: 0.3, 2: 0.15, 3: 0.5}, 3) == pytest.approx(0.15)
+    assert bench.cross_fitted({0: 0.1, 1: None, 2: 0.2}, 0) == pytest.approx(0.2)  # folds without a choice left out
+    assert bench.cross_fitted({0: 0.2}, 0) == 0.2  # one fold: its own, which the table marks
+    assert bench.cross_fitted({0: None, 1: None}, 1) is None
+
+
+def test_the_threshold_of_a_checkpoint_is_its_validations(tmp_path):
+    bench = _bench()
+    pd.DataFrame({"epoch": [1, 2, 3, 4], "val_dice_mean": [0.4, 0.7, None, 0.6],
+                  "val_threshold": [0.5, 0.2, None, 0.3]}).to_csv(tmp_path / "metrics.csv", index=False)
+    assert bench.validated_threshold(tmp_path, "last") == 0.3
+    assert bench.validated_threshold(tmp_path, "best") == 0.2
+    pd.DataFrame({"epoch": [1], "val_dice_mean": [0.4]}).to_csv(tmp_path / "metrics.csv", index=False)
+    assert bench.validated_threshold(tmp_path, "last") is None

@@ -7,6 +7,7 @@ import torch
 from segpipe.config import InferConfig
 from segpipe.networks import build_network
 from segpipe.prediction import labels_of, mean_probabilities, mirror_axes, window_logits
+from segpipe.transforms.regions import region_chain
 
 
 def _one_pass_per_copy(net, x, roi, icfg, out_channels):
@@ -43,3 +44,27 @@ def test_labels_are_the_first_of_tied_maxima():
     assert labels.dtype == torch.uint8 and labels.shape == (1, 7, 9, 5)
     assert torch.equal(labels[0].long(), probs.argmax(0))
     assert labels[0, 0, 0, 0] == 0 and labels[0, 1, 0, 0] == 2
+
+
+def test_a_threshold_decides_on_the_summed_foreground_probability():
+    # three voxels, classes background / 1 / 2
+    probs = torch.tensor([[0.7, 0.45, 0.95], [0.2, 0.3, 0.03], [0.1, 0.25, 0.02]])[..., None]
+    assert labels_of(probs, None)[0, :, 0].tolist() == [0, 0, 0]  # the argmax: background everywhere
+    assert labels_of(probs, None, 0.5)[0, :, 0].tolist() == [0, 1, 0]  # 0.55 of foreground, mostly label 1
+    assert labels_of(probs, None, 0.25)[0, :, 0].tolist() == [1, 1, 0]
+    assert labels_of(probs, None, 0.01)[0, :, 0].tolist() == [1, 1, 1]
+    assert labels_of(probs, None, 0.25).dtype == torch.uint8
+
+
+def test_with_one_label_the_threshold_is_the_tumour_probability_and_half_is_the_argmax():
+    binary = torch.softmax(torch.randn(2, 60, 40, generator=torch.Generator().manual_seed(5)), 0)
+    for t in (0.1, 0.3, 0.7):
+        assert torch.equal(labels_of(binary, None, t)[0].bool(), binary[1] > t)
+    assert torch.equal(labels_of(binary, None, 0.5), labels_of(binary, None))
+
+
+def test_a_threshold_applies_to_each_region_of_a_region_model():
+    chain = region_chain({"whole_tumour": [1, 2, 3], "tumour_core": [2, 3], "enhancing_tumour": [3]}, [1, 2, 3])
+    probs = torch.tensor([[0.9, 0.3, 0.3], [0.3, 0.3, 0.1], [0.1, 0.1, 0.1]])[..., None]  # regions x voxels
+    assert labels_of(probs, chain)[0, :, 0].tolist() == [1, 0, 0]
+    assert labels_of(probs, chain, 0.2)[0, :, 0].tolist() == [2, 2, 1]

@@ -174,3 +174,26 @@ def test_existing_output_and_bad_model_are_one_line_errors(tiny_model, tmp_path)
     result = run("export", "-m", tiny_model, "-f", "torchscript", "-o", existing, "--overwrite", "-q")
     assert result.exit_code == 0, result.output
     assert torch.jit.load(str(existing)) is not None
+
+
+@pytest.mark.parametrize("threshold", [None, 0.3])
+def test_the_bundle_decides_labels_as_infer_does(threshold, tmp_path):
+    """The bundle's step from logits to labels is the argmax, or the checkpoint's threshold."""
+    from dataclasses import replace
+
+    from monai.bundle import ConfigParser
+
+    from segpipe.pipeline.export import _decision
+    from segpipe.prediction import labels_of
+
+    folder = ModelFolder(tmp_path, tiny_config(), Plan(labels={"0": "background", "1": "a", "2": "b"}))
+    model = TrainedModel(folder, network={}, net=torch.nn.Identity(), checkpoint=tmp_path / "none.pt")
+    model = replace(model, threshold=threshold)
+    parser = ConfigParser({"imports": ["$import torch"], "step": _decision(model)})
+    step = parser.get_parsed_content("step")
+    logits = torch.randn(3, 20, 16, generator=torch.Generator().manual_seed(2)) * 3
+    got = step({"pred": logits})["pred"]
+    want = labels_of(torch.softmax(logits, 0), None, threshold)
+    assert torch.equal(torch.as_tensor(got).long(), want.long())
+    if threshold is not None:  # the threshold changes some labels here
+        assert not torch.equal(want, labels_of(torch.softmax(logits, 0), None))

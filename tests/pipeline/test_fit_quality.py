@@ -84,18 +84,34 @@ def _val_images(raw: Path, prepared: Path, out: Path, fold: int = 0) -> Path:
     return out
 
 
-@pytest.mark.parametrize("settings", [{}, {"infer.tta": "true", "infer.keep_largest": "[1]", "infer.min_component_size": "3"}],
-                         ids=["plain", "mirrored-and-cleaned"])
+@pytest.mark.parametrize("settings", [{}, {"infer.tta": "true", "infer.keep_largest": "[1]", "infer.min_component_size": "3"},
+                                      {"train.threshold_grid": "[0.5,0.3,0.1]"}],
+                         ids=["plain", "mirrored-and-cleaned", "threshold-chosen"])
 def test_best_validation_dice_equals_evaluate_on_the_fold(slice_data, tmp_path, settings):
-    """Validation predicts as infer does, with the model's own infer settings (mirroring, clean-up)."""
+    """Validation predicts as infer does, with the model's own infer settings (mirroring, clean-up,
+    the foreground threshold it chose)."""
+    from segpipe.artifacts.checkpoints import load_checkpoint
+
     raw, prepared = slice_data
     result = fit(prepared, tmp_path / "model", slice_config(**{"train.seed": "1", **settings}), quiet=True)
     metrics = pd.read_csv(tmp_path / "model" / "metrics.csv")
     best = metrics.loc[metrics["epoch"] == result.best_epoch].iloc[0]
     assert best["val_dice_mean"] == pytest.approx(result.best_metric)
+    tuned = "train.threshold_grid" in settings
+    assert ("val_threshold" in metrics) == tuned
+    stored = load_checkpoint(tmp_path / "model" / "checkpoints" / "best.pt").get("threshold")
+    assert stored == (best["val_threshold"] if tuned else None)
 
     images = _val_images(raw, prepared, tmp_path / "val_images")
-    infer(tmp_path / "model", [images], tmp_path / "pred", {"checkpoint": "best", "precision": "fp32"}, quiet=True)
+    done = infer(tmp_path / "model", [images], tmp_path / "pred", {"checkpoint": "best", "precision": "fp32"}, quiet=True)
+    assert done.threshold == stored
+    if tuned:  # a threshold given to infer wins over the checkpoint's
+        override = infer(tmp_path / "model", [images], tmp_path / "pred_high", {"precision": "fp32", "threshold": 0.97},
+                         quiet=True)
+        assert override.threshold == 0.97
+        found = [np.count_nonzero(np.asarray(Image.open(d / f.name))) for f in sorted(images.iterdir())
+                 for d in (tmp_path / "pred", tmp_path / "pred_high")]
+        assert sum(found[1::2]) < sum(found[::2])
     report = evaluate(tmp_path / "pred", raw, tmp_path / "report", EvaluateConfig())
     means = report.summary.set_index("metric")["mean"]
     assert 0.05 < means["dice_mean"] < 1.0  # predictions that are neither empty nor perfect
@@ -168,13 +184,15 @@ def test_all_cases_trains_on_every_case_with_best_equal_to_last(slice_data, tmp_
     out = tmp_path / "all"
     flags = [f"--set={k}={v}" for k, v in {"model.spatial_dims": 2, "model.filters": 4, "model.depth": 2,
                                              "train.patch_size": "[16,16]", "train.iterations_per_epoch": 2,
-                                             "train.precision": "fp32"}.items()]
-    result = run("fit", "-d", prepared, "-o", out, "--all-cases", "--epochs", "2", "-q", *flags)
+                                             "train.precision": "fp32", "train.threshold_grid": "[0.5,0.3]"}.items()]
+    result = run("fit", "-d", prepared, "-o", out, "--all-cases", "--epochs", "2", *flags)
     assert result.exit_code == 0, result.output
+    assert "no validation patients to choose a threshold on" in result.output
     metrics = pd.read_csv(out / "metrics.csv")
     assert "val_dice_mean" not in metrics.columns and len(metrics) == 2
     best, last = load_checkpoint(out / "checkpoints" / "best.pt"), load_checkpoint(out / "checkpoints" / "last.pt")
     assert best["epoch"] == last["epoch"] == 1
+    assert "threshold" not in best  # infer applies infer.threshold, the argmax here
     splits = json.loads((prepared / "splits.json").read_text())
     assert len(splits[0]["train"]) + len(splits[0]["val"]) == 16  # what --all-cases trains on
     conflict = run("fit", "-d", prepared, "-o", tmp_path / "x", "--all-cases", "--fold", "0")
