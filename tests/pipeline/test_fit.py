@@ -181,6 +181,19 @@ def test_refuses_to_overwrite_and_resumes(prepared_dataset, tmp_path):
     assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 2
 
 
+def test_a_resumed_run_keeps_its_chosen_threshold_until_it_validates_again(prepared_dataset, tmp_path):
+    out = tmp_path / "m"
+    grid = {"train.threshold_grid": "[0.5,0.3,0.1]"}
+    fit(prepared_dataset, out, tiny_config(**grid, **{"train.epochs": "1"}), quiet=True)
+    chosen = load_checkpoint(out / "checkpoints" / "last.pt")["threshold"]
+    assert chosen in (0.5, 0.3, 0.1)
+    fit(prepared_dataset, out, tiny_config(**grid, **{"train.epochs": "3", "train.val_every": "5"}), resume=True,
+        quiet=True, epochs_this_run=1)  # epoch 2: not validated
+    last = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert last["epoch"] == 1 and last["threshold"] == chosen
+    assert pd.isna(pd.read_csv(out / "metrics.csv")["val_threshold"].iloc[1])
+
+
 def test_resume_needs_a_checkpoint(prepared_dataset, tmp_path):
     with pytest.raises(SegpipeError, match="nothing to resume"):
         fit(prepared_dataset, tmp_path / "new", tiny_config(), resume=True, quiet=True)
