@@ -718,26 +718,24 @@ def _(root: Path, fx: Fixtures) -> Kind:
     return Kind(["infer", "-m", model, "-i", root / "in", "-o", root / "out"], root / "out", (str(best), "'model' holds list"))
 
 
-@kind(7, "checkpoint-threshold-mistyped-at-infer")
-def _(root: Path, fx: Fixtures) -> Kind:
-    model = copy_model(fx, root / "model")
-    best = model / "checkpoints" / "best.pt"
-    state = torch.load(best, weights_only=True)
-    state["threshold"] = "low"
-    torch.save(state, best)
-    image_in(root / "in")
-    return Kind(["infer", "-m", model, "-i", root / "in", "-o", root / "out"], root / "out", (str(best), "'threshold' holds str"))
+def _best_checkpoint_holding(key: str, value: object, *words: str) -> Callable[[Path, Fixtures], Kind]:
+    """`infer` with best.pt's `key` set to `value`: one line naming best.pt and `words`."""
+
+    def build(root: Path, fx: Fixtures) -> Kind:
+        model = copy_model(fx, root / "model")
+        best = model / "checkpoints" / "best.pt"
+        state = torch.load(best, weights_only=True)
+        state[key] = value
+        torch.save(state, best)
+        image_in(root / "in")
+        return Kind(["infer", "-m", model, "-i", root / "in", "-o", root / "out"], root / "out", (str(best), *words))
+
+    return build
 
 
-@kind(7, "checkpoint-threshold-out-of-range-at-infer")
-def _(root: Path, fx: Fixtures) -> Kind:
-    model = copy_model(fx, root / "model")
-    best = model / "checkpoints" / "best.pt"
-    state = torch.load(best, weights_only=True)
-    state["threshold"] = 7.0
-    torch.save(state, best)
-    image_in(root / "in")
-    return Kind(["infer", "-m", model, "-i", root / "in", "-o", root / "out"], root / "out", (str(best), "threshold 7.0", "between 0 and 1"))
+kind(7, "checkpoint-threshold-mistyped-at-infer")(_best_checkpoint_holding("threshold", "low", "'threshold' holds str"))
+kind(7, "checkpoint-threshold-out-of-range-at-infer")(
+    _best_checkpoint_holding("threshold", 7.0, "threshold 7.0", "between 0 and 1"))
 
 
 @kind(7, "overlap-one-in-model-config")
