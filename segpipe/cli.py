@@ -256,12 +256,13 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
     if emit_json({"models": [{"model_dir": r.model_dir, "epochs": r.epochs, "best_epoch": r.best_epoch,
                                "best_val_dice": None if r.best_metric != r.best_metric else r.best_metric,
                                "val_patients": r.val_patients, "stopped_early": r.stopped_early,
-                               "precision": r.precision} for r in results]}):
+                               "precision": r.precision, "threshold": r.threshold} for r in results]}):
         pass
     elif not quiet:
         for result in results:
             scored = result.best_metric == result.best_metric and abs(result.best_metric) != float("inf")
-            best = (f"best validation Dice {result.best_metric:.4f} at epoch {result.best_epoch}"
+            at = f" and foreground threshold {result.threshold:g}" if result.threshold is not None else ""
+            best = (f"best validation Dice {result.best_metric:.4f} at epoch {result.best_epoch}{at}"
                     f"{selection_caution(result.val_patients)}" if scored
                     else "no validation Dice was scored (no validation cases, or none with a label)")
             click.echo(f"{result.model_dir}: trained to epoch {result.epochs} in {result.precision}; {best}")

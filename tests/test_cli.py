@@ -92,7 +92,8 @@ def test_pipeline_through_the_cli(synthetic_dataset, tmp_path):
                  "--set", "train.patch_size=[16,16,16]"]
     result = run("fit", "-d", prepared, "-o", model, "--epochs", "1", "--json", "--device", "cpu", *overrides)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["models"][0]["val_patients"] == 2  # 6 patients, 3 folds
+    report = json.loads(result.output)["models"][0]
+    assert report["val_patients"] == 2 and report["threshold"] is None  # 6 patients, 3 folds; the argmax
     assert yaml.safe_load((model / "config.yaml").read_text())["train"]["device"] == "cpu"
     result = run("infer", "-m", model, "-i", synthetic_dataset, "-o", pred, "--sliding-window", "--roi-size", "16,16,16", "--overlap", "0.25")
     assert result.exit_code == 0, result.output

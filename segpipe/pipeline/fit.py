@@ -73,6 +73,7 @@ class FitResult:
     precision: str = "fp32"  # the arithmetic that trained (what "auto" chose)
     config: Config | None = None  # the resolved config, as recorded in the model folder
     val_patients: int = 0  # patients the best checkpoint was chosen on
+    threshold: float | None = None  # the foreground threshold best.pt was validated with (train.threshold_grid)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -503,8 +504,9 @@ def _train(run: Run, loader: Any, draw: Any, budget: TimeBudget, lr_schedule: Bu
             break
     s = run.selection
     last = int(run.rows[-1]["epoch"]) if run.rows else run.start_epoch
+    threshold = next((r.get("val_threshold") for r in run.rows if r["epoch"] == s.best_epoch), None)
     return FitResult(run.model_dir, last, s.best_metric, s.best_epoch, stopped_early, t.precision, run.cfg,
-                     len({c["patient"] for c in run.val_cases}))
+                     len({c["patient"] for c in run.val_cases}), None if pd.isna(threshold) else float(threshold))
 
 
 def fit_folds(prepared_dir: str | Path, model_dir: str | Path, cfg: Config, folds: list[int], *, resume: bool = False, quiet: bool = False) -> list[FitResult]:

@@ -101,6 +101,7 @@ def test_best_validation_dice_equals_evaluate_on_the_fold(slice_data, tmp_path, 
     assert ("val_threshold" in metrics) == tuned
     stored = load_checkpoint(tmp_path / "model" / "checkpoints" / "best.pt").get("threshold")
     assert stored == (best["val_threshold"] if tuned else None)
+    assert result.threshold == stored  # what fit reports
 
     images = _val_images(raw, prepared, tmp_path / "val_images")
     done = infer(tmp_path / "model", [images], tmp_path / "pred", {"checkpoint": "best", "precision": "fp32"}, quiet=True)
