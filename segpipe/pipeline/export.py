@@ -21,6 +21,7 @@ from segpipe.artifacts.model_folder import TrainedModel, load_model_folder
 from segpipe.atomic import atomic_path, write_json, write_text
 from segpipe.errors import SegpipeError
 from segpipe.outputs import LOCK_NAME
+from segpipe.transforms.regions import region_chain
 
 FORMATS = ("torchscript", "onnx", "bundle")
 ATOL = 1e-4
@@ -137,8 +138,16 @@ _READERS = {"slices": "PILReader"}  # other layouts: MONAI picks the reader from
 
 
 def _decision(model: TrainedModel) -> dict[str, Any]:
-    """The bundle's step from logits to labels: argmax, or the model's foreground threshold as `infer` applies it."""
+    """The bundle's step from logits to labels as `infer` takes it: the argmax or the model's
+    foreground threshold, or for a region model each region's sigmoid, smaller regions overriding."""
     threshold = model.threshold if model.threshold is not None else model.config.infer.threshold
+    if model.config.model.targets == "regions":
+        chain = region_chain(model.config.evaluate.regions or {}, model.plan.label_ids)
+        cut = 0.5 if threshold is None else float(threshold)
+        labels = "0"
+        for channel, label in enumerate(chain.adds):
+            labels = f"torch.where(torch.sigmoid(p[{channel}:{channel + 1}]) > {cut!r}, {label}, {labels})"
+        return {"_target_": "Lambdad", "keys": "pred", "func": f"$lambda p: {labels}"}
     if threshold is None:
         return {"_target_": "AsDiscreted", "keys": "pred", "argmax": True}
     return {"_target_": "Lambdad", "keys": "pred",

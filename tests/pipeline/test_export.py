@@ -176,24 +176,32 @@ def test_existing_output_and_bad_model_are_one_line_errors(tiny_model, tmp_path)
     assert torch.jit.load(str(existing)) is not None
 
 
+@pytest.mark.parametrize("targets", ["labels", "regions"])
 @pytest.mark.parametrize("threshold", [None, 0.3])
-def test_the_bundle_decides_labels_as_infer_does(threshold, tmp_path):
-    """The bundle's step from logits to labels is the argmax, or the checkpoint's threshold."""
+def test_the_bundle_decides_labels_as_infer_does(threshold, targets, tmp_path):
+    """The bundle's step from logits to labels is the argmax, or the checkpoint's threshold; a region
+    model's regions are decoded into the dataset's labels."""
     from dataclasses import replace
 
     from monai.bundle import ConfigParser
 
     from segpipe.pipeline.export import _decision
     from segpipe.prediction import labels_of
+    from segpipe.transforms.regions import region_chain
 
-    folder = ModelFolder(tmp_path, tiny_config(), Plan(labels={"0": "background", "1": "a", "2": "b"}))
-    model = TrainedModel(folder, network={}, net=torch.nn.Identity(), checkpoint=tmp_path / "none.pt")
+    regions = {"whole_tumour": [1, 2, 3], "tumour_core": [2, 3], "enhancing_tumour": [3]}
+    config = tiny_config(**{"model.targets": targets, "evaluate.regions": str(regions).replace("'", "")})
+    labels = {"0": "background", "1": "edema", "2": "non-enhancing", "3": "enhancing"}
+    model = TrainedModel(ModelFolder(tmp_path, config, Plan(labels=labels)), network={}, net=torch.nn.Identity(),
+                         checkpoint=tmp_path / "none.pt")
     model = replace(model, threshold=threshold)
-    parser = ConfigParser({"imports": ["$import torch"], "step": _decision(model)})
-    step = parser.get_parsed_content("step")
-    logits = torch.randn(3, 20, 16, generator=torch.Generator().manual_seed(2)) * 3
+    step = ConfigParser({"imports": ["$import torch"], "step": _decision(model)}).get_parsed_content("step")
+    logits = torch.randn(3 if targets == "regions" else 4, 20, 16, generator=torch.Generator().manual_seed(2)) * 3
+    chain = region_chain(regions, [1, 2, 3]) if targets == "regions" else None
+    probs = torch.sigmoid(logits) if chain is not None else torch.softmax(logits, 0)
     got = step({"pred": logits})["pred"]
-    want = labels_of(torch.softmax(logits, 0), None, threshold)
+    want = labels_of(probs, chain, threshold)
+    assert set(torch.unique(want).tolist()) == {0, 1, 2, 3}
     assert torch.equal(torch.as_tensor(got).long(), want.long())
     if threshold is not None:  # the threshold changes some labels here
-        assert not torch.equal(want, labels_of(torch.softmax(logits, 0), None))
+        assert not torch.equal(want, labels_of(probs, chain))
