@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "bench_threshold.py"
+from tests._bench import load_bench
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_threshold", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_threshold")
 
 
 def _patients(bench) -> pd.DataFrame:
