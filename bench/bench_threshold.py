@@ -74,7 +74,7 @@ def one_fold_choices(patients: pd.DataFrame) -> pd.DataFrame:
     by_fold = patients.groupby("fold")[list(THRESHOLDS)].mean()
     rows = []
     for chooser in by_fold.index:
-        chosen = max(THRESHOLDS, key=lambda t: (by_fold.loc[chooser, t], -THRESHOLDS.index(t)))
+        chosen = max(THRESHOLDS, key=lambda t: by_fold.loc[chooser, t])  # max keeps the first of equals
         for scored in by_fold.index.drop(chooser):
             rows.append({"chooser": chooser, "scored": scored, "threshold": chosen,
                          "gain": by_fold.loc[scored, chosen] - by_fold.loc[scored, 0.5]})

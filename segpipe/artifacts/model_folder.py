@@ -19,6 +19,7 @@ from segpipe.artifacts.plan import Plan
 from segpipe.config import Config, config_from_dict
 from segpipe.errors import SegpipeError
 from segpipe.networks.spec import build_from_spec
+from segpipe.transforms.regions import RegionChain, region_chain
 
 
 def _not_a_model_folder(root: Path) -> str:
@@ -110,6 +111,20 @@ class TrainedModel:
     @property
     def plan(self) -> Plan:
         return self.folder.plan
+
+
+def tuned_threshold(models: list[TrainedModel], configured: float | None) -> float | None:
+    """The foreground threshold the checkpoints were validated with (train.threshold_grid), their
+    mean for an ensemble of folds; `configured` (infer.threshold) when none carries one."""
+    tuned = [m.threshold for m in models if m.threshold is not None]
+    return round(sum(tuned) / len(tuned), 4) if tuned else configured
+
+
+def region_chain_of(model: TrainedModel) -> RegionChain | None:
+    """The nested regions a model predicts (model.targets: regions, as fit recorded them), else None."""
+    if model.config.model.targets != "regions":
+        return None
+    return region_chain(model.config.evaluate.regions or {}, model.plan.label_ids)
 
 
 def is_model_folder(root: Path) -> bool:

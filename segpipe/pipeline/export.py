@@ -17,11 +17,10 @@ from typing import Any
 
 import torch
 
-from segpipe.artifacts.model_folder import TrainedModel, load_model_folder
+from segpipe.artifacts.model_folder import TrainedModel, load_model_folder, region_chain_of, tuned_threshold
 from segpipe.atomic import atomic_path, write_json, write_text
 from segpipe.errors import SegpipeError
 from segpipe.outputs import LOCK_NAME
-from segpipe.transforms.regions import region_chain
 
 FORMATS = ("torchscript", "onnx", "bundle")
 ATOL = 1e-4
@@ -140,9 +139,9 @@ _READERS = {"slices": "PILReader"}  # other layouts: MONAI picks the reader from
 def _decision(model: TrainedModel) -> dict[str, Any]:
     """The bundle's step from logits to labels as `infer` takes it: the argmax or the model's
     foreground threshold, or for a region model each region's sigmoid, smaller regions overriding."""
-    threshold = model.threshold if model.threshold is not None else model.config.infer.threshold
-    if model.config.model.targets == "regions":
-        chain = region_chain(model.config.evaluate.regions or {}, model.plan.label_ids)
+    threshold = tuned_threshold([model], model.config.infer.threshold)
+    chain = region_chain_of(model)
+    if chain is not None:
         cut = 0.5 if threshold is None else float(threshold)
         labels = "0"
         for channel, label in enumerate(chain.adds):

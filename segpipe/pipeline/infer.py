@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from segpipe.artifacts.model_folder import TrainedModel, fold_folders, load_model_folder
+from segpipe.artifacts.model_folder import TrainedModel, fold_folders, load_model_folder, region_chain_of, tuned_threshold
 from segpipe.atomic import remove_stale_partials
 from segpipe.config import InferConfig, merge_dict
 from segpipe.config_schema import check_device
@@ -29,7 +29,6 @@ from segpipe.runtime.precision import autocast, check_precision, inference_preci
 from segpipe.transforms.inversion import invert_to_input
 from segpipe.transforms.postprocess import postprocess
 from segpipe.transforms.preprocessing import chain_for
-from segpipe.transforms.regions import RegionChain, region_chain
 from segpipe.writers.masks import output_name, probability_name, write_mask, write_probabilities
 
 @dataclass
@@ -95,20 +94,6 @@ class Segmenter:
         with autocast(self.precision, self.device):
             return mean_probabilities(self.nets, x, roi, self.icfg, self.network["spatial_dims"], self.network["out_channels"],
                                       self.regions is not None, sliding_window, self.device)[0]
-
-
-def tuned_threshold(models: list[TrainedModel], configured: float | None) -> float | None:
-    """The foreground threshold the checkpoints were validated with (train.threshold_grid), their
-    mean for an ensemble of folds; `configured` (infer.threshold) when none carries one."""
-    tuned = [m.threshold for m in models if m.threshold is not None]
-    return round(sum(tuned) / len(tuned), 4) if tuned else configured
-
-
-def region_chain_of(model: TrainedModel) -> RegionChain | None:
-    """The nested regions a model predicts (model.targets: regions, as fit recorded them), else None."""
-    if model.config.model.targets != "regions":
-        return None
-    return region_chain(model.config.evaluate.regions or {}, model.plan.label_ids)
 
 
 def predict_labels(segmenter: Segmenter, image: torch.Tensor, sliding_window: bool) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -72,8 +72,5 @@ def validate(net: torch.nn.Module, cases: list[dict[str, str]], icfg: InferConfi
                       [1.0] * ref.ndim)
     net.train()
     means = {t: tally.mean_dice() for t, tally in scores.items()}
-    best = candidates[0]
-    for t in candidates[1:]:
-        if means[t]["mean"] > means[best]["mean"]:
-            best = t
+    best = max(candidates, key=lambda t: means[t]["mean"])  # max keeps the first of equals
     return {**means[best], "threshold": best}
