@@ -33,8 +33,10 @@ def export(model_dir: Path, fmt: str, output: Path, checkpoint: str | None, over
     preprocessed batch (N, channels, *spatial) of any spatial size and returns logits.
     Before anything is kept the export is loaded back and run on random inputs; its
     logits must equal the eager network's within 1e-4. The bundle also holds the
-    preprocessing, sliding-window inference, argmax and inverse preprocessing, so it
-    turns a NIfTI image into a mask on the image's own grid without segpipe.
+    preprocessing, sliding-window inference (with the mirrored copies of infer.tta),
+    argmax or the model's foreground threshold, inverse preprocessing and
+    infer.keep_largest, so it turns a NIfTI image into the mask `segpipe infer` writes,
+    on the image's own grid, without segpipe.
     """
     quiet_libraries()
     from segpipe.pipeline.export import export as run
@@ -43,9 +45,12 @@ def export(model_dir: Path, fmt: str, output: Path, checkpoint: str | None, over
     folder = fmt == "bundle"
     with guard_outputs("export", [output] if folder else [], [model_dir], files=() if folder else (output,)):
         result = run(model_dir, fmt, output, checkpoint=checkpoint, overwrite=overwrite)
-    if emit_json({"format": fmt, "output": result.output, "files": result.files, "max_abs_diff": result.max_abs_diff}):
-        pass
-    elif not quiet:
+    if emit_json({"format": fmt, "output": result.output, "files": result.files, "max_abs_diff": result.max_abs_diff,
+                  "notes": result.notes}):
+        return
+    for note in result.notes:  # also under --quiet: the bundle does less than infer
+        click.echo(f"note: {note}", err=True)
+    if not quiet:
         shape = "x".join(str(s) for s in result.input_shape)
         click.echo(f"exported {fmt} to {result.output} (checked on a {shape} input and an odd size: "
                    f"max |difference| {result.max_abs_diff:.2e})")

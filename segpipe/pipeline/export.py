@@ -21,6 +21,7 @@ from segpipe.artifacts.model_folder import TrainedModel, load_model_folder, regi
 from segpipe.atomic import atomic_path, write_json, write_text
 from segpipe.errors import SegpipeError
 from segpipe.outputs import LOCK_NAME
+from segpipe.prediction import mirror_axes
 
 FORMATS = ("torchscript", "onnx", "bundle")
 ATOL = 1e-4
@@ -36,6 +37,7 @@ class ExportResult:
     files: list[Path] = field(default_factory=list)
     max_abs_diff: float = 0.0
     input_shape: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # where the export does not do all that `infer` does
 
 
 def patch_size(model: TrainedModel) -> list[int]:
@@ -137,26 +139,45 @@ _READERS = {"slices": "PILReader"}  # other layouts: MONAI picks the reader from
 
 
 def _decision(model: TrainedModel) -> dict[str, Any]:
-    """The bundle's step from logits to labels as `infer` takes it: the argmax or the model's
-    foreground threshold, or for a region model each region's sigmoid, smaller regions overriding."""
+    """The bundle's step from probabilities to labels as `infer` takes it (`labels_of`): the argmax
+    or the model's foreground threshold, or for a region model each region's probability, smaller
+    regions overriding."""
     threshold = tuned_threshold([model], model.config.infer.threshold)
     chain = region_chain_of(model)
     if chain is not None:
         cut = 0.5 if threshold is None else float(threshold)
         labels = "0"
         for channel, label in enumerate(chain.adds):
-            labels = f"torch.where(torch.sigmoid(p[{channel}:{channel + 1}]) > {cut!r}, {label}, {labels})"
+            labels = f"torch.where(p[{channel}:{channel + 1}] > {cut!r}, {label}, {labels})"
         return {"_target_": "Lambdad", "keys": "pred", "func": f"$lambda p: {labels}"}
     if threshold is None:
         return {"_target_": "AsDiscreted", "keys": "pred", "argmax": True}
     return {"_target_": "Lambdad", "keys": "pred",
-            "func": f"$lambda p: torch.where(1 - torch.softmax(p, 0)[:1] > {float(threshold)!r}, "
-                    "p[1:].argmax(0, keepdim=True) + 1, 0)"}
+            "func": f"$lambda p: torch.where(1 - p[:1] > {float(threshold)!r}, p[1:].argmax(0, keepdim=True) + 1, 0)"}
+
+
+def _clean_up(model: TrainedModel) -> list[dict[str, Any]]:
+    """`infer.keep_largest` on the input's grid, as `infer` applies it (face-connected components)."""
+    keep = [int(k) for k in model.config.infer.keep_largest]
+    if not keep:
+        return []
+    return [{"_target_": "KeepLargestConnectedComponentd", "keys": "pred", "applied_labels": keep,
+             "independent": True, "connectivity": 1}]
+
+
+def _probabilities(model: TrainedModel) -> str:
+    """The bundle's prediction as `infer` makes it: softmax (sigmoid for regions) probabilities,
+    averaged over the mirrored copies of `infer.tta` (`segpipe.prediction.mirror_axes`)."""
+    activation = "torch.sigmoid(y)" if region_chain_of(model) is not None else "torch.softmax(y, 1)"
+    flips = [list(axes) for axes in mirror_axes(int(model.network["spatial_dims"]), model.config.infer.tta)]
+    return (f"$lambda x: sum(torch.flip((lambda y: {activation})(@inferer(torch.flip(x, f), @network)), f) "
+            f"for f in {flips}) / {len(flips)}")
 
 
 def bundle_inference_config(model: TrainedModel) -> dict[str, Any]:
-    """`configs/inference.json`: segpipe's preprocessing, sliding window, argmax (or the model's
-    foreground threshold), inverse, save.
+    """`configs/inference.json`: segpipe's preprocessing, sliding window (probabilities averaged
+    over `infer.tta`'s mirrored copies), argmax (or the model's foreground threshold), inverse,
+    `infer.keep_largest`, save.
 
     The chain is `segpipe.transforms.preprocessing.preprocessing_chain` written out in MONAI
     bundle syntax (no segpipe import at run time), from the model folder's plan.json.
@@ -195,6 +216,7 @@ def bundle_inference_config(model: TrainedModel) -> dict[str, Any]:
         "cases": "$[@input_image] if isinstance(@input_image, str) else list(@input_image)",
         "network": "$torch.jit.load(@model_path, map_location=@device).eval()",
         "preprocessing": {"_target_": "Compose", "transforms": transforms},
+        "probabilities": _probabilities(model),
         "inferer": {
             "_target_": "SlidingWindowInferer", "roi_size": roi, "sw_batch_size": int(icfg.sw_batch_size),
             "overlap": float(icfg.overlap), "mode": icfg.mode,
@@ -205,12 +227,13 @@ def bundle_inference_config(model: TrainedModel) -> dict[str, Any]:
                 _decision(model),
                 {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
                  "nearest_interp": True, "to_tensor": True},
+                *_clean_up(model),
                 {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir",
                  "output_postfix": "@output_postfix", "output_ext": ".nii.gz", "output_dtype": "$numpy.uint8",
                  "resample": False, "separate_folder": False, "print_log": True},
             ],
         },
-        "predict": "$lambda d: dict(d, pred=@inferer(d['image'][None].to(@device), @network)[0].cpu())",
+        "predict": "$lambda d: dict(d, pred=@probabilities(d['image'][None].to(@device))[0].cpu())",
         "initialize": ["$torch.set_grad_enabled(False)", "$monai.utils.set_determinism(seed=0)"],
         "run": ["$[@postprocessing(@predict(@preprocessing({'image': c}))) for c in @cases]"],
     }
@@ -358,4 +381,8 @@ def export(model_dir: str | Path, fmt: str, output: str | Path, *, checkpoint: s
         result.files = [output]
     else:
         result.max_abs_diff, result.files = save_bundle(model, output)
+        if model.config.infer.min_component_size > 1:
+            result.notes.append(f"infer.min_component_size ({model.config.infer.min_component_size}) is not in the bundle "
+                                "(MONAI removes small components only through scikit-image): its masks keep components "
+                                "that segpipe infer removes")
     return result

@@ -131,9 +131,25 @@ def _run_bundle(bundle: Path, image: Path, out: Path) -> subprocess.CompletedPro
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
-def test_bundle_mask_equals_segpipe_infer(tiny_model, synthetic_dataset, tmp_path):
+def _with_infer_settings(model: Path, target: Path, **infer) -> Path:
+    """A copy of a model folder whose config.yaml has these infer.* settings."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(model, target)
+    config = yaml.safe_load((target / "config.yaml").read_text())
+    config["infer"].update(infer)
+    (target / "config.yaml").write_text(yaml.safe_dump(config))
+    return target
+
+
+@pytest.mark.parametrize("settings", [{}, {"tta": True, "keep_largest": [1, 2, 3]}], ids=["plain", "mirrored-largest"])
+def test_bundle_mask_equals_segpipe_infer(settings, tiny_model, synthetic_dataset, tmp_path):
+    """The bundle writes `infer`'s masks, also with mirrored copies and keep-largest clean-up."""
+    model = _with_infer_settings(tiny_model, tmp_path / "model", **settings) if settings else tiny_model
     bundle = tmp_path / "bundle"
-    result = run("export", "-m", tiny_model, "-f", "bundle", "-o", bundle, "-q")
+    result = run("export", "-m", model, "-f", "bundle", "-o", bundle, "-q")
     assert result.exit_code == 0, result.output
     for name in ("configs/inference.json", "configs/metadata.json", "configs/logging.conf", "models/model.pt",
                  "docs/README.md"):
@@ -145,7 +161,7 @@ def test_bundle_mask_equals_segpipe_infer(tiny_model, synthetic_dataset, tmp_pat
     for image in cases:
         done = _run_bundle(bundle, image, tmp_path / "bundle_masks")
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    infer = run("infer", "-m", tiny_model, "-i", images, "-i", cases[1], "-o", tmp_path / "segpipe_masks", "-q",
+    infer = run("infer", "-m", model, "-i", images, "-i", cases[1], "-o", tmp_path / "segpipe_masks", "-q",
                 "--precision", "fp32")  # the bundle runs fp32; "auto" may pick bf16 on this CPU
     assert infer.exit_code == 0, infer.output
     for image in cases:
@@ -179,8 +195,8 @@ def test_existing_output_and_bad_model_are_one_line_errors(tiny_model, tmp_path)
 @pytest.mark.parametrize("targets", ["labels", "regions"])
 @pytest.mark.parametrize("threshold", [None, 0.3])
 def test_the_bundle_decides_labels_as_infer_does(threshold, targets, tmp_path):
-    """The bundle's step from logits to labels is the argmax, or the checkpoint's threshold; a region
-    model's regions are decoded into the dataset's labels."""
+    """The bundle's step from probabilities to labels is the argmax, or the checkpoint's threshold; a
+    region model's regions are decoded into the dataset's labels."""
     from dataclasses import replace
 
     from monai.bundle import ConfigParser
@@ -199,9 +215,18 @@ def test_the_bundle_decides_labels_as_infer_does(threshold, targets, tmp_path):
     logits = torch.randn(3 if targets == "regions" else 4, 20, 16, generator=torch.Generator().manual_seed(2)) * 3
     chain = region_chain(regions, [1, 2, 3]) if targets == "regions" else None
     probs = torch.sigmoid(logits) if chain is not None else torch.softmax(logits, 0)
-    got = step({"pred": logits})["pred"]
+    got = step({"pred": probs})["pred"]
     want = labels_of(probs, chain, threshold)
     assert set(torch.unique(want).tolist()) == {0, 1, 2, 3}
     assert torch.equal(torch.as_tensor(got).long(), want.long())
     if threshold is not None:  # the threshold changes some labels here
         assert not torch.equal(want, labels_of(probs, chain))
+
+
+def test_a_bundle_without_infers_small_component_removal_says_so(tiny_model, tmp_path):
+    model = _with_infer_settings(tiny_model, tmp_path / "model", min_component_size=20)
+    result = CliRunner().invoke(cli, ["export", "-m", str(model), "-f", "bundle", "-o", str(tmp_path / "b"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "note: infer.min_component_size (20) is not in the bundle" in result.output
+    plain = CliRunner().invoke(cli, ["export", "-m", str(tiny_model), "-f", "bundle", "-o", str(tmp_path / "c"), "-q"])
+    assert plain.exit_code == 0 and plain.output == ""
