@@ -16,6 +16,7 @@ per patient (slices pooled) by `segpipe evaluate`.
     python bench/bench_quality.py --task msd_2d figshare_2d --minutes 5 10 20 --threads 1 --work /tmp/bench_quality
     python bench/bench_quality.py --task msd_2d --minutes 5 --also msd_2d_seed      # a third arm
     python bench/bench_quality.py --task msd_2d --minutes 10 --threads 2 --sequential --work /tmp/bq_2threads
+    python bench/bench_quality.py --task figshare_2d --minutes 10 --seed 1 --work /tmp/bq_seed1   # another draw
 
 segpipe's arms are scored with their last checkpoint (`--checkpoint last`): the held-out
 patients are each fold's validation patients, so the best checkpoint would be chosen on the
@@ -154,9 +155,10 @@ def _held_out(task: dict, splits: list[dict], fold: int, folder: Path) -> Path:
 
 
 def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[str], folds: list[int] | None = None,
-               sequential: bool = False, checkpoint: str = "last", device: str = "cpu") -> list[dict]:
+               sequential: bool = False, checkpoint: str = "last", device: str = "cpu", seed: int = 0) -> list[dict]:
     """Train every arm on every fold of `name` for `minutes` (at the same time, or one after the other
-    with `sequential`); score the pooled held-out predictions of each segpipe arm's `checkpoint`."""
+    with `sequential`), every arm with `seed`; score the pooled held-out predictions of each segpipe
+    arm's `checkpoint`."""
     import pandas as pd
 
     task, seconds = TASKS[name], minutes * 60
@@ -176,7 +178,8 @@ def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[s
             if not (model / "checkpoints" / "last.pt").is_file():
                 procs[arm] = subprocess.Popen(_segpipe(
                     "fit", "-d", prepared, "-o", model, "--config", arm, "--fold", fold, "-q", "--device", device,
-                    "--set", f"train.max_seconds={seconds}", "--set", f"train.threads={threads}"), env=env)
+                    "--set", f"train.max_seconds={seconds}", "--set", f"train.threads={threads}",
+                    "--set", f"train.seed={seed}"), env=env)
                 if sequential:
                     procs[arm].wait()
         ref_out = run_dir / "plain" / "pred"
@@ -185,7 +188,7 @@ def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[s
             procs[PLAIN] = subprocess.Popen([sys.executable, __file__, "--reference", name, "--fold", str(fold),
                                              "--seconds", str(seconds), "--threads", str(threads), "--work", str(work),
                                              "--splits", str(prepared / "splits.json"), "--out", str(ref_out),
-                                             "--stats", str(stats), "--device", device], env=env)
+                                             "--stats", str(stats), "--device", device, "--seed", str(seed)], env=env)
             if sequential:
                 procs[PLAIN].wait()
         if any(p.wait() != 0 for p in procs.values()):
@@ -214,7 +217,7 @@ def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[s
         low, high = interval(table["dice_mean"])
         row = {"task": name, "minutes": minutes, "arm": arm, "dice_mean": table["dice_mean"].mean(),
                "dice_low": low, "dice_high": high, "patients": len(table), "iterations": iterations[arm],
-               "threads": threads, "checkpoint": checkpoint if arm != PLAIN else "last"}
+               "threads": threads, "checkpoint": checkpoint if arm != PLAIN else "last", "seed": seed}
         if "dice_whole_tumour" in table:
             row["dice_whole_tumour"] = table["dice_whole_tumour"].mean()
         if arm != PLAIN:
@@ -261,6 +264,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", choices=["last", "best"], default="last",
                         help="segpipe's weights to score (best is chosen on the held-out patients themselves)")
     parser.add_argument("--device", default="cpu", help="where every arm trains and infers, e.g. cuda (default: cpu)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of every arm's training (a folder's trained models are reused: give each seed its own --work)")
     parser.add_argument("--reference", choices=list(TASKS), help=argparse.SUPPRESS)
     for hidden in ("--fold", "--seconds", "--splits", "--out", "--stats"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
@@ -271,10 +276,10 @@ def main() -> None:
             from bench_train_2d import reference
 
             iterations = reference(TASKS["msd_2d"]["data"], Path(args.splits), Path(args.out), float(args.seconds),
-                                   fold_index=int(args.fold), threads=args.threads, device=args.device)
+                                   seed=args.seed, fold_index=int(args.fold), threads=args.threads, device=args.device)
         else:
             iterations = figshare_reference(TASKS["figshare_2d"]["data"], Path(args.splits), Path(args.out),
-                                            float(args.seconds), int(args.fold), args.threads, device=args.device)
+                                            float(args.seconds), int(args.fold), args.threads, args.seed, device=args.device)
         Path(args.stats).write_text(json.dumps({"iterations": iterations, "seconds": float(args.seconds)}))
         return
 
@@ -285,7 +290,7 @@ def main() -> None:
     for name in args.task:
         for minutes in args.minutes:
             rows += run_budget(name, minutes, args.threads, args.work, [name, *args.also], args.folds, args.sequential,
-                               args.checkpoint, args.device)
+                               args.checkpoint, args.device, args.seed)
     results = pd.DataFrame(rows)
     earlier = args.work / "results.csv"
     if earlier.is_file():  # runs of other tasks or budgets into the same folder add up
