@@ -12,9 +12,11 @@ from monai.transforms import (
     LoadImaged,
     RandAdjustContrastd,
     RandAffined,
+    RandBiasFieldd,
     RandCropByPosNegLabeld,
     RandFlipd,
     RandGaussianNoised,
+    RandHistogramShiftd,
     RandRotate90d,
     RandScaleIntensityd,
     RandShiftIntensityd,
@@ -56,6 +58,10 @@ AUGMENTATIONS: dict[str, Callable[[Sequence[int]], list[Transform]]] = {
     "shift_intensity": lambda _: [RandShiftIntensityd("image", offsets=0.1, prob=0.5)],
     "gaussian_noise": lambda _: [RandGaussianNoised("image", prob=0.15, std=0.1)],
     "adjust_contrast": lambda _: [RandAdjustContrastd("image", prob=0.15, gamma=(0.7, 1.5))],
+    # how tumour and tissue look varies between patients (scanner, contrast uptake): a random monotone
+    # remapping of intensities, and a smooth multiplicative bias field
+    "histogram_shift": lambda _: [RandHistogramShiftd("image", num_control_points=(5, 15), prob=0.3)],
+    "bias_field": lambda _: [RandBiasFieldd("image", prob=0.3)],
 }
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from segpipe.transforms.augment import training_chain
+from segpipe.transforms.augment import augmentations, training_chain
 from segpipe.transforms.stats import IntensityStatsd
 
 
@@ -24,6 +24,24 @@ def test_training_chain_pads_small_cases_and_works_in_2d():
     chain = training_chain([16, 16], samples_per_volume=2)
     samples = chain({"image": torch.randn(1, 10, 12), "label": torch.ones(1, 10, 12)})
     assert tuple(samples[0]["image"].shape) == (1, 16, 16)
+
+
+@pytest.mark.parametrize("name", ["histogram_shift", "bias_field"])
+@pytest.mark.parametrize("shape", [(2, 24, 20), (1, 12, 10, 8)])
+def test_intensity_appearance_augmentations_change_the_image_only(name, shape):
+    """Random intensity remapping and bias fields: the image changes on some draws, never its
+    shape, and the label never."""
+    image = torch.randn(*shape) + torch.linspace(0, 2, shape[-1])
+    label = (torch.rand(1, *shape[1:]) > 0.7).to(torch.uint8)
+    (step,) = augmentations([name], shape[1:])
+    step.set_random_state(seed=0)
+    changed = 0
+    for _ in range(20):
+        out = step({"image": image.clone(), "label": label.clone()})
+        assert out["image"].shape == image.shape and torch.isfinite(torch.as_tensor(out["image"])).all()
+        assert torch.equal(torch.as_tensor(out["label"]), label)
+        changed += not torch.allclose(torch.as_tensor(out["image"]), image)
+    assert 0 < changed < 20  # applied with a probability
 
 
 def test_intensity_stats_over_the_labelled_foreground():
