@@ -264,9 +264,10 @@ def bundle_metadata(model: TrainedModel) -> dict[str, Any]:
         "task": "Brain tumour segmentation",
         "description": (
             f"A {dims}D {network['name']} trained with segpipe ({model.checkpoint.name}). Runs without segpipe: "
-            "MONAI preprocessing, sliding-window inference of the TorchScript model, argmax (or the foreground threshold "
-            "segpipe validated the model with), inverse "
-            "preprocessing onto the input's grid, NIfTI output."
+            "MONAI preprocessing, sliding-window inference of the TorchScript model (averaged over mirrored copies where "
+            "segpipe infer mirrors), argmax (or the foreground threshold segpipe validated the model with), inverse "
+            "preprocessing onto the input's grid, the largest component of each label segpipe infer keeps it for, "
+            "NIfTI output."
         ),
         "authors": "segpipe",
         "copyright": "see the training data's licence",
