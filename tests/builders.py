@@ -6,15 +6,27 @@ one place (TorchIO's tests/utils.py plays this part there).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import yaml
 from PIL import Image
 
 from segpipe.data.figshare import write_figshare_mat
 
 AFFINE = np.diag([1.0, 1.0, 2.0, 1.0])
+
+
+def model_with_config(model: Path, target: Path, **sections: dict) -> Path:
+    """A copy of a model folder whose config.yaml has these settings, e.g. infer={"tta": True}."""
+    shutil.copytree(model, target)
+    config = yaml.safe_load((target / "config.yaml").read_text())
+    for section, settings in sections.items():
+        config[section].update(settings)
+    (target / "config.yaml").write_text(yaml.safe_dump(config))
+    return target
 
 
 def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray = AFFINE) -> Path:

@@ -20,6 +20,7 @@ from segpipe.cli_export import export as export_command
 from segpipe.networks.spec import build_from_spec
 from segpipe.pipeline.export import ATOL, save_onnx, save_torchscript
 
+from tests.builders import model_with_config
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.* is deprecated")
@@ -131,23 +132,10 @@ def _run_bundle(bundle: Path, image: Path, out: Path) -> subprocess.CompletedPro
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
-def _with_infer_settings(model: Path, target: Path, **infer) -> Path:
-    """A copy of a model folder whose config.yaml has these infer.* settings."""
-    import shutil
-
-    import yaml
-
-    shutil.copytree(model, target)
-    config = yaml.safe_load((target / "config.yaml").read_text())
-    config["infer"].update(infer)
-    (target / "config.yaml").write_text(yaml.safe_dump(config))
-    return target
-
-
 @pytest.mark.parametrize("settings", [{}, {"tta": True, "keep_largest": [1, 2, 3]}], ids=["plain", "mirrored-largest"])
 def test_bundle_mask_equals_segpipe_infer(settings, tiny_model, synthetic_dataset, tmp_path):
     """The bundle writes `infer`'s masks, also with mirrored copies and keep-largest clean-up."""
-    model = _with_infer_settings(tiny_model, tmp_path / "model", **settings) if settings else tiny_model
+    model = model_with_config(tiny_model, tmp_path / "model", infer=settings) if settings else tiny_model
     bundle = tmp_path / "bundle"
     result = run("export", "-m", model, "-f", "bundle", "-o", bundle, "-q")
     assert result.exit_code == 0, result.output
@@ -224,7 +212,7 @@ def test_the_bundle_decides_labels_as_infer_does(threshold, targets, tmp_path):
 
 
 def test_a_bundle_without_infers_small_component_removal_says_so(tiny_model, tmp_path):
-    model = _with_infer_settings(tiny_model, tmp_path / "model", min_component_size=20)
+    model = model_with_config(tiny_model, tmp_path / "model", infer={"min_component_size": 20})
     result = CliRunner().invoke(cli, ["export", "-m", str(model), "-f", "bundle", "-o", str(tmp_path / "b"), "-q"])
     assert result.exit_code == 0, result.output
     assert "note: infer.min_component_size (20) is not in the bundle" in result.output

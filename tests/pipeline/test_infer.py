@@ -1,6 +1,5 @@
 """segpipe infer: every input form, ensembles, TTA, shards, post-processing, probabilities."""
 
-import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -17,6 +16,7 @@ from segpipe.prediction import SkipEmptyWindows
 from segpipe.pipeline.infer import infer, parse_shard
 from segpipe.pipeline.preprocess import preprocess
 from segpipe.transforms.postprocess import keep_largest_component, remove_small_components
+from tests.builders import model_with_config
 from tests.conftest import shared_data, tiny_config
 
 
@@ -287,12 +287,8 @@ def test_fused_channels_last_network_gives_the_masks_of_the_plain_one(tiny_model
 
 def _trained_in(model: Path, precision: str, folder: Path) -> Path:
     """A copy of `model` whose config.yaml says it trained in `precision`."""
-    shutil.copytree(model, folder)
-    config = folder / "config.yaml"
-    text = config.read_text()
-    assert "precision: fp32" in text
-    config.write_text(text.replace("precision: fp32", f"precision: {precision}"))
-    return folder
+    assert "precision: fp32" in (model / "config.yaml").read_text()
+    return model_with_config(model, folder, train={"precision": precision})
 
 
 @pytest.mark.parametrize("speedup, chosen", [(3.0, "bf16"), (1.1, "fp32"), (0.5, "fp32")])
