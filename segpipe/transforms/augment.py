@@ -16,10 +16,12 @@ from monai.transforms import (
     RandCropByPosNegLabeld,
     RandFlipd,
     RandGaussianNoised,
+    RandGaussianSmoothd,
     RandHistogramShiftd,
     RandRotate90d,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    RandSimulateLowResolutiond,
     SpatialPadd,
     Transform,
 )
@@ -62,6 +64,19 @@ AUGMENTATIONS: dict[str, Callable[[Sequence[int]], list[Transform]]] = {
     # remapping of intensities, and a smooth multiplicative bias field
     "histogram_shift": lambda _: [RandHistogramShiftd("image", num_control_points=(5, 15), prob=0.3)],
     "bias_field": lambda _: [RandBiasFieldd("image", prob=0.3)],
+    # nnU-Net's remaining intensity augmentations, with its probabilities: Gaussian blur, a lower
+    # resolution simulated (down by up to 2x, nearest, and back up), gamma on the inverted image
+    "blur": lambda _: [
+        RandGaussianSmoothd("image", sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0), prob=0.2)
+    ],
+    "low_resolution": lambda patch: [
+        RandSimulateLowResolutiond(
+            "image", prob=0.25, zoom_range=(0.5, 1.0), upsample_mode="bicubic" if len(patch) == 2 else "trilinear"
+        )
+    ],
+    "inverted_gamma": lambda _: [
+        RandAdjustContrastd("image", prob=0.1, gamma=(0.7, 1.5), invert_image=True, retain_stats=True)
+    ],
 }
 
 

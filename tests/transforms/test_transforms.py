@@ -26,11 +26,11 @@ def test_training_chain_pads_small_cases_and_works_in_2d():
     assert tuple(samples[0]["image"].shape) == (1, 16, 16)
 
 
-@pytest.mark.parametrize("name", ["histogram_shift", "bias_field"])
+@pytest.mark.parametrize("name", ["histogram_shift", "bias_field", "blur", "low_resolution", "inverted_gamma"])
 @pytest.mark.parametrize("shape", [(2, 24, 20), (1, 12, 10, 8)])
 def test_intensity_appearance_augmentations_change_the_image_only(name, shape):
-    """Random intensity remapping and bias fields: the image changes on some draws, never its
-    shape, and the label never."""
+    """Intensity remapping, bias fields, blur, lower resolution, inverted gamma: the image changes
+    on some draws, never its shape, and the label never."""
     image = torch.randn(*shape) + torch.linspace(0, 2, shape[-1])
     label = (torch.rand(1, *shape[1:]) > 0.7).to(torch.uint8)
     (step,) = augmentations([name], shape[1:])
