@@ -92,7 +92,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms; exact resume
     device: str = "cpu"
-    num_workers: int = 0
+    num_workers: int | str = "auto"  # loader processes; auto: none on a CPU, up to 8 on a GPU (runtime/workers.py)
     thread_loader: bool = False  # MONAI ThreadDataLoader instead of worker processes
     threads: int = 0  # 0: leave torch's default
     reuse_memory: bool = True  # CPU: keep freed memory for reuse instead of returning it to the system

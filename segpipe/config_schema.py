@@ -40,6 +40,11 @@ def _choice(*options: object) -> Rule:
     return lambda v, _c: None if v is None or v in options else f"must be one of {', '.join(map(str, options))}, got {v!r}"
 
 
+def _auto_or(rule: Rule) -> Rule:
+    """"auto", or a value that `rule` accepts."""
+    return lambda v, c: None if v == "auto" else (f"must be auto or a number, got {v!r}" if isinstance(v, str) else rule(v, c))
+
+
 def _sides(rank_of: Callable[[Any], int | tuple[int, ...]]) -> Rule:
     """A list of positive voxel counts, one per spatial axis, each at most MAX_ROI_SIDE."""
 
@@ -144,7 +149,7 @@ RULES: dict[str, Rule] = {
     "train.max_seconds": _num(0),
     "train.seed": _num(0),
     "train.device": _device,
-    "train.num_workers": _num(0, MAX_THREADS),
+    "train.num_workers": _auto_or(_num(0, MAX_THREADS)),
     "train.threads": _num(0, MAX_THREADS),
     "train.budget_validations": _num(1),
     "train.warmup": _num(0, 1, high_open=True),

@@ -40,6 +40,7 @@ from segpipe.reports.figures import training_curves
 from segpipe.runtime.allocator import keep_freed_memory
 from segpipe.runtime.distributed import Dist, init_distributed, shutdown
 from segpipe.runtime.precision import ARITHMETIC, resolve_precision
+from segpipe.runtime.workers import loader_workers
 from segpipe.training import finetune
 from segpipe.training.budget import BudgetPlan, BudgetSchedule, TimeBudget, plan_budget
 from segpipe.training.handlers import Checkpointer, EarlyStopping, ModelSelection, console_line
@@ -266,6 +267,7 @@ def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.
     if t.threads > 0:
         torch.set_num_threads(t.threads)
     t.precision = _training_precision(t, device, d)  # recorded, so --resume keeps the arithmetic
+    t.num_workers = loader_workers(t.num_workers, device, d.world)
     t.patch_size = list(t.patch_size or plan.patch_size)
     check_patch(t.patch_size, cfg.model.spatial_dims, plan, manifest, prepared)
     if cfg.infer.roi_size is None:

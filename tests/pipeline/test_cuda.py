@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from segpipe.pipeline.fit import fit
 from segpipe.pipeline.infer import infer
@@ -31,6 +32,7 @@ def test_fp16_training_on_cuda_then_inference_agrees_with_the_cpu(targets, prepa
         quiet=True)
     last = torch.load(model / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
     assert last["scaler"], "fp16 on CUDA trains with a gradient scaler, saved for resuming"
+    assert yaml.safe_load((model / "config.yaml").read_text())["train"]["num_workers"] >= 1, "'auto': loader workers on a GPU"
     assert np.isfinite(pd.read_csv(model / "metrics.csv")["train_loss"]).all()
     images = sorted((synthetic_dataset / "imagesTs").glob("*.nii.gz"))
     on_gpu = _masks(model, images, tmp_path / "gpu", "cuda", probabilities=True)

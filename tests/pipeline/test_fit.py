@@ -63,7 +63,9 @@ def test_two_process_gloo_training_writes_one_model_folder(prepared_dataset, tmp
     assert len(pd.read_csv(out / "metrics.csv")) == 1
     assert not list(out.rglob("*.partial*"))
     # train.precision "auto": the main process decided and every process followed; the folder records it
-    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["precision"] in ("fp32", "bf16")
+    recorded = yaml.safe_load((out / "config.yaml").read_text())["train"]
+    assert recorded["precision"] in ("fp32", "bf16")
+    assert recorded["num_workers"] == 0, "train.num_workers 'auto' is no worker process on a CPU, recorded"
 
 
 KILL_DURING_SAVE = """
