@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 import torch
+from monai.transforms.utils import map_binary_to_indices
 
-from segpipe.transforms.augment import augmentations, training_chain
+from segpipe.transforms.augment import INDEX_KEYS, CropIndicesd, augmentations, training_chain
 from segpipe.transforms.stats import IntensityStatsd
 
 
@@ -18,6 +19,36 @@ def test_training_chain_samples_patches_with_foreground():
         assert tuple(s["image"].shape) == (4, 8, 8, 8) and tuple(s["label"].shape) == (1, 8, 8, 8)
     # tumour is 0.1% of the volume; with foreground oversampling every patch holds some
     assert all(bool((s["label"] > 0).any()) for s in samples)
+
+
+def test_the_crop_centres_follow_the_indices_found_once_and_no_sample_carries_them():
+    """Patch centres come from the case's indices: tumour patches hold tumour, background patches are
+    drawn across the background, and the indices never reach a batch."""
+    label = torch.zeros(1, 40, 40, dtype=torch.uint8)
+    label[0, 30:34, 5:9] = 1
+    chain = training_chain([8, 8], samples_per_volume=400, pos_neg_ratio=1.0)
+    chain.set_random_state(seed=0)
+    samples = chain({"image": torch.randn(1, 40, 40), "label": label})
+    assert all(not set(INDEX_KEYS) & s.keys() for s in samples)
+    with_tumour = sum(bool(s["label"].any()) for s in samples)
+    assert 180 < with_tumour < 260, "about half the patches are centred on tumour, as pos:neg = 1:1 asks"
+
+
+def test_crop_indices_are_monai_s_own_found_once_and_thinned_to_the_limit():
+    """The indices RandCropByPosNegLabeld would search for on every draw, found once; a class with more
+    than the limit is thinned to an even subset, the same on every run."""
+    label = torch.zeros(1, 30, 20, 10, dtype=torch.uint8)  # prepared labels are uint8
+    label[0, :4, :5, :] = 1  # 200 foreground voxels of 6000
+    case = {"image": torch.zeros(1, 30, 20, 10), "label": label}
+    fg_monai, bg_monai = (np.asarray(i) for i in map_binary_to_indices(label))
+    found = CropIndicesd(limit=100_000)(case)
+    assert np.array_equal(found["fg_indices"], fg_monai) and np.array_equal(found["bg_indices"], bg_monai)
+    thinned = CropIndicesd(limit=1000)(case)
+    fg, bg = thinned["fg_indices"], thinned["bg_indices"]
+    assert fg.size == 200 and 900 < bg.size <= 1000 and fg.dtype == np.int32
+    assert (label.numpy().ravel()[fg] == 1).all() and np.isin(bg, bg_monai).all()
+    assert np.unique(bg).size == bg.size and bg.min() < 600 and bg.max() > 5400, "a random subset, not the first voxels"
+    assert np.array_equal(CropIndicesd(limit=1000)(case)["bg_indices"], bg), "the same on every run: CacheDataset keeps it"
 
 
 def test_training_chain_pads_small_cases_and_works_in_2d():
