@@ -39,11 +39,11 @@ MAX_INDICES = 100_000  # per class and case: 0.4 MB, where a BraTS volume's back
 class CropIndicesd(Transform):
     """The voxel indices that `RandCropByPosNegLabeld` draws patch centres from, found once per case.
 
-    MONAI's crop searches the whole label on every draw (1 of figshare_2d's 3.2 ms per sample); these
-    are the same indices (MONAI's `map_binary_to_indices`; for integer labels its "background" draws
-    range over every voxel, like nnU-Net's unforced patches). Deterministic, so `CacheDataset` keeps
-    them with the case. More than `limit` of one kind are thinned to `limit` random draws (fewer where
-    two draws meet), the same on every run.
+    MONAI's crop searches the whole label on every draw; these are the same indices (MONAI's
+    `map_binary_to_indices`; for integer labels its "background" draws range over every voxel, like
+    nnU-Net's unforced patches), found once: figshare_2d's batch 15.2 -> 12.6 ms (bench/bench_loader.py).
+    Deterministic, so `CacheDataset` keeps them with the case. More than `limit` of one kind are
+    thinned to `limit` random draws (fewer where two draws meet), the same on every run.
     """
 
     def __init__(self, limit: int = MAX_INDICES) -> None:
