@@ -158,7 +158,8 @@ def test_time_budgeted_fit_under_torchrun_runs_to_the_end(slice_data, tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]  # a rank's own line
-    assert done.returncode == 0, "\n".join(errors) or done.stderr[-2000:]
+    # a rank killed by a signal leaves its own words (a C++ exception, say) before torchrun's summary
+    assert done.returncode == 0, "\n".join(errors) or done.stderr[:3000] + "\n...\n" + done.stderr[-1500:]
     metrics = pd.read_csv(tmp_path / "model" / "metrics.csv")
     assert len(metrics) >= 2 and metrics["val_dice_mean"].notna().all()
     assert (metrics["iterations"] > 0).all()
