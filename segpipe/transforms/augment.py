@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from monai.transforms import (
     Compose,
-    DeleteItemsd,
     EnsureTyped,
     LoadImaged,
     RandAdjustContrastd,
@@ -42,8 +41,9 @@ class CropIndicesd(Transform):
     MONAI's crop searches the whole label on every draw; these are the same indices (MONAI's
     `map_binary_to_indices`; for integer labels its "background" draws range over every voxel, like
     nnU-Net's unforced patches), found once: figshare_2d's batch 15.2 -> 12.6 ms (bench/bench_loader.py).
-    Deterministic, so `CacheDataset` keeps them with the case. More than `limit` of one kind are
-    thinned to `limit` random draws (fewer where two draws meet), the same on every run.
+    Deterministic, so `CacheDataset` keeps them with the case; the crop takes them out of its samples.
+    More than `limit` of one kind are thinned to `limit` random draws (fewer where two draws meet),
+    the same on every run.
     """
 
     def __init__(self, limit: int = MAX_INDICES) -> None:
@@ -147,7 +147,6 @@ def training_chain(
                 KEYS, label_key="label", spatial_size=list(patch_size), pos=pos_neg_ratio, neg=1.0,
                 num_samples=samples_per_volume, fg_indices_key=INDEX_KEYS[0], bg_indices_key=INDEX_KEYS[1],
             ),
-            DeleteItemsd(list(INDEX_KEYS)),
             *augmentations(augment, patch_size),
         ]
     )
