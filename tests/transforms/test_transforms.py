@@ -36,7 +36,7 @@ def test_the_crop_centres_follow_the_indices_found_once_and_no_sample_carries_th
 
 def test_crop_indices_are_monai_s_own_found_once_and_thinned_to_the_limit():
     """The indices RandCropByPosNegLabeld would search for on every draw, found once; a class with more
-    than the limit is thinned to an even subset, the same on every run."""
+    than the limit is thinned to a random subset of at most the limit, the same on every run."""
     label = torch.zeros(1, 30, 20, 10, dtype=torch.uint8)  # prepared labels are uint8
     label[0, :4, :5, :] = 1  # 200 foreground voxels of 6000
     case = {"image": torch.zeros(1, 30, 20, 10), "label": label}
