@@ -78,9 +78,6 @@ class TrainConfig:
     lambda_ce: float = 1.0
     include_background: bool = False
     pos_neg_ratio: float = 1.0
-    # share of batch samples given another sample's tumour and a 0..mix_margin voxel margin (training/mixing.py)
-    mix_prob: float = 0.0
-    mix_margin: int = 8
     augment: list[str] = field(default_factory=lambda: ["flip", "rotate90", "scale_intensity", "shift_intensity"])
     fold: int = 0
     val_every: int = 1

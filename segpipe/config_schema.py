@@ -143,8 +143,6 @@ RULES: dict[str, Rule] = {
     "train.lambda_dice": _num(0),
     "train.lambda_ce": _num(0),
     "train.pos_neg_ratio": _num(0),
-    "train.mix_prob": _num(0, 1),
-    "train.mix_margin": _num(0, 64),
     "train.fold": _num(0),
     "train.val_every": _num(1),
     "train.early_stopping": _num(0),

@@ -45,7 +45,6 @@ from segpipe.training import finetune
 from segpipe.training.budget import BudgetPlan, BudgetSchedule, TimeBudget, plan_budget
 from segpipe.training.handlers import Checkpointer, EarlyStopping, ModelSelection, console_line
 from segpipe.training.losses import deep_supervised_loss, make_loss
-from segpipe.training.mixing import carve_mix
 from segpipe.training.steps import (
     ListSampler,
     Precision,
@@ -416,8 +415,6 @@ def _train_step(run: Run, batch: dict[str, Any]) -> float:
     if run.cfg.train.channels_last:
         x = x.contiguous(memory_format=channels_last_format(x.ndim - 2))
     y = batch["label"].to(run.device)
-    if run.cfg.train.mix_prob > 0:
-        x, y = carve_mix(x, y, run.cfg.train.mix_prob, run.cfg.train.mix_margin)
     if run.chain is not None:
         y = labels_to_regions(y, run.chain)
     run.optimizer.zero_grad(set_to_none=True)
