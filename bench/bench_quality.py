@@ -17,6 +17,14 @@ per patient (slices pooled) by `segpipe evaluate`.
     python bench/bench_quality.py --task msd_2d --minutes 5 --also msd_2d_seed      # a third arm
     python bench/bench_quality.py --task msd_2d --minutes 10 --threads 2 --sequential --work /tmp/bq_2threads
     python bench/bench_quality.py --task figshare_2d --minutes 10 --seed 1 --work /tmp/bq_seed1   # another draw
+    python bench/bench_quality.py --task figshare_2d --minutes 10 --source-minutes 5 --no-ready --sequential
+
+`--source-minutes S` adds a transfer arm: the task's config is first trained for S minutes (on
+`--threads` threads, alone, with --seed) on every case of another labelled set of the same kind
+of image (figshare_2d: BrainTumour_2D's T1-Gd slices, resampled to the figshare grid's scale),
+then each fold fine-tunes from it (`fit --init-from`) for the rest of the budget. The source's
+minutes are counted in every fold's budget although one source serves all folds; its steps are
+counted once in the arm's iterations. `--no-ready` leaves the task's own config arm out.
 
 segpipe's arms are scored with their last checkpoint (`--checkpoint last`): the held-out
 patients are each fold's validation patients, so the best checkpoint would be chosen on the
@@ -45,6 +53,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +62,68 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data"
 TASKS = {
     "msd_2d": {"data": DATA / "BrainTumour_2D", "folds": [0], "images": "training_images", "suffix": ".png"},
-    "figshare_2d": {"data": DATA / "figshare_format_lgg", "folds": [0, 1, 2, 3, 4], "images": "", "suffix": ".mat"},
+    "figshare_2d": {"data": DATA / "figshare_format_lgg", "folds": [0, 1, 2, 3, 4], "images": "", "suffix": ".mat",
+                    # BrainTumour_2D's 2 mm pixels are read as 1 mm: 0.49 as read is figshare_2d's 0.98 mm
+                    "source": {"name": "msd_2d", "data": DATA / "BrainTumour_2D",
+                               "set": ["preprocess.target_spacing=[0.49,0.49]"]}},
 }
 PLAIN = "plain MONAI (seed recipe)"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A segpipe arm: a ready config, trained from scratch or, with `source_minutes`, fine-tuned
+    from a model trained first for that part of the budget on the task's source set."""
+
+    config: str
+    source: str | None = None
+    source_minutes: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.config if self.source is None else f"{self.config} from {self.source} ({self.source_minutes:g} min)"
+
+    @property
+    def folder(self) -> str:
+        return self.config if self.source is None else f"{self.config}_from_{self.source}_{self.source_minutes:g}min"
+
+
+def transfer_arm(name: str, source_minutes: float, minutes: list[float]) -> Arm:
+    """The transfer arm of task `name`; a task without a source set, or a source budget that
+    leaves no fine-tuning, is refused in one line."""
+    if "source" not in TASKS[name]:
+        sys.exit(f"--source-minutes: task {name} has no source set (only {', '.join(t for t in TASKS if 'source' in TASKS[t])})")
+    if source_minutes <= 0 or any(source_minutes >= m for m in minutes):
+        sys.exit(f"--source-minutes {source_minutes:g}: must be above 0 and below every budget ({' '.join(f'{m:g}' for m in minutes)} min)")
+    return Arm(name, TASKS[name]["source"]["name"], source_minutes)
+
+
+def fit_command(arm: Arm, prepared: Path, model: Path, fold: int, minutes: float, threads: int, seed: int,
+                device: str, source_model: Path | None = None) -> list[str]:
+    """`segpipe fit` of one arm's fold: the budget less the source's minutes, from `source_model` if any."""
+    seconds = (minutes - arm.source_minutes) * 60
+    init = ["--init-from", source_model] if arm.source is not None else []
+    return _segpipe("fit", "-d", prepared, "-o", model, "--config", arm.config, "--fold", fold, "-q", "--device", device,
+                    *init, "--set", f"train.max_seconds={seconds:g}", "--set", f"train.threads={threads}",
+                    "--set", f"train.seed={seed}")
+
+
+def train_source(name: str, arm: Arm, work: Path, threads: int, seed: int, device: str, env: dict) -> tuple[Path, int]:
+    """Train (once per --work) the source model of a transfer arm on every case of the task's
+    source set, prepared with the task's config at its scale; its folder and its steps."""
+    import pandas as pd
+
+    source = TASKS[name]["source"]
+    prepared = work / name / f"source_{arm.source}" / "prepared"
+    if not (prepared / "splits.json").is_file():
+        subprocess.run(_segpipe("preprocess", "-i", source["data"], "-o", prepared, "--config", arm.config, "-q",
+                                *sum((["--set", s] for s in source["set"]), [])), check=True)
+    model = work / name / f"source_{arm.source}" / f"{arm.source_minutes:g}min"
+    if not (model / "checkpoints" / "last.pt").is_file():
+        subprocess.run(_segpipe("fit", "-d", prepared, "-o", model, "--config", arm.config, "--all-cases", "-q",
+                                "--device", device, "--set", f"train.max_seconds={arm.source_minutes * 60:g}",
+                                "--set", f"train.threads={threads}", "--set", f"train.seed={seed}"), check=True, env=env)
+    return model, int(pd.read_csv(model / "metrics.csv")["iterations"].sum())
 
 
 def figshare_reference(data: Path, splits: Path, out: Path, seconds: float, fold_index: int, threads: int, seed: int = 0,
@@ -154,11 +222,11 @@ def _held_out(task: dict, splits: list[dict], fold: int, folder: Path) -> Path:
     return folder
 
 
-def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[str], folds: list[int] | None = None,
+def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[Arm], folds: list[int] | None = None,
                sequential: bool = False, checkpoint: str = "last", device: str = "cpu", seed: int = 0) -> list[dict]:
     """Train every arm on every fold of `name` for `minutes` (at the same time, or one after the other
-    with `sequential`), every arm with `seed`; score the pooled held-out predictions of each segpipe
-    arm's `checkpoint`."""
+    with `sequential`; a transfer arm's source first, alone), every arm with `seed`; score the pooled
+    held-out predictions of each segpipe arm's `checkpoint`."""
     import pandas as pd
 
     task, seconds = TASKS[name], minutes * 60
@@ -168,20 +236,21 @@ def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[s
         subprocess.run(_segpipe("preprocess", "-i", task["data"], "-o", prepared, "--config", name, "-q"), check=True)
     splits = json.loads((prepared / "splits.json").read_text())
     run_dir = work / name / f"{minutes:g}min"
-    iterations = {arm: 0 for arm in [*arms, PLAIN]}
+    iterations = {arm.name: 0 for arm in arms} | {PLAIN: 0}
+    sources = {}
     for arm in arms:  # predictions of an earlier scoring (another checkpoint) must not be pooled in
-        shutil.rmtree(run_dir / arm / "pred", ignore_errors=True)
+        shutil.rmtree(run_dir / arm.folder / "pred", ignore_errors=True)
+        if arm.source is not None:
+            sources[arm], iterations[arm.name] = train_source(name, arm, work, threads, seed, device, env)
     for fold in folds if folds is not None else task["folds"]:
         procs = {}
         for arm in arms:
-            model = run_dir / arm / f"fold_{fold}"
+            model = run_dir / arm.folder / f"fold_{fold}"
             if not (model / "checkpoints" / "last.pt").is_file():
-                procs[arm] = subprocess.Popen(_segpipe(
-                    "fit", "-d", prepared, "-o", model, "--config", arm, "--fold", fold, "-q", "--device", device,
-                    "--set", f"train.max_seconds={seconds}", "--set", f"train.threads={threads}",
-                    "--set", f"train.seed={seed}"), env=env)
+                procs[arm.name] = subprocess.Popen(fit_command(arm, prepared, model, fold, minutes, threads, seed, device,
+                                                               sources.get(arm)), env=env)
                 if sequential:
-                    procs[arm].wait()
+                    procs[arm.name].wait()
         ref_out = run_dir / "plain" / "pred"
         stats = run_dir / "plain" / f"fold_{fold}.json"
         if not stats.is_file():
@@ -195,22 +264,22 @@ def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[s
             sys.exit(f"{name}, {minutes:g} min, fold {fold}: a training run failed")
         iterations[PLAIN] += json.loads(stats.read_text())["iterations"]
     trained = folds if folds is not None else task["folds"]
-    applied = {arm: {} for arm in arms}
+    applied = {arm.name: {} for arm in arms}
     for arm in arms:
-        chosen = {fold: validated_threshold(run_dir / arm / f"fold_{fold}", checkpoint) for fold in trained}
+        chosen = {fold: validated_threshold(run_dir / arm.folder / f"fold_{fold}", checkpoint) for fold in trained}
         for fold in trained:
-            model = run_dir / arm / f"fold_{fold}"
+            model = run_dir / arm.folder / f"fold_{fold}"
             held_out = _held_out(task, splits, fold, run_dir / "held_out" / f"fold_{fold}")
-            applied[arm][fold] = threshold = cross_fitted(chosen, fold)
+            applied[arm.name][fold] = threshold = cross_fitted(chosen, fold)
             extra = ["--threshold", threshold] if threshold is not None else []
-            subprocess.run(_segpipe("infer", "-m", model, "-i", held_out, "-o", run_dir / arm / "pred", "-q",
+            subprocess.run(_segpipe("infer", "-m", model, "-i", held_out, "-o", run_dir / arm.folder / "pred", "-q",
                                     "--precision", "fp32", "--threads", threads, "--checkpoint", checkpoint, "--device", device,
                                     *extra), check=True, env=env)
-            iterations[arm] += int(pd.read_csv(model / "metrics.csv")["iterations"].sum())
+            iterations[arm.name] += int(pd.read_csv(model / "metrics.csv")["iterations"].sum())
     tables = {}
-    for arm, pred in [*((a, run_dir / a / "pred") for a in arms), (PLAIN, run_dir / "plain" / "pred")]:
-        report = run_dir / f"report_{arm.split()[0]}"
-        subprocess.run(_segpipe("evaluate", "-p", pred, "-l", task["data"], "-o", report, "-q"), check=True)
+    for arm, folder in [*((a.name, a.folder) for a in arms), (PLAIN, "plain")]:
+        report = run_dir / f"report_{folder}"
+        subprocess.run(_segpipe("evaluate", "-p", run_dir / folder / "pred", "-l", task["data"], "-o", report, "-q"), check=True)
         tables[arm] = pd.read_csv(report / "per_patient.csv")
     rows = []
     for arm, table in tables.items():
@@ -257,6 +326,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="threads of each training process (they run at the same time)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_quality"))
     parser.add_argument("--also", nargs="*", default=[], help="further segpipe configs to train as arms, e.g. msd_2d_seed")
+    parser.add_argument("--source-minutes", type=float, default=None, metavar="S",
+                        help="add a transfer arm: S minutes of the budget train a source model on the task's source set, "
+                             "the rest fine-tune each fold from it (figshare_2d only)")
+    parser.add_argument("--no-ready", action="store_true", help="leave out the task's own ready config arm")
     parser.add_argument("--sequential", action="store_true",
                         help="train the arms one after the other (each with the whole machine) instead of at the same time")
     parser.add_argument("--figure", type=Path, default=None)
@@ -285,11 +358,16 @@ def main() -> None:
 
     import pandas as pd
 
+    arms = {name: [*([] if args.no_ready else [Arm(name)]), *map(Arm, args.also),
+                   *([transfer_arm(name, args.source_minutes, args.minutes)] if args.source_minutes is not None else [])]
+            for name in args.task}
+    if not all(arms.values()):
+        sys.exit("--no-ready: no arm is left to train (add --also or --source-minutes)")
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.task:
         for minutes in args.minutes:
-            rows += run_budget(name, minutes, args.threads, args.work, [name, *args.also], args.folds, args.sequential,
+            rows += run_budget(name, minutes, args.threads, args.work, arms[name], args.folds, args.sequential,
                                args.checkpoint, args.device, args.seed)
     results = pd.DataFrame(rows)
     earlier = args.work / "results.csv"

@@ -54,3 +54,38 @@ def test_the_threshold_of_a_checkpoint_is_its_validations(tmp_path):
     assert bench.validated_threshold(tmp_path, "best") == 0.2
     pd.DataFrame({"epoch": [1], "val_dice_mean": [0.4]}).to_csv(tmp_path / "metrics.csv", index=False)
     assert bench.validated_threshold(tmp_path, "last") is None
+
+
+def test_a_transfer_arm_fine_tunes_from_its_source_for_the_rest_of_the_budget(tmp_path):
+    bench = _bench()
+    ready, transfer = bench.Arm("figshare_2d"), bench.transfer_arm("figshare_2d", 4, [10, 20])
+    assert transfer.source == "msd_2d" and transfer.folder != ready.folder and transfer.name != ready.name
+    source = tmp_path / "source"
+    command = bench.fit_command(transfer, tmp_path / "prepared", tmp_path / "model", 2, 10, 1, 3, "cpu", source)
+    assert command[command.index("--init-from") + 1] == str(source)
+    assert "train.max_seconds=360" in command and "train.seed=3" in command and command[command.index("--fold") + 1] == "2"
+    command = bench.fit_command(ready, tmp_path / "prepared", tmp_path / "model", 2, 10, 1, 3, "cpu")
+    assert "--init-from" not in command and "train.max_seconds=600" in command
+
+
+@pytest.mark.parametrize("task, source_minutes, budgets, says", [
+    ("msd_2d", 5, [10], "task msd_2d has no source set"),
+    ("figshare_2d", 10, [20, 10], "below every budget"),
+    ("figshare_2d", 0, [10], "must be above 0"),
+])
+def test_a_transfer_arm_without_a_source_or_time_left_is_refused(task, source_minutes, budgets, says):
+    with pytest.raises(SystemExit, match=says):
+        _bench().transfer_arm(task, source_minutes, budgets)
+
+
+def test_the_source_set_is_prepared_at_the_task_s_scale():
+    """BrainTumour_2D's slices are 2 mm pixels read as 1 mm; the source set is resampled so that a
+    head is as many pixels across as figshare_2d's grid makes a figshare head."""
+    from pathlib import Path
+
+    from segpipe.config import load_config
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "figshare_2d.yaml"
+    ours = load_config(config).preprocess.target_spacing
+    source = load_config(config, _bench().TASKS["figshare_2d"]["source"]["set"]).preprocess.target_spacing
+    assert [s * 2.0 for s in source] == pytest.approx(ours, abs=0.01)
