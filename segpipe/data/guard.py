@@ -107,15 +107,17 @@ def check_read(path: str | Path) -> Path:
         The resolved path.
 
     Raises:
-        SegpipeError: outside the inputs (itself or a file its header names), larger than
-            the memory limit, complex-valued, or a header that cannot be parsed.
+        SegpipeError: missing, outside the inputs (itself or a file its header names), larger
+            than the memory limit, complex-valued, or a header that cannot be parsed.
     """
     target = resolve_inside(path)
     if target.is_dir():
         _check_series(Path(path), target)
         return target
+    if not target.exists():
+        raise SegpipeError(f"{path}: no such file")  # before a reader words it as a corrupt file
     if not target.is_file():
-        return target  # the reader reports a missing file in its own words
+        return target  # a device or a pipe: the reader says what it is
     try:
         with open(target, "rb") as fh:
             head = fh.read(HEADER_BYTES)
