@@ -363,6 +363,10 @@ def main() -> None:
             for name in args.task}
     if not all(arms.values()):
         sys.exit("--no-ready: no arm is left to train (add --also or --source-minutes)")
+    needed = [TASKS[n]["data"] for n in args.task] + [TASKS[n]["source"]["data"] for n in args.task if args.source_minutes]
+    for data in needed:  # before any training, not after a fold's other arms have trained
+        if not data.is_dir():
+            sys.exit(f"{data}: no such folder (the benches read ../shared/data beside the repository)")
     args.work.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.task:
