@@ -135,7 +135,6 @@ def test_figshare_reader_header_pid_type_and_transpose(tmp_path):
     np.testing.assert_array_equal(read_mat_field(root / "1.mat", "tumorBorder"), [3, 2, 5, 2, 5, 3])
 
 
-
 @pytest.mark.parametrize("name", ["9.mat", "9.nii.gz", "9.png"])
 def test_a_missing_file_is_named_missing_not_corrupt(tmp_path, name):
     """The read guard words a file that is not there before any reader calls it corrupt."""
@@ -147,6 +146,7 @@ def test_a_missing_file_is_named_missing_not_corrupt(tmp_path, name):
     if name.endswith(".mat"):
         with pytest.raises(SegpipeError, match=r"9.mat: no such file$"):
             read_mat_field(tmp_path / "f" / "9.mat", "image")
+
 
 def test_figshare_cvind_folds(tmp_path):
     import h5py
