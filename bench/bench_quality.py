@@ -222,11 +222,17 @@ def _held_out(task: dict, splits: list[dict], fold: int, folder: Path) -> Path:
     return folder
 
 
+def scored_arms(arms: list[Arm], plain: bool) -> list[tuple[str, str]]:
+    """Name and folder of every arm a budget scores: the segpipe arms, then the plain recipe if run."""
+    return [*((a.name, a.folder) for a in arms), *([(PLAIN, "plain")] if plain else [])]
+
+
 def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[Arm], folds: list[int] | None = None,
-               sequential: bool = False, checkpoint: str = "last", device: str = "cpu", seed: int = 0) -> list[dict]:
-    """Train every arm on every fold of `name` for `minutes` (at the same time, or one after the other
-    with `sequential`; a transfer arm's source first, alone), every arm with `seed`; score the pooled
-    held-out predictions of each segpipe arm's `checkpoint`."""
+               sequential: bool = False, checkpoint: str = "last", device: str = "cpu", seed: int = 0,
+               plain: bool = True) -> list[dict]:
+    """Train every arm (and, with `plain`, the plain recipe) on every fold of `name` for `minutes` (at
+    the same time, or one after the other with `sequential`; a transfer arm's source first, alone),
+    every arm with `seed`; score the pooled held-out predictions of each segpipe arm's `checkpoint`."""
     import pandas as pd
 
     task, seconds = TASKS[name], minutes * 60
@@ -236,7 +242,7 @@ def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[A
         subprocess.run(_segpipe("preprocess", "-i", task["data"], "-o", prepared, "--config", name, "-q"), check=True)
     splits = json.loads((prepared / "splits.json").read_text())
     run_dir = work / name / f"{minutes:g}min"
-    iterations = {arm.name: 0 for arm in arms} | {PLAIN: 0}
+    iterations = {name: 0 for name, _ in scored_arms(arms, plain)}
     sources = {}
     for arm in arms:  # predictions of an earlier scoring (another checkpoint) must not be pooled in
         shutil.rmtree(run_dir / arm.folder / "pred", ignore_errors=True)
@@ -253,7 +259,7 @@ def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[A
                     procs[arm.name].wait()
         ref_out = run_dir / "plain" / "pred"
         stats = run_dir / "plain" / f"fold_{fold}.json"
-        if not stats.is_file():
+        if plain and not stats.is_file():
             procs[PLAIN] = subprocess.Popen([sys.executable, __file__, "--reference", name, "--fold", str(fold),
                                              "--seconds", str(seconds), "--threads", str(threads), "--work", str(work),
                                              "--splits", str(prepared / "splits.json"), "--out", str(ref_out),
@@ -262,7 +268,8 @@ def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[A
                 procs[PLAIN].wait()
         if any(p.wait() != 0 for p in procs.values()):
             sys.exit(f"{name}, {minutes:g} min, fold {fold}: a training run failed")
-        iterations[PLAIN] += json.loads(stats.read_text())["iterations"]
+        if plain:
+            iterations[PLAIN] += json.loads(stats.read_text())["iterations"]
     trained = folds if folds is not None else task["folds"]
     applied = {arm.name: {} for arm in arms}
     for arm in arms:
@@ -277,7 +284,7 @@ def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[A
                                     *extra), check=True, env=env)
             iterations[arm.name] += int(pd.read_csv(model / "metrics.csv")["iterations"].sum())
     tables = {}
-    for arm, folder in [*((a.name, a.folder) for a in arms), (PLAIN, "plain")]:
+    for arm, folder in scored_arms(arms, plain):
         report = run_dir / f"report_{folder}"
         subprocess.run(_segpipe("evaluate", "-p", run_dir / folder / "pred", "-l", task["data"], "-o", report, "-q"), check=True)
         tables[arm] = pd.read_csv(report / "per_patient.csv")
@@ -289,7 +296,7 @@ def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[A
                "threads": threads, "checkpoint": checkpoint if arm != PLAIN else "last", "seed": seed}
         if "dice_whole_tumour" in table:
             row["dice_whole_tumour"] = table["dice_whole_tumour"].mean()
-        if arm != PLAIN:
+        if arm != PLAIN and PLAIN in tables:
             row.update(paired(table, tables[PLAIN]))
             if any(v is not None for v in applied[arm].values()):
                 own = "chosen on these patients: " if len(applied[arm]) == 1 else ""
@@ -330,6 +337,8 @@ def main() -> None:
                         help="add a transfer arm: S minutes of the budget train a source model on the task's source set, "
                              "the rest fine-tune each fold from it (figshare_2d only)")
     parser.add_argument("--no-ready", action="store_true", help="leave out the task's own ready config arm")
+    parser.add_argument("--no-plain", action="store_true",
+                        help="leave out the plain MONAI recipe (no lead over it is reported)")
     parser.add_argument("--sequential", action="store_true",
                         help="train the arms one after the other (each with the whole machine) instead of at the same time")
     parser.add_argument("--figure", type=Path, default=None)
@@ -372,7 +381,7 @@ def main() -> None:
     for name in args.task:
         for minutes in args.minutes:
             rows += run_budget(name, minutes, args.threads, args.work, arms[name], args.folds, args.sequential,
-                               args.checkpoint, args.device, args.seed)
+                               args.checkpoint, args.device, args.seed, not args.no_plain)
     results = pd.DataFrame(rows)
     earlier = args.work / "results.csv"
     if earlier.is_file():  # runs of other tasks or budgets into the same folder add up

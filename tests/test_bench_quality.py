@@ -68,6 +68,13 @@ def test_a_transfer_arm_fine_tunes_from_its_source_for_the_rest_of_the_budget(tm
     assert "--init-from" not in command and "train.max_seconds=600" in command
 
 
+def test_without_the_plain_recipe_only_segpipe_arms_are_scored():
+    bench = _bench()
+    arms = [bench.Arm("figshare_2d"), bench.transfer_arm("figshare_2d", 5, [10])]
+    assert bench.scored_arms(arms, True)[-1] == (bench.PLAIN, "plain")
+    assert bench.scored_arms(arms, False) == [(a.name, a.folder) for a in arms]
+
+
 @pytest.mark.parametrize("task, source_minutes, budgets, says", [
     ("msd_2d", 5, [10], "task msd_2d has no source set"),
     ("figshare_2d", 10, [20, 10], "below every budget"),
