@@ -288,19 +288,27 @@ def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[A
         report = run_dir / f"report_{folder}"
         subprocess.run(_segpipe("evaluate", "-p", run_dir / folder / "pred", "-l", task["data"], "-o", report, "-q"), check=True)
         tables[arm] = pd.read_csv(report / "per_patient.csv")
+    base = {"task": name, "minutes": minutes, "threads": threads, "checkpoint": checkpoint, "seed": seed}
+    return budget_rows(tables, applied, iterations, base)
+
+
+def budget_rows(tables: dict, applied: dict, iterations: dict, base: dict) -> list[dict]:
+    """One results row per scored arm: its per-patient mean and interval, its steps, the
+    thresholds its folds were segmented at, and (where the plain recipe ran) its lead over it."""
     rows = []
     for arm, table in tables.items():
         low, high = interval(table["dice_mean"])
-        row = {"task": name, "minutes": minutes, "arm": arm, "dice_mean": table["dice_mean"].mean(),
-               "dice_low": low, "dice_high": high, "patients": len(table), "iterations": iterations[arm],
-               "threads": threads, "checkpoint": checkpoint if arm != PLAIN else "last", "seed": seed}
+        row = {**base, "arm": arm, "dice_mean": table["dice_mean"].mean(), "dice_low": low, "dice_high": high,
+               "patients": len(table), "iterations": iterations[arm]}
+        if arm == PLAIN:
+            row["checkpoint"] = "last"
         if "dice_whole_tumour" in table:
             row["dice_whole_tumour"] = table["dice_whole_tumour"].mean()
         if arm != PLAIN and PLAIN in tables:
             row.update(paired(table, tables[PLAIN]))
-            if any(v is not None for v in applied[arm].values()):
-                own = "chosen on these patients: " if len(applied[arm]) == 1 else ""
-                row["thresholds"] = own + "/".join("argmax" if v is None else f"{v:g}" for v in applied[arm].values())
+        if arm != PLAIN and any(v is not None for v in applied[arm].values()):
+            own = "chosen on these patients: " if len(applied[arm]) == 1 else ""
+            row["thresholds"] = own + "/".join("argmax" if v is None else f"{v:g}" for v in applied[arm].values())
         rows.append(row)
     return rows
 

@@ -75,6 +75,25 @@ def test_without_the_plain_recipe_only_segpipe_arms_are_scored():
     assert bench.scored_arms(arms, False) == [(a.name, a.folder) for a in arms]
 
 
+@pytest.mark.parametrize("plain", [True, False])
+def test_each_arm_keeps_its_thresholds_with_or_without_the_plain_recipe(plain):
+    import pandas as pd
+
+    bench = _bench()
+    ours = pd.DataFrame({"patient": ["a", "b", "c"], "dice_mean": [0.5, 0.6, 0.7]})
+    tables = {"figshare_2d": ours, **({bench.PLAIN: ours.assign(dice_mean=[0.4, 0.7, 0.5])} if plain else {})}
+    iterations = {"figshare_2d": 100, bench.PLAIN: 80}
+    applied = {"figshare_2d": {0: 0.3, 1: None}}
+    rows = {r["arm"]: r for r in bench.budget_rows(tables, applied, iterations, {"task": "figshare_2d", "checkpoint": "best"})}
+    assert rows["figshare_2d"]["thresholds"] == "0.3/argmax" and rows["figshare_2d"]["dice_mean"] == pytest.approx(0.6)
+    assert rows["figshare_2d"]["checkpoint"] == "best" and rows["figshare_2d"]["iterations"] == 100
+    if plain:
+        assert rows["figshare_2d"]["ahead_on"] == 2 and rows[bench.PLAIN]["checkpoint"] == "last"
+        assert "thresholds" not in rows[bench.PLAIN]
+    else:
+        assert "lead" not in rows["figshare_2d"] and list(rows) == ["figshare_2d"]
+
+
 @pytest.mark.parametrize("task, source_minutes, budgets, says", [
     ("msd_2d", 5, [10], "task msd_2d has no source set"),
     ("figshare_2d", 10, [20, 10], "below every budget"),
