@@ -242,7 +242,7 @@ def run_budget(name: str, minutes: float, threads: int, work: Path, arms: list[A
         subprocess.run(_segpipe("preprocess", "-i", task["data"], "-o", prepared, "--config", name, "-q"), check=True)
     splits = json.loads((prepared / "splits.json").read_text())
     run_dir = work / name / f"{minutes:g}min"
-    iterations = {name: 0 for name, _ in scored_arms(arms, plain)}
+    iterations = {arm: 0 for arm, _ in scored_arms(arms, plain)}
     sources = {}
     for arm in arms:  # predictions of an earlier scoring (another checkpoint) must not be pooled in
         shutil.rmtree(run_dir / arm.folder / "pred", ignore_errors=True)
