@@ -223,7 +223,7 @@ def test_any_escaping_exception_is_one_line(monkeypatch: pytest.MonkeyPatch, cor
     def boom(*_a, **_k):
         raise ValueError("something deep broke\nsecond line")
 
-    monkeypatch.setattr(ev, "load_mask", boom)
+    monkeypatch.setattr(ev, "load_mask_grid", boom)
     args = ["evaluate", "-q", "-p", str(preds), "-l", str(preds), "-o", str(tmp_path / "o")]
     line = one_line_error(CliRunner().invoke(cli, args).output, 1, "ValueError", "something deep broke", "--debug")
     assert "second line" in line  # folded onto the one line

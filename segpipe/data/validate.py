@@ -94,4 +94,27 @@ def affine_problem(affine: np.ndarray) -> str | None:
     return None
 
 
-__all__ = ["label_values", "label_problem", "image_problem", "affine_problem"]
+GRID_RTOL = 1e-3  # affines this close (relative to their largest entry) are one grid
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    scale = max(1.0, float(np.abs(a).max()), float(np.abs(b).max()))
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=GRID_RTOL, atol=GRID_RTOL * scale))
+
+
+def grid_problem(a: np.ndarray, b: np.ndarray) -> str | None:
+    """How voxel-to-world matrix `a` differs from `b` (spacing, else origin or direction), or None."""
+    if _close(a, b):
+        return None
+    sa = np.linalg.norm(a[:-1, :-1], axis=0)
+    sb = np.linalg.norm(b[:-1, :-1], axis=0)
+    if not _close(sa, sb):
+        return f"spacing {_fmt(sa)} differs from {_fmt(sb)}"
+    return f"affine differs (origin {_fmt(a[:-1, -1])} vs {_fmt(b[:-1, -1])}, or direction)"
+
+
+def _fmt(v: np.ndarray) -> str:
+    return "(" + ", ".join(f"{x:.4g}" for x in np.ravel(v)) + ")"
+
+
+__all__ = ["label_values", "label_problem", "image_problem", "affine_problem", "grid_problem"]

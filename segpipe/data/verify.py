@@ -24,10 +24,8 @@ from segpipe.data.case import Case
 from segpipe.data.dataset import Dataset
 from segpipe.data.guard import check_read
 from segpipe.data.loading import load_case
-from segpipe.data.validate import affine_problem, image_problem, label_problem, label_values
+from segpipe.data.validate import affine_problem, grid_problem, image_problem, label_problem, label_values
 from segpipe.errors import SegpipeError
-
-RTOL = 1e-3
 
 
 @dataclass(frozen=True)
@@ -77,25 +75,6 @@ def _is_nifti(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith((".nii", ".nii.gz"))
 
 
-def _close(a: np.ndarray, b: np.ndarray) -> bool:
-    scale = max(1.0, float(np.abs(a).max()), float(np.abs(b).max()))
-    return a.shape == b.shape and bool(np.allclose(a, b, rtol=RTOL, atol=RTOL * scale))
-
-
-def _affine_problem(a: np.ndarray, b: np.ndarray) -> str | None:
-    if _close(a, b):
-        return None
-    sa = np.linalg.norm(a[:-1, :-1], axis=0)
-    sb = np.linalg.norm(b[:-1, :-1], axis=0)
-    if not _close(sa, sb):
-        return f"spacing {_fmt(sa)} differs from {_fmt(sb)}"
-    return f"affine differs (origin {_fmt(a[:-1, -1])} vs {_fmt(b[:-1, -1])}, or direction)"
-
-
-def _fmt(v: np.ndarray) -> str:
-    return "(" + ", ".join(f"{x:.4g}" for x in np.ravel(v)) + ")"
-
-
 def _nifti_image(paths: list[Path], report: VerifyReport) -> _Volume | None:
     import nibabel as nib
 
@@ -116,7 +95,7 @@ def _nifti_image(paths: list[Path], report: VerifyReport) -> _Volume | None:
             if tuple(spatial) != shape:
                 report.errors.append(Finding(path, f"channel shape {tuple(spatial)} differs from {paths[0].name} {shape}"))
                 return None
-            problem = _affine_problem(np.asarray(img.affine, dtype=float), affine)
+            problem = grid_problem(np.asarray(img.affine, dtype=float), affine)
             if problem:
                 report.errors.append(Finding(path, f"channel {problem} of {paths[0].name}"))
                 return None
@@ -216,7 +195,7 @@ def _check_case(dataset: Dataset, case: Case, report: VerifyReport, channel_coun
         report.errors.append(Finding(label, f"label shape {label_shape} differs from image shape {volume.shape} ({image_name.name})"))
         return
     assert label_affine is not None
-    problem = _affine_problem(label_affine, volume.affine)
+    problem = grid_problem(label_affine, volume.affine)
     if problem:
         report.errors.append(Finding(label, f"label {problem} of image {image_name.name}"))
     problem = label_problem(label_data, dataset.labels, dataset.label_mapping)

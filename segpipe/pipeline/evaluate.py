@@ -17,7 +17,7 @@ from segpipe.metrics.overlap import EMPTY_CONVENTION
 from segpipe.metrics.patients import PatientScores, label_structures, structures
 from segpipe.progress import progress
 from segpipe.reports.figures import overlay, training_curves
-from segpipe.reports.masks import is_mask_file, load_display_slice, load_mask, mask_id
+from segpipe.reports.masks import is_mask_file, load_display_slice, load_mask_grid, mask_id, on_reference_grid
 from segpipe.reports.references import Reference, matched_splits, model_label_names, no_match_error, read_references
 from segpipe.reports.report import html_report
 
@@ -95,9 +95,12 @@ def evaluate(
     loaded = {}
     label_ids: set[int] = {k for k in names if k != 0}
     for cid in progress(matched, desc="evaluate", unit="case", quiet=quiet):
-        (pred, _), (ref, spacing) = load_mask(preds[cid]), load_mask(refs[cid].mask)
+        (pred, _, pred_affine), (ref, spacing, ref_affine) = load_mask_grid(preds[cid]), load_mask_grid(refs[cid].mask)
         if refs[cid].mapping:
             ref = map_labels(ref, refs[cid].mapping)
+        if pred.shape != ref.shape and sorted(pred.shape) != sorted(ref.shape):
+            raise SegpipeError(f"{preds[cid]}: shape {pred.shape} differs from the reference's {ref.shape} ({refs[cid].mask})")
+        pred = on_reference_grid(pred, pred_affine, preds[cid], ref_affine, refs[cid].mask)
         if pred.shape != ref.shape:
             raise SegpipeError(f"{preds[cid]}: shape {pred.shape} differs from the reference's {ref.shape} ({refs[cid].mask})")
         if not names:

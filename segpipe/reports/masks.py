@@ -49,6 +49,25 @@ def load_mask(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
     Raises:
         SegpipeError: unreadable file or non-integer values.
     """
+    data, spacing, _ = load_mask_grid(path)
+    return data, spacing
+
+
+def _itk_affine(img) -> np.ndarray:
+    """ITK's voxel-to-world (LPS) as a RAS affine like nibabel's, for the (x, y[, z]) array."""
+    import itk
+
+    n = img.GetImageDimension()
+    direction = np.asarray(itk.array_from_matrix(img.GetDirection()), dtype=float).reshape(n, n)
+    affine = np.eye(4)
+    affine[:n, :n] = direction * np.asarray(img.GetSpacing(), dtype=float)
+    affine[:n, 3] = np.asarray(img.GetOrigin(), dtype=float)
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+
+
+def load_mask_grid(path: str | Path) -> tuple[np.ndarray, tuple[float, ...], np.ndarray | None]:
+    """`load_mask` and the mask's voxel-to-world affine (RAS), None where the format has none
+    (PNG, MAT)."""
     from segpipe.data.guard import check_read
 
     path = Path(path)
@@ -56,13 +75,13 @@ def load_mask(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
     name = path.name.lower()
     try:
         if name.endswith(".png"):
-            data, spacing = _read_png(path), (1.0, 1.0)
+            data, spacing, affine = _read_png(path), (1.0, 1.0), None
             if data.ndim == 3:
                 raise SegpipeError(f"{path}: a mask PNG must have one channel, found {data.shape[2]}")
         elif name.endswith(".mat"):
             from segpipe.data.mat_file import pixel_spacing
 
-            data = _read_mat_mask(path)
+            data, affine = _read_mat_mask(path), None
             spacing = pixel_spacing(data.shape)
         elif name.endswith((".nii", ".nii.gz")):
             import nibabel as nib
@@ -70,12 +89,14 @@ def load_mask(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
             img = nib.load(str(path))
             data = np.asanyarray(img.dataobj)
             spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
+            affine = np.asarray(img.affine, dtype=float)
         else:
             import itk
 
             img = itk.imread(str(path))
             data = itk.array_view_from_image(img).T.copy()  # ITK arrays are z, y, x
             spacing = tuple(float(s) for s in img.GetSpacing())
+            affine = _itk_affine(img)
     except SegpipeError:
         raise
     except Exception as exc:  # readers raise many types for broken files
@@ -86,7 +107,31 @@ def load_mask(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
         raise SegpipeError(f"{path}: mask is complex-valued")
     if data.dtype.kind == "f" and not np.all(np.isfinite(data) & (data == np.round(data))):
         raise SegpipeError(f"{path}: mask holds non-integer values")
-    return data.astype(np.int32), spacing[: data.ndim]
+    return data.astype(np.int32), spacing[: data.ndim], affine
+
+
+def on_reference_grid(pred: np.ndarray, pred_affine: np.ndarray | None, pred_path: Path,
+                      ref_affine: np.ndarray | None, ref_path: Path) -> np.ndarray:
+    """`pred` on the reference's voxel grid: as it is when the affines agree (or a format has
+    none), its axes flipped and swapped when it stores the same grid in another orientation.
+
+    Raises:
+        SegpipeError: the grids differ otherwise (another spacing, origin or field of view), which
+            voxel-wise scores would silently get wrong.
+    """
+    from segpipe.data.validate import grid_problem
+
+    if pred_affine is None or ref_affine is None or grid_problem(pred_affine, ref_affine) is None:
+        return pred
+    if pred.ndim == 3:
+        from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
+
+        turn = ornt_transform(io_orientation(pred_affine), io_orientation(ref_affine))
+        if grid_problem(pred_affine @ inv_ornt_aff(turn, pred.shape), ref_affine) is None:
+            return np.ascontiguousarray(apply_orientation(pred, turn))
+    problem = grid_problem(pred_affine, ref_affine)
+    raise SegpipeError(f"{pred_path}: not on the reference's voxel grid ({ref_path}): {problem}; "
+                       "resample the prediction onto the reference first")
 
 
 def load_display_slice(path: Path, mask_shape: tuple[int, ...], index: int | None) -> np.ndarray | None:
@@ -125,4 +170,5 @@ def load_display_slice(path: Path, mask_shape: tuple[int, ...], index: int | Non
     return None
 
 
-__all__ = ["MASK_SUFFIXES", "is_mask_file", "load_display_slice", "load_mask", "mask_id"]
+__all__ = ["MASK_SUFFIXES", "is_mask_file", "load_display_slice", "load_mask", "load_mask_grid", "mask_id",
+           "on_reference_grid"]

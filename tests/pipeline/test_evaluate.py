@@ -13,6 +13,7 @@ from scipy import ndimage
 from segpipe.config import EvaluateConfig
 from segpipe.metrics.overlap import OverlapTally, hd95
 from segpipe.artifacts.plan import BRATS_REGIONS, MSD_REGIONS, default_regions
+from segpipe.errors import SegpipeError
 from segpipe.pipeline.evaluate import evaluate
 from tests.conftest import shared_data
 
@@ -168,3 +169,62 @@ def test_figshare_slices_pool_by_pid(tmp_path):
     assert set(result.per_patient["patient"]) == patients and len(result.per_case) == 30
     assert "dice_tumour" in result.per_patient.columns
     assert (result.per_patient["dice_tumour"] == 1.0).all()
+
+
+def _grid_case(tmp_path, pred_affine, flip: bool = False):
+    """A reference on an oblique-free 1 x 1 x 2 mm grid and a prediction equal to it, stored with
+    `pred_affine` (and its first axis reversed with `flip`)."""
+    ref = np.zeros((12, 10, 8), np.uint8)
+    ref[2:7, 3:8, 1:5] = 1
+    ref[3:5, 4:6, 2:4] = 2
+    affine = np.array([[1.0, 0, 0, -20], [0, 1, 0, 5], [0, 0, 2, 30], [0, 0, 0, 1]])
+    for d in ("refs", "preds"):
+        (tmp_path / d).mkdir()
+    nib.save(nib.Nifti1Image(ref, affine), str(tmp_path / "refs" / "a.nii.gz"))
+    pred = ref[::-1].copy() if flip else ref
+    nib.save(nib.Nifti1Image(pred, pred_affine(affine, ref.shape)), str(tmp_path / "preds" / "a.nii.gz"))
+    return ref
+
+
+def _las(affine, shape):
+    out = affine.copy()
+    out[:, 0] *= -1
+    out[:3, 3] = affine[:3, 3] + affine[:3, 0] * (shape[0] - 1)
+    return out
+
+
+def test_a_prediction_stored_in_another_orientation_is_scored_on_the_reference_s_grid(tmp_path):
+    """The same mask stored LAS instead of RAS: evaluate turns it onto the reference's axes (a
+    voxel-wise comparison of the stored arrays scored 0.08)."""
+    _grid_case(tmp_path, _las, flip=True)
+    result = evaluate(tmp_path / "preds", tmp_path / "refs", tmp_path / "out")
+    assert result.per_patient["dice_mean"].iloc[0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("change", ["spacing", "origin"])
+def test_a_prediction_on_another_grid_is_refused_naming_it(tmp_path, change):
+    def moved(affine, shape):
+        out = affine.copy()
+        if change == "spacing":
+            out[:3, :3] *= 2
+        else:
+            out[:3, 3] += [8.0, 0, 0]
+        return out
+
+    _grid_case(tmp_path, moved)
+    with pytest.raises(SegpipeError, match=r"preds/a\.nii\.gz: not on the reference's voxel grid .*refs/a\.nii\.gz.*"
+                                           + ("spacing" if change == "spacing" else "origin")):
+        evaluate(tmp_path / "preds", tmp_path / "refs", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_nrrd_prediction_on_a_nifti_reference_s_grid_is_accepted(tmp_path):
+    """ITK's LPS geometry is compared in nibabel's RAS: the same grid in the two formats agrees."""
+    import itk
+
+    ref = _grid_case(tmp_path, lambda a, s: a)
+    (tmp_path / "preds" / "a.nii.gz").unlink()
+    image = itk.imread(str(tmp_path / "refs" / "a.nii.gz"))
+    itk.imwrite(image, str(tmp_path / "preds" / "a.nrrd"))
+    result = evaluate(tmp_path / "preds", tmp_path / "refs", tmp_path / "out")
+    assert result.per_patient["dice_mean"].iloc[0] == pytest.approx(1.0) and ref.any()
