@@ -219,6 +219,15 @@ def test_dataset_json_lacks_keys(ds: Path, tmp_path: Path) -> None:
     assert_error(preprocess(ds, tmp_path / "out"), str(ds / "dataset.json"), "'training' must be a list")
 
 
+def test_dataset_json_naming_two_labels_alike(ds: Path, tmp_path: Path) -> None:
+    """Label names are the reports' columns: two labels under one name would be scored as one."""
+    edit_json(ds / "dataset.json", lambda m: m.update(labels={"0": "background", "1": "tumour", "2": "tumour"}))
+    words = (str(ds / "dataset.json"), "'labels' names 'tumour' twice (labels 1 and 2)")
+    assert_refused(ds, tmp_path / "out", *words)
+    assert_error(run("evaluate", "-q", "-p", ds / "labelsTr", "-l", ds, "-o", tmp_path / "report"), *words)
+    assert not (tmp_path / "report").exists()
+
+
 @pytest.mark.parametrize("escape", ["../../../../etc/passwd", "/etc/passwd", "imagesTr/../../outside.nii.gz", "link"])
 def test_dataset_json_path_escaping_the_folder(ds: Path, tmp_path: Path, escape: str) -> None:
     outside = save(tmp_path / "outside.nii.gz", np.zeros(SHAPE, np.float32))

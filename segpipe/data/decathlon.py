@@ -44,6 +44,12 @@ def _index_map(raw: Any, key: str, source: Path) -> dict[int, str]:
             out[int(k)] = str(v)
         except (TypeError, ValueError):
             raise SegpipeError(f"{source}: '{key}' has a non-integer index {k!r}") from None
+    if key == "labels":  # names are the report's columns: two labels under one name would be merged
+        seen: dict[str, int] = {}
+        for index, name in sorted(out.items()):
+            if name in seen:
+                raise SegpipeError(f"{source}: 'labels' names {name!r} twice (labels {seen[name]} and {index})")
+            seen[name] = index
     return dict(sorted(out.items()))
 
 
