@@ -148,6 +148,14 @@ def test_channel_count_differs_from_the_model_at_infer(tiny_model: Path, synthet
     assert not (out / "two.nii.gz").exists()
 
 
+def test_a_2d_image_for_a_3d_model_names_the_file(tiny_model: Path, tmp_path: Path) -> None:
+    flat = tmp_path / "flat.png"  # four channels, as the model wants, but a slice
+    Image.fromarray(np.full((24, 24, 4), 200, np.uint8), mode="RGBA").save(flat)
+    out = tmp_path / "pred"
+    assert_error(run("infer", "-m", tiny_model, "-i", flat, "-o", out, "-q"), str(flat), "a 3D model cannot segment 2D images")
+    assert_no_partials(out)
+
+
 # ---------------------------------------------------------------- integrity: values
 
 

@@ -259,7 +259,9 @@ def _segment_all(segmenter: Segmenter, cases: list[Case], out: Path, result: Inf
         except SegpipeError as exc:
             qc.done(case.case_id, case.images[0], None, None, None, "failed")
             if not keep_going:
-                raise
+                if any(str(image) in str(exc) for image in case.images):
+                    raise
+                raise SegpipeError(f"{case.images[0]}: {exc}") from exc  # the one line names the case's file
             result.failed.append((case.images[0], str(exc)))
             continue
         entropy = qc.take_uncertainty()
