@@ -26,6 +26,11 @@ def network_spec(model: ModelConfig, in_channels: int, out_channels: int) -> dic
     }
 
 
+def size_multiple(model: ModelConfig, in_channels: int) -> int:
+    """What the network pads each side to: its total downsampling (1 where it pads nothing)."""
+    return int(getattr(build_from_spec(network_spec(model, in_channels, 2)), "multiple", 1))
+
+
 def build_from_spec(spec: dict[str, Any]) -> nn.Module:
     """Instantiate the network a spec describes."""
     return build_network(

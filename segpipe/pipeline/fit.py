@@ -33,7 +33,7 @@ from segpipe.data.paths import inside
 from segpipe.errors import SegpipeError
 from segpipe.metrics.patients import label_structures, structures
 from segpipe.networks.layers import channels_last_format
-from segpipe.networks.spec import build_from_spec, network_spec
+from segpipe.networks.spec import build_from_spec, network_spec, size_multiple
 from segpipe.progress import progress
 from segpipe.qc.reference import with_reference
 from segpipe.reports.figures import training_curves
@@ -194,10 +194,14 @@ def training_split(splits: list[dict[str, list[str]]], t: TrainConfig, prepared:
     return list(splits[t.fold]["train"]), list(splits[t.fold]["val"])
 
 
-def check_patch(patch: list[int], dims: int, plan: Plan, manifest: dict[str, Any], prepared: Path) -> None:
-    """Refuse a patch with the wrong number of sides, or larger than every image along an axis."""
+def check_patch(patch: list[int], dims: int, plan: Plan, manifest: dict[str, Any], prepared: Path, multiple: int = 1) -> None:
+    """Refuse a patch with the wrong number of sides, one that leaves the network's deepest level
+    (each side divided by `multiple`) a single voxel, or one larger than every image along an axis."""
     if len(patch) != dims:
         raise SegpipeError(f"config key 'train.patch_size': {patch} has {len(patch)} sides for a {dims}D model")
+    if math.prod(math.ceil(side / multiple) for side in patch) < 2:
+        raise SegpipeError(f"config key 'train.patch_size': {patch} leaves the network's deepest level a single voxel "
+                           f"(it divides each side by {multiple}); make a side larger than {multiple}")
     if plan.spatial_dims != dims:
         raise SegpipeError(f"config key 'model.spatial_dims': {dims}, but {prepared} holds {plan.spatial_dims}D cases")
     shapes = [c["shape"] for c in manifest["cases"].values() if len(c.get("shape") or []) == dims]
@@ -259,6 +263,8 @@ def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.
     t = cfg.train
     train_ids, val_ids = training_split(splits, t, prepared)
     finetune.check_options(t, cfg.model.name)
+    t.patch_size = list(t.patch_size or plan.patch_size)  # checked before the model folder is made
+    check_patch(t.patch_size, cfg.model.spatial_dims, plan, manifest, prepared, size_multiple(cfg.model, plan.in_channels))
     resume = _can_resume(model_dir, resume)
     d.barrier()  # every rank decides before rank 0 creates the folder
     if d.main:
@@ -268,8 +274,6 @@ def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.
         torch.set_num_threads(t.threads)
     t.precision = _training_precision(t, device, d)  # recorded, so --resume keeps the arithmetic
     t.num_workers = loader_workers(t.num_workers, device, d.world)
-    t.patch_size = list(t.patch_size or plan.patch_size)
-    check_patch(t.patch_size, cfg.model.spatial_dims, plan, manifest, prepared)
     if cfg.infer.roi_size is None:
         cfg.infer.roi_size = t.patch_size
     labels, label_ids, names = plan.stored_labels, plan.label_ids, plan.label_names

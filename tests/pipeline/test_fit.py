@@ -208,6 +208,20 @@ def test_bad_fold_and_patch(prepared_dataset, tmp_path):
         fit(prepared_dataset, tmp_path / "b", tiny_config(**{"train.patch_size": "[16, 16]"}), quiet=True)
 
 
+def test_a_patch_that_leaves_the_deepest_level_one_voxel_is_refused_before_the_folder_is_made(prepared_dataset, tmp_path):
+    """Instance norm cannot train on one voxel: [1, 1, 1] failed at the first step, after the model
+    folder had been written."""
+    cfg = tiny_config(**{"train.patch_size": "[1, 1, 1]"})
+    multiple = 2 ** cfg.model.depth
+    with pytest.raises(SegpipeError, match=rf"train.patch_size': \[1, 1, 1\] leaves the network's deepest level a single "
+                                           rf"voxel \(it divides each side by {multiple}\)"):
+        fit(prepared_dataset, tmp_path / "m", cfg, quiet=True)
+    assert not (tmp_path / "m").exists()
+    side = tiny_config(**{"train.patch_size": f"[{multiple + 1}, {multiple}, {multiple}]", "train.epochs": "1",
+                          "train.iterations_per_epoch": "1"})
+    fit(prepared_dataset, tmp_path / "ok", side, quiet=True)  # two voxels at the deepest level train
+
+
 def test_training_reduces_the_loss(prepared_dataset, tmp_path):
     torch.manual_seed(0)
     cfg = tiny_config(**{"train.epochs": "4", "train.iterations_per_epoch": "6", "train.lr": "0.01"})
