@@ -276,10 +276,12 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
             where = f" at line {mark.line + 1}" if mark else ""
             raise SegpipeError(f"{path}: not valid YAML{where}") from None
         merge_dict(cfg, data, str(path))
+    given = {}
     for text in overrides:
         section, key, value = parse_override(text)
         _apply(cfg, section, key, value, f"override '{text}'")
-    return validate(cfg, f"config {path}" if path is not None else "config")
+        given[f"{section}.{key}"] = f"option --set {text}"
+    return validate(cfg, f"config {path}" if path is not None else "config", given)
 
 
 def config_from_dict(data: dict[str, Any], source: str) -> Config:

@@ -176,20 +176,23 @@ RULES: dict[str, Rule] = {
 }
 
 
-def validate(cfg: Any, source: str) -> Any:
-    """Check every key with a rule; return `cfg`.
+def validate(cfg: Any, source: str, given: dict[str, str] | None = None) -> Any:
+    """Check every key with a rule; return `cfg`. `given` names where a key's value came from
+    when not from `source` (an override on the command line).
 
     Raises:
         SegpipeError: `<source>: config key 'section.key': <what is wrong>` for the first violation.
     """
+    given = given or {}
     for key, rule in RULES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         problem = rule(value, cfg)
         if problem:
-            raise SegpipeError(f"{source}: config key '{key}' {problem}")
+            raise SegpipeError(f"{given.get(key, source)}: config key '{key}' {problem}")
     if cfg.train.lambda_dice == 0 and cfg.train.lambda_ce == 0:
-        raise SegpipeError(f"{source}: config keys 'train.lambda_dice' and 'train.lambda_ce' are both 0 (nothing to learn)")
+        where = given.get("train.lambda_dice") or given.get("train.lambda_ce") or source
+        raise SegpipeError(f"{where}: config keys 'train.lambda_dice' and 'train.lambda_ce' are both 0 (nothing to learn)")
     return cfg
 
 

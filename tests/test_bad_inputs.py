@@ -341,6 +341,15 @@ def test_config_override_errors_name_the_option(base: Path, tmp_path: Path) -> N
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("config", [[], ["--config", "demo"]])
+def test_a_value_out_of_range_from_set_is_blamed_on_the_option_not_the_file(base: Path, tmp_path: Path, config) -> None:
+    line = assert_error(run("preprocess", "-i", base, "-o", tmp_path / "out", *config, "--set", "train.lr=0.01",
+                            "--set", "train.batch_size=0"),
+                        "option --set train.batch_size=0: config key 'train.batch_size' must be >= 1, got 0")
+    assert "demo.yaml" not in line and "train.lr" not in line
+    assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------- checkpoints
 
 
