@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -78,11 +79,26 @@ def window_logits(net: torch.nn.Module, x: torch.Tensor, roi: Sequence[int], icf
         if model_dims == image_dims:
             return predictor(x).float()
         return torch.cat([predictor(x[..., z : z + 1]) for z in range(x.shape[-1])], dim=-1).float()
+    check_window_memory(x, roi, out_channels, icfg.sw_batch_size)
     device = device or x.device
     return sliding_window_inference(
         x, roi_size=roi, sw_batch_size=icfg.sw_batch_size, predictor=predictor, overlap=icfg.overlap,
         mode=icfg.mode, sw_device=device, device=device,
     ).float()
+
+
+def check_window_memory(x: torch.Tensor, roi: Sequence[int], out_channels: int, sw_batch_size: int) -> None:
+    """Refuse windows that would not fit the image memory limit: an image smaller than a window
+    is padded to it, and a batch of windows holds `sw_batch_size` of them, inputs and outputs."""
+    from segpipe.limits import ENV_MEMORY, human, max_image_bytes
+
+    channels = x.shape[1] + out_channels
+    padded = math.prod(max(int(r), int(s)) for r, s in zip(roi, x.shape[2:]))
+    need, limit = 4 * channels * (padded + sw_batch_size * math.prod(roi)), max_image_bytes()
+    if need > limit:
+        raise SegpipeError(f"infer.roi_size {list(roi)} with infer.sw_batch_size {sw_batch_size}: the windows and the "
+                           f"image padded to them need {human(need)} as float32, over the image memory limit of "
+                           f"{human(limit)} ({ENV_MEMORY})")
 
 
 def mirror_axes(spatial_dims: int, tta: bool) -> list[tuple[int, ...]]:

@@ -618,6 +618,13 @@ def _(root: Path, fx: Fixtures) -> Kind:
                 root / "out", ("infer.roi_size", "between 1 and 4096"))
 
 
+@kind(5, "roi-window-over-the-memory-limit")
+def _(root: Path, fx: Fixtures) -> Kind:
+    image_in(root / "in")  # each side allowed, the window 256 GiB: a small image is padded to it
+    return Kind(["infer", "-m", fx.model, "-i", root / "in", "-o", root / "out", "--roi-size", "4096,4096,4096"],
+                root / "out", ("a.nii.gz: infer.roi_size [4096, 4096, 4096]", "over the image memory limit", "SEGPIPE_MAX_IMAGE_MEMORY"))
+
+
 @kind(5, "threads-absurd")
 def _(root: Path, fx: Fixtures) -> Kind:
     image_in(root / "in")
