@@ -150,7 +150,7 @@ def evaluate(
             "mean": {k: (None if pd.isna(v) else float(v)) for k, v in summary.set_index("metric")["mean"].items()},
         },
     )
-    figures, without_image = _overlays(per_patient, per_case, loaded, refs, names, out)
+    figures, without_image, unusable = _overlays(per_patient, per_case, loaded, refs, names, out)
     if with_qc:
         figures["Confidence against Dice"] = confidence_figure(per_patient, out / "confidence_vs_dice.png")
     if model_dir is not None and (Path(model_dir) / "metrics.csv").is_file():
@@ -162,6 +162,8 @@ def evaluate(
     if without_image:
         notes.append(f"No image found for case(s) {', '.join(without_image)}: their overlays show the masks only "
                      "(give the image folder with --images).")
+    for path in unusable:
+        notes.append(f"{path}: not drawn under its overlay (unreadable, or its shape differs from the mask's).")
     views = None
     if ecfg.viewer_slices > 0:
         from segpipe.reports.html import patient_views
@@ -198,13 +200,15 @@ def summarise(per_patient: pd.DataFrame) -> pd.DataFrame:
 
 
 def _overlays(per_patient: pd.DataFrame, per_case: pd.DataFrame, loaded: dict, refs: dict[str, Reference],
-              names: dict[int, str], out: Path) -> tuple[dict[str, Path], list[str]]:
-    """Overlay PNGs of the best, median and worst patients by mean label Dice, and the
-    cases drawn without an image (none was found)."""
+              names: dict[int, str], out: Path) -> tuple[dict[str, Path], list[str], list[Path]]:
+    """Overlay PNGs of the best, median and worst patients by mean label Dice, the cases drawn
+    without an image (none was found) and the images found but not drawn (unreadable, or of
+    another shape)."""
     ranked = per_patient.dropna(subset=["dice_mean"]).sort_values("dice_mean", ascending=False)
     without_image: list[str] = []
+    unusable: list[Path] = []
     if ranked.empty:
-        return {}, without_image
+        return {}, without_image, unusable
     picks = {"best": ranked.iloc[0], "median": ranked.iloc[len(ranked) // 2], "worst": ranked.iloc[-1]}
     figures = {}
     for rank, row in picks.items():
@@ -225,8 +229,11 @@ def _overlays(per_patient: pd.DataFrame, per_case: pd.DataFrame, loaded: dict, r
         if image is not None and image.shape != ref2d.shape:
             image = None
         title = f"{rank}: patient {row['patient']} (case {cid}), mean Dice {row['dice_mean']:.3f}"
-        if image is None:
+        if image is None and refs[cid].image:
+            unusable.append(refs[cid].image)
+            title += f"\n{refs[cid].image.name} unreadable or of another shape: masks only"
+        elif image is None:
             without_image.append(cid)
             title += "\nno image found: masks only (give --images)"
         figures[f"{rank.capitalize()} patient"] = overlay(image, ref2d, pred2d, title, out / f"overlay_{rank}.png", names)
-    return figures, sorted(set(without_image))
+    return figures, sorted(set(without_image)), sorted(set(unusable))

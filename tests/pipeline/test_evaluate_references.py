@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -200,3 +201,19 @@ def test_preprocess_patient_pattern_pools_in_evaluate(tmp_path):
     assert json.loads(out.output)["patients"] == 2
     unpooled = CliRunner().invoke(cli, ["evaluate", "-p", str(preds), "-l", str(refs), "-o", str(tmp_path / "u"), "--json"])
     assert json.loads(unpooled.output)["patients"] == 3  # the default pattern does not match these names
+
+
+def test_an_image_given_but_unreadable_is_named_in_the_report(tmp_path):
+    """--images was given: an overlay without its image says which file could not be drawn, not
+    'no image found (give --images)'."""
+    for folder in ("refs", "preds", "images"):
+        (tmp_path / folder).mkdir()
+    mask = np.zeros((10, 9, 6), np.uint8)
+    mask[2:6, 3:7, 1:4] = 1
+    for folder in ("refs", "preds"):
+        nib.save(nib.Nifti1Image(mask, np.eye(4)), str(tmp_path / folder / "a.nii.gz"))
+    (tmp_path / "images" / "a.nii.gz").write_text("not a nifti")
+    evaluate(tmp_path / "preds", tmp_path / "refs", tmp_path / "out", images=tmp_path / "images")
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert f"{tmp_path / 'images' / 'a.nii.gz'}: not drawn under its overlay" in report
+    assert "No image found" not in report
