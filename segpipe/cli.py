@@ -441,6 +441,8 @@ def evaluate(pred_dir: Path, labels: Path, output_dir: Path, images: Path | None
         pass
     elif not quiet:
         click.echo(result.matched_line())
+        for line in result.warnings:
+            click.echo(f"warning: {line}", err=True)
         _print_summary(result.per_patient)
         if lesion_wise:
             regions = [c.removeprefix("lesion_dice_") for c in result.per_patient.columns if c.startswith("lesion_dice_")]

@@ -12,6 +12,7 @@ import pandas as pd
 from segpipe.artifacts.plan import default_regions
 from segpipe.atomic import write_json, write_with
 from segpipe.config import EvaluateConfig
+from segpipe.data.validate import label_values
 from segpipe.errors import SegpipeError
 from segpipe.metrics.overlap import EMPTY_CONVENTION
 from segpipe.metrics.patients import PatientScores, label_structures, structures
@@ -31,6 +32,7 @@ class EvaluateResult:
     summary: pd.DataFrame
     files: list[Path] = field(default_factory=list)
     references: dict = field(default_factory=dict)  # source, layout and the splits that matched
+    warnings: list[str] = field(default_factory=list)  # doubtful inputs, one line each, for the console
 
     def matched_line(self) -> str:
         """Which references the predictions matched, for the console."""
@@ -93,6 +95,7 @@ def evaluate(
     refs = {cid: r for cid, r in references.cases.items() if r.split in splits}
 
     loaded = {}
+    undeclared: dict[str, list[int]] = {}
     label_ids: set[int] = {k for k in names if k != 0}
     for cid in progress(matched, desc="evaluate", unit="case", quiet=quiet):
         (pred, _, pred_affine), (ref, spacing, ref_affine) = load_mask_grid(preds[cid]), load_mask_grid(refs[cid].mask)
@@ -105,6 +108,8 @@ def evaluate(
             raise SegpipeError(f"{preds[cid]}: shape {pred.shape} differs from the reference's {ref.shape} ({refs[cid].mask})")
         if not names:
             label_ids |= {int(v) for v in np.unique(ref)} | {int(v) for v in np.unique(pred)}
+        elif extra := sorted(int(v) for v in label_values(pred)[0] if int(v) not in names):
+            undeclared[cid] = extra  # scored as background: a prediction of another label set is doubtful
         loaded[cid] = (pred, ref, spacing)
     label_ids.discard(0)
     regions = ecfg.regions if ecfg.regions is not None else default_regions(sorted(label_ids))
@@ -138,6 +143,7 @@ def evaluate(
             "references": {"path": str(references.source), "layout": references.layout, "matched_splits": splits,
                            "images": str(references.images) if references.images else None},
             "missing_predictions": sorted(set(refs) - set(preds)),
+            "undeclared_prediction_labels": undeclared,
             "unmatched_predictions": sorted(set(preds) - set(refs)),
             "pooling": "per_patient.csv pools all slices or volumes of a patient before scoring",
             "empty_mask_convention": EMPTY_CONVENTION,
@@ -159,6 +165,8 @@ def evaluate(
         f"{len(per_patient)} patients, {len(per_case)} slices or volumes; predictions {pred_dir}, references {labels}.",
         "Dice: " + EMPTY_CONVENTION["dice"] + ". HD95: " + EMPTY_CONVENTION["hd95_mm"] + ".",
     ]
+    warnings = _warnings(undeclared, sorted(set(refs) - set(preds)), names)
+    notes += warnings
     if without_image:
         notes.append(f"No image found for case(s) {', '.join(without_image)}: their overlays show the masks only "
                      "(give the image folder with --images).")
@@ -173,13 +181,29 @@ def evaluate(
                              {k: names.get(k, f"label_{k}") for k in sorted(label_ids)}))
     files.extend(figures.values())
     return EvaluateResult(per_patient=per_patient, per_case=per_case, summary=summary, files=files,
-                          references={"path": str(references.source), "layout": references.layout, "matched_splits": splits})
+                          references={"path": str(references.source), "layout": references.layout, "matched_splits": splits},
+                          warnings=warnings)
 
 
 def _lesion_rule(ecfg: EvaluateConfig) -> dict[str, object]:
     from segpipe.reports.lesions import RULE
 
     return {**RULE, "dilation_iterations": ecfg.lesion_dilation, "min_lesion_volume_mm3": ecfg.lesion_min_volume}
+
+
+def _warnings(undeclared: dict[str, list[int]], missing: list[str], names: dict[int, str]) -> list[str]:
+    """Doubtful results, one line each: predicted label values the references do not declare,
+    and references without a prediction."""
+    lines = []
+    if undeclared:
+        first, values = next(iter(undeclared.items()))
+        lines.append(f"{len(undeclared)} prediction(s) hold label values the references do not declare "
+                     f"({', '.join(map(str, sorted(names)))}), scored as background: case {first} has "
+                     f"{', '.join(map(str, values))} (summary.json: undeclared_prediction_labels)")
+    if missing:
+        lines.append(f"{len(missing)} reference case(s) have no prediction, e.g. {missing[0]} "
+                     "(summary.json: missing_predictions)")
+    return lines
 
 
 def summarise(per_patient: pd.DataFrame) -> pd.DataFrame:

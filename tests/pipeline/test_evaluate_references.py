@@ -217,3 +217,25 @@ def test_an_image_given_but_unreadable_is_named_in_the_report(tmp_path):
     report = (tmp_path / "out" / "report.html").read_text()
     assert f"{tmp_path / 'images' / 'a.nii.gz'}: not drawn under its overlay" in report
     assert "No image found" not in report
+
+
+def test_predicted_labels_the_references_do_not_declare_and_missing_predictions_are_warned(synthetic_dataset, tmp_path):
+    """A prediction of another label set is doubtful: the value is scored as background, and the
+    console, the report and summary.json say so; so does a reference without a prediction."""
+    preds = tmp_path / "pred"
+    shutil.copytree(synthetic_dataset / "labelsTr", preds)
+    first, second = sorted(preds.glob("*.nii.gz"))[:2]
+    img = nib.load(str(first))
+    data = np.asarray(img.dataobj).copy()
+    data[0, 0, 0] = 7
+    nib.save(nib.Nifti1Image(data, img.affine), str(first))
+    second.unlink()
+    out = CliRunner().invoke(cli, ["evaluate", "-p", str(preds), "-l", str(synthetic_dataset), "-o", str(tmp_path / "o")])
+    assert out.exit_code == 0, out.output
+    case = first.name.removesuffix(".nii.gz")
+    assert f"warning: 1 prediction(s) hold label values the references do not declare (0, 1, 2, 3), scored as " \
+           f"background: case {case} has 7" in out.output
+    assert f"warning: 1 reference case(s) have no prediction, e.g. {second.name.removesuffix('.nii.gz')}" in out.output
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["undeclared_prediction_labels"] == {case: [7]}
+    assert "scored as background" in (tmp_path / "o" / "report.html").read_text()
