@@ -93,6 +93,7 @@ def evaluate(
     splits = matched_splits(references, matched)
     # references of a split no prediction touched (a dataset's training cases) are not "missing"
     refs = {cid: r for cid, r in references.cases.items() if r.split in splits}
+    missing = sorted(set(refs) - set(preds))
 
     loaded = {}
     undeclared: dict[str, list[int]] = {}
@@ -101,9 +102,7 @@ def evaluate(
         (pred, _, pred_affine), (ref, spacing, ref_affine) = load_mask_grid(preds[cid]), load_mask_grid(refs[cid].mask)
         if refs[cid].mapping:
             ref = map_labels(ref, refs[cid].mapping)
-        if pred.shape != ref.shape and sorted(pred.shape) != sorted(ref.shape):
-            raise SegpipeError(f"{preds[cid]}: shape {pred.shape} differs from the reference's {ref.shape} ({refs[cid].mask})")
-        pred = on_reference_grid(pred, pred_affine, preds[cid], ref_affine, refs[cid].mask)
+        pred = on_reference_grid(pred, pred_affine, preds[cid], ref.shape, ref_affine, refs[cid].mask)
         if pred.shape != ref.shape:
             raise SegpipeError(f"{preds[cid]}: shape {pred.shape} differs from the reference's {ref.shape} ({refs[cid].mask})")
         if not names:
@@ -142,7 +141,7 @@ def evaluate(
             "regions": regions,
             "references": {"path": str(references.source), "layout": references.layout, "matched_splits": splits,
                            "images": str(references.images) if references.images else None},
-            "missing_predictions": sorted(set(refs) - set(preds)),
+            "missing_predictions": missing,
             "undeclared_prediction_labels": undeclared,
             "unmatched_predictions": sorted(set(preds) - set(refs)),
             "pooling": "per_patient.csv pools all slices or volumes of a patient before scoring",
@@ -165,7 +164,7 @@ def evaluate(
         f"{len(per_patient)} patients, {len(per_case)} slices or volumes; predictions {pred_dir}, references {labels}.",
         "Dice: " + EMPTY_CONVENTION["dice"] + ". HD95: " + EMPTY_CONVENTION["hd95_mm"] + ".",
     ]
-    warnings = _warnings(undeclared, sorted(set(refs) - set(preds)), names)
+    warnings = _warnings(undeclared, missing, names)
     notes += warnings
     if without_image:
         notes.append(f"No image found for case(s) {', '.join(without_image)}: their overlays show the masks only "

@@ -111,9 +111,10 @@ def load_mask_grid(path: str | Path) -> tuple[np.ndarray, tuple[float, ...], np.
 
 
 def on_reference_grid(pred: np.ndarray, pred_affine: np.ndarray | None, pred_path: Path,
-                      ref_affine: np.ndarray | None, ref_path: Path) -> np.ndarray:
+                      ref_shape: tuple[int, ...], ref_affine: np.ndarray | None, ref_path: Path) -> np.ndarray:
     """`pred` on the reference's voxel grid: as it is when the affines agree (or a format has
-    none), its axes flipped and swapped when it stores the same grid in another orientation.
+    none, or the shapes differ beyond an order of axes: the caller names the shapes), its axes
+    flipped and swapped when it stores the same grid in another orientation.
 
     Raises:
         SegpipeError: the grids differ otherwise (another spacing, origin or field of view), which
@@ -121,7 +122,10 @@ def on_reference_grid(pred: np.ndarray, pred_affine: np.ndarray | None, pred_pat
     """
     from segpipe.data.validate import grid_problem
 
-    if pred_affine is None or ref_affine is None or grid_problem(pred_affine, ref_affine) is None:
+    if pred_affine is None or ref_affine is None or sorted(pred.shape) != sorted(ref_shape):
+        return pred
+    problem = grid_problem(pred_affine, ref_affine)
+    if problem is None:
         return pred
     if pred.ndim == 3:
         from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
@@ -129,7 +133,6 @@ def on_reference_grid(pred: np.ndarray, pred_affine: np.ndarray | None, pred_pat
         turn = ornt_transform(io_orientation(pred_affine), io_orientation(ref_affine))
         if grid_problem(pred_affine @ inv_ornt_aff(turn, pred.shape), ref_affine) is None:
             return np.ascontiguousarray(apply_orientation(pred, turn))
-    problem = grid_problem(pred_affine, ref_affine)
     raise SegpipeError(f"{pred_path}: not on the reference's voxel grid ({ref_path}): {problem}; "
                        "resample the prediction onto the reference first")
 
