@@ -96,7 +96,7 @@ def evaluate(
     missing = sorted(set(refs) - set(preds))
 
     loaded = {}
-    undeclared: dict[str, list[int]] = {}
+    predicted: dict[str, set[int]] = {}
     label_ids: set[int] = {k for k in names if k != 0}
     for cid in progress(matched, desc="evaluate", unit="case", quiet=quiet):
         (pred, _, pred_affine), (ref, spacing, ref_affine) = load_mask_grid(preds[cid]), load_mask_grid(refs[cid].mask)
@@ -105,11 +105,16 @@ def evaluate(
         pred = on_reference_grid(pred, pred_affine, preds[cid], ref.shape, ref_affine, refs[cid].mask)
         if pred.shape != ref.shape:
             raise SegpipeError(f"{preds[cid]}: shape {pred.shape} differs from the reference's {ref.shape} ({refs[cid].mask})")
+        predicted[cid] = {int(v) for v in label_values(pred)[0]}
         if not names:
-            label_ids |= {int(v) for v in np.unique(ref)} | {int(v) for v in np.unique(pred)}
-        elif extra := sorted(int(v) for v in label_values(pred)[0] if int(v) not in names):
-            undeclared[cid] = extra  # scored as background: a prediction of another label set is doubtful
+            label_ids |= {int(v) for v in label_values(ref)[0]}
         loaded[cid] = (pred, ref, spacing)
+    # a predicted value the references lack is doubtful (another label set): with declared labels it
+    # is scored as background, without them as a label of its own that no reference holds
+    known = (set(names) if names else label_ids) | {0}
+    undeclared = {cid: sorted(values - known) for cid, values in predicted.items() if values - known}
+    if not names:
+        label_ids |= {v for values in undeclared.values() for v in values}
     label_ids.discard(0)
     regions = ecfg.regions if ecfg.regions is not None else default_regions(sorted(label_ids))
     scored = structures(sorted(label_ids), names, regions)
@@ -164,7 +169,7 @@ def evaluate(
         f"{len(per_patient)} patients, {len(per_case)} slices or volumes; predictions {pred_dir}, references {labels}.",
         "Dice: " + EMPTY_CONVENTION["dice"] + ". HD95: " + EMPTY_CONVENTION["hd95_mm"] + ".",
     ]
-    warnings = _warnings(undeclared, missing, names)
+    warnings = _warnings(undeclared, missing, names, sorted(known))
     notes += warnings
     if without_image:
         notes.append(f"No image found for case(s) {', '.join(without_image)}: their overlays show the masks only "
@@ -190,14 +195,15 @@ def _lesion_rule(ecfg: EvaluateConfig) -> dict[str, object]:
     return {**RULE, "dilation_iterations": ecfg.lesion_dilation, "min_lesion_volume_mm3": ecfg.lesion_min_volume}
 
 
-def _warnings(undeclared: dict[str, list[int]], missing: list[str], names: dict[int, str]) -> list[str]:
-    """Doubtful results, one line each: predicted label values the references do not declare,
-    and references without a prediction."""
+def _warnings(undeclared: dict[str, list[int]], missing: list[str], names: dict[int, str], known: list[int]) -> list[str]:
+    """Doubtful results, one line each: predicted label values the references do not declare
+    (or, without declared labels, that no reference holds), and references without a prediction."""
     lines = []
     if undeclared:
         first, values = next(iter(undeclared.items()))
-        lines.append(f"{len(undeclared)} prediction(s) hold label values the references do not declare "
-                     f"({', '.join(map(str, sorted(names)))}), scored as background: case {first} has "
+        how = ("do not declare", "background") if names else ("do not hold", "labels of their own")
+        lines.append(f"{len(undeclared)} prediction(s) hold label values the references {how[0]} "
+                     f"({', '.join(map(str, known))}), scored as {how[1]}: case {first} has "
                      f"{', '.join(map(str, values))} (summary.json: undeclared_prediction_labels)")
     if missing:
         lines.append(f"{len(missing)} reference case(s) have no prediction, e.g. {missing[0]} "

@@ -239,3 +239,29 @@ def test_predicted_labels_the_references_do_not_declare_and_missing_predictions_
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["undeclared_prediction_labels"] == {case: [7]}
     assert "scored as background" in (tmp_path / "o" / "report.html").read_text()
+
+
+def test_predicted_values_no_plain_reference_holds_are_warned(tmp_path):
+    """Plain mask folders declare no labels: a predicted value that no reference holds is scored
+    as a label of its own, and warned as doubtful like an undeclared one."""
+    for folder in ("refs", "preds"):
+        (tmp_path / folder).mkdir()
+    mask = np.zeros((10, 9, 6), np.uint8)
+    mask[2:6, 3:7, 1:4] = 1
+    for name in ("a", "b"):
+        nib.save(nib.Nifti1Image(mask, np.eye(4)), str(tmp_path / "refs" / f"{name}.nii.gz"))
+    odd = mask.copy()
+    odd[8, 0, 0] = 5
+    nib.save(nib.Nifti1Image(odd, np.eye(4)), str(tmp_path / "preds" / "a.nii.gz"))
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), str(tmp_path / "preds" / "b.nii.gz"))
+    out = CliRunner().invoke(cli, ["evaluate", "-p", str(tmp_path / "preds"), "-l", str(tmp_path / "refs"),
+                                   "-o", str(tmp_path / "o")])
+    assert out.exit_code == 0, out.output
+    assert "warning: 1 prediction(s) hold label values the references do not hold (0, 1), scored as labels of " \
+           "their own: case a has 5" in out.output
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["undeclared_prediction_labels"] == {"a": [5]}
+    assert "5" in summary["labels"]
+    quiet = CliRunner().invoke(cli, ["evaluate", "-p", str(tmp_path / "preds"), "-l", str(tmp_path / "refs"),
+                                     "-o", str(tmp_path / "q"), "-q"])
+    assert quiet.exit_code == 0 and "warning" not in quiet.output
