@@ -417,6 +417,21 @@ def test_checkpoint_of_another_label_set(model_copy: Path, synthetic_dataset: Pa
 # ---------------------------------------------------------------- unwritable output, full disk
 
 
+def test_a_file_where_a_folder_is_wanted(tiny_model: Path, prepared_dataset: Path, synthetic_dataset: Path,
+                                         tmp_path: Path) -> None:
+    """Each verb's folder input, given a file, is named as a file (not as missing); nothing is written."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    out = tmp_path / "out"
+    for args, what in ((("fit", "-d", a_file, "-o", out, "-q", "--epochs", "1"), "prepared-dataset folder"),
+                       (("infer", "-m", a_file, "-i", synthetic_dataset / "imagesTs", "-o", out, "-q"), "model folder"),
+                       (("evaluate", "-p", a_file, "-l", synthetic_dataset, "-o", out, "-q"), "predictions folder"),
+                       (("report", a_file), "model or reports folder")):
+        assert_error(run(*args), f"{a_file}: a file, not a {what}")
+        assert not out.exists()
+    assert a_file.read_text() == "x"
+
+
 def test_output_folder_under_a_regular_file(base: Path, tiny_model: Path, prepared_dataset: Path,
                                             synthetic_dataset: Path, tmp_path: Path) -> None:
     """Works as root too: no one can create a folder inside a regular file (ENOTDIR)."""

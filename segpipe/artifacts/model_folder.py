@@ -17,6 +17,7 @@ from segpipe.artifacts.checkpoints import check_compatible, load_checkpoint
 from segpipe.artifacts.files import read_json, read_yaml
 from segpipe.artifacts.plan import Plan
 from segpipe.config import Config, config_from_dict
+from segpipe.data.paths import existing_folder
 from segpipe.errors import SegpipeError
 from segpipe.networks.spec import build_from_spec
 from segpipe.transforms.regions import RegionChain, region_chain
@@ -167,7 +168,5 @@ def load_model_folder(root: str | Path, checkpoint: str | None = None) -> Traine
         root: the folder `segpipe fit` wrote.
         checkpoint: "best" or "last"; None takes the folder's config (infer.checkpoint).
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise SegpipeError(f"{root}: no such model folder")
+    root = existing_folder(root, "model folder")
     return ModelFolder.open(root).load(checkpoint)

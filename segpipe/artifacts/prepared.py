@@ -8,7 +8,7 @@ from typing import Any
 
 from segpipe.artifacts.files import read_json
 from segpipe.artifacts.plan import Plan
-from segpipe.errors import SegpipeError
+from segpipe.data.paths import existing_folder
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,7 @@ class PreparedDataset:
 
 def load_prepared(prepared_dir: str | Path) -> PreparedDataset:
     """Read a prepared folder's plan, splits and manifest, with clear errors."""
-    root = Path(prepared_dir)
-    if not root.is_dir():
-        raise SegpipeError(f"{root}: no such prepared-dataset folder (run `segpipe preprocess` first)")
+    root = existing_folder(prepared_dir, "prepared-dataset folder", " (run `segpipe preprocess` first)")
     missing = f"{root} is not a complete prepared dataset (run `segpipe preprocess`)"
     plan, splits, manifest = (read_json(root / name, missing) for name in ("plan.json", "splits.json", "manifest.json"))
     return PreparedDataset(root, Plan.from_dict(plan, root / "plan.json"), splits, manifest)

@@ -44,6 +44,21 @@ def inside(root: Path, relative: str, source: str) -> Path:
     return target
 
 
+def existing_folder(path: str | Path, what: str, hint: str = "") -> Path:
+    """`path` when it is a folder; otherwise one line saying it is missing or a file.
+
+    Args:
+        what: the kind of folder wanted, as the message names it ("model folder").
+        hint: appended to the message, e.g. " (run `segpipe preprocess` first)".
+    """
+    path = Path(path)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise SegpipeError(f"{path}: a file, not a {what}{hint}")
+    raise SegpipeError(f"{path}: no such {what}{hint}")
+
+
 def has_suffix(path: Path, *suffixes: str) -> bool:
     """Case-insensitive suffix test on the file name."""
     return path.name.lower().endswith(tuple(s.lower() for s in suffixes))

@@ -12,6 +12,7 @@ import pandas as pd
 from segpipe.artifacts.plan import default_regions
 from segpipe.atomic import write_json, write_with
 from segpipe.config import EvaluateConfig
+from segpipe.data.paths import existing_folder
 from segpipe.data.validate import label_values
 from segpipe.errors import SegpipeError
 from segpipe.metrics.overlap import EMPTY_CONVENTION
@@ -80,9 +81,7 @@ def evaluate(
         from segpipe.reports.lesions import require_panoptica
 
         require_panoptica()  # before any work: a missing extra is named at once
-    pred_dir, out = Path(pred_dir), Path(output_dir)
-    if not pred_dir.is_dir():
-        raise SegpipeError(f"{pred_dir}: no such predictions folder")
+    pred_dir, out = existing_folder(pred_dir, "predictions folder"), Path(output_dir)
     references = read_references(Path(labels), ecfg.patient_pattern, images)
     model_names = model_label_names(model_dir) if model_dir is not None and label_names is None else None
     names = label_names or model_names or references.labels or {}

@@ -8,16 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from segpipe.config import EvaluateConfig
-from segpipe.errors import SegpipeError
+from segpipe.data.paths import existing_folder
 
 SEARCH_DEPTH = 2  # a model folder's reports: MODEL/evaluation/, MODEL/<predictions>/evaluation/
 
 
 def find_reports(folder: str | Path) -> list[Path]:
     """Reports folders (holding summary.json or report.html) at or below `folder`, newest first."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SegpipeError(f"{folder}: no such model or reports folder")
+    folder = existing_folder(folder, "model or reports folder")
     found = []
     for depth in range(SEARCH_DEPTH + 1):
         pattern = "/".join(["*"] * depth)
