@@ -14,7 +14,6 @@ loads with nibabel, no partial file remains, and the results equal the uninterru
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

@@ -9,6 +9,7 @@ from typing import Any
 
 from segpipe.config import EvaluateConfig
 from segpipe.data.paths import existing_folder
+from segpipe.errors import SegpipeError
 
 SEARCH_DEPTH = 2  # a model folder's reports: MODEL/evaluation/, MODEL/<predictions>/evaluation/
 
