@@ -273,7 +273,8 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
               help="Model folder written by `segpipe fit`.")
 @click.option("--input", "-i", "inputs", required=True, multiple=True, type=click.Path(path_type=Path),
               help="Image file, folder of images, or dataset folder of any layout preprocess reads (a "
-                   "Decathlon or slice folder: its test cases, else its training cases; a BraTS cohort, "
+                   "Decathlon or slice folder: its test cases, else its training cases, unless imagesTs/ holds "
+                   "images dataset.json does not list; a BraTS cohort, "
                    "pair folder, MAT folder or DICOM folder: every case). Repeatable.")
 @click.option("--output", "-o", "output_dir", required=True, type=click.Path(path_type=Path),
               help="Folder for the masks, one <case>.nii.gz per input, in the input's geometry.")

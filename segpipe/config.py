@@ -266,7 +266,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
     if path is not None:
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8-sig")
         except OSError as exc:
             raise SegpipeError(f"{path}: cannot read config ({exc.strerror})") from None
         try:

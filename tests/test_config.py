@@ -81,3 +81,9 @@ def test_repository_configs_folder_holds_the_ready_configs():
             "figshare_2d_linknet.yaml", "demo.yaml"} <= names
     for name in names:
         assert isinstance(load_config(root / name), Config)
+
+
+def test_a_byte_order_mark_is_read_past(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + b"train:\n  epochs: 7\n")
+    assert load_config(path).train.epochs == 7

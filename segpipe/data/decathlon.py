@@ -10,7 +10,7 @@ from segpipe.data.build import build_dataset
 from segpipe.data.case import Case
 from segpipe.data.dataset import Dataset
 from segpipe.data.layout import Layout
-from segpipe.data.paths import case_id_of, inside, is_hidden_or_resource
+from segpipe.data.paths import case_id_of, inside, is_hidden_or_resource, is_image_file
 from segpipe.errors import SegpipeError
 
 REQUIRED_KEYS = ("labels", "modality", "training")
@@ -23,7 +23,7 @@ def _load_json(path: Path) -> dict[str, Any]:
 
     resolve_inside(path)  # a dataset.json linked in from elsewhere is not read
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark, as Windows editors write, is read past
     except json.JSONDecodeError as exc:
         raise SegpipeError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
     except RecursionError:
@@ -142,9 +142,26 @@ def is_decathlon_folder(root: Path) -> bool:
     return (root / "dataset.json").is_file()
 
 
+def decathlon_inputs(dataset: Dataset) -> list[Case]:
+    """What `infer` segments in a Decathlon folder: the test cases dataset.json lists, else
+    its training cases; refused when it lists none while imagesTs/ holds images (which are
+    meant is unclear, and segmenting the training cases silently would pass for a test run)."""
+    if dataset.test:
+        return list(dataset.test)
+    unlisted = [p for p in sorted((dataset.root / "imagesTs").glob("*")) if is_image_file(p)]
+    if unlisted:
+        raise SegpipeError(
+            f"{dataset.root / 'dataset.json'}: 'test' lists no images, yet imagesTs/ holds {len(unlisted)} "
+            f"(e.g. {unlisted[0].name}); give {dataset.root / 'imagesTs'} to segment them, or {dataset.root / 'imagesTr'} "
+            "for the training cases"
+        )
+    return list(dataset.training)
+
+
 LAYOUT = Layout(
     name="decathlon",
     describe="dataset.json + imagesTr/ + labelsTr/ (+ imagesTs/, labelsTs/ when present), the Medical Segmentation Decathlon",
     detect=is_decathlon_folder,
     read=read_decathlon,
+    inputs=decathlon_inputs,
 )

@@ -73,3 +73,24 @@ def test_missing_path_and_file_instead_of_folder(tmp_path):
     f.write_text("x")
     with pytest.raises(SegpipeError, match="got a file"):
         read_dataset(f)
+
+
+def test_a_byte_order_mark_is_read_past(dataset_copy):
+    """Windows editors write a UTF-8 byte-order mark; json.loads refuses one."""
+    path = dataset_copy / "dataset.json"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert len(read_dataset(dataset_copy).training) == 6
+
+
+def test_infer_refuses_a_dataset_listing_no_test_images_beside_an_imagesTs_folder(dataset_copy):
+    """An empty 'test' list with images in imagesTs/: which to segment is unclear, and the
+    training cases would pass for a test run; with imagesTs/ empty, the training cases are taken."""
+    meta = json.loads((dataset_copy / "dataset.json").read_text())
+    meta["test"] = []
+    (dataset_copy / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(SegpipeError, match=r"dataset.json: 'test' lists no images, yet imagesTs/ holds 2 \(e.g. SYN_006"):
+        discover_inputs([dataset_copy])
+    assert len(discover_inputs([dataset_copy / "imagesTs"])) == 2
+    for image in (dataset_copy / "imagesTs").iterdir():
+        image.unlink()
+    assert [c.case_id for c in discover_inputs([dataset_copy])] == [f"SYN_{i:03d}" for i in range(6)]
