@@ -156,6 +156,20 @@ def test_a_2d_image_for_a_3d_model_names_the_file(tiny_model: Path, tmp_path: Pa
     assert_no_partials(out)
 
 
+def test_a_nifti_of_five_dimensions_is_refused_in_its_own_words(ds: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """(X, Y, Z, 1, 1) read as 'too small to segment', (X, Y, Z, 2, 3) as a shape mismatch with its label."""
+    image, affine = load(ds / "imagesTr" / "SYN_001.nii.gz")
+    bad = save(ds / "imagesTr" / "SYN_001.nii.gz", image[..., :1, None], affine)
+    words = "NIfTI of 5 dimensions"
+    code, lines = verify(ds)
+    assert code == 1
+    finding(lines, "ERROR", bad, words)
+    assert_refused(ds, tmp_path / "out", str(bad), words, "2D or 3D images")
+    out = tmp_path / "pred"
+    assert_error(run("infer", "-m", tiny_model, "-i", bad, "-o", out, "-q"), str(bad), words)
+    assert_no_partials(out)
+
+
 # ---------------------------------------------------------------- integrity: values
 
 

@@ -273,6 +273,9 @@ def _check_nifti(path: Path) -> None:
     _refuse_complex(path, dtype)
     if dtype.names is not None:
         raise SegpipeError(f"{path}: NIfTI of a structured type ({dtype}); segpipe needs one real value per voxel")
+    if len(img.shape) > 4:  # readers would take the 4th and later axes as space or channels, each its own way
+        raise SegpipeError(f"{path}: NIfTI of {len(img.shape)} dimensions ({' x '.join(map(str, img.shape))}); "
+                           "segpipe reads 2D or 3D images, with any channels along a 4th dimension")
     check_image_size(path, tuple(img.shape), dtype.itemsize)
 
 
