@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-import yaml
-
+from segpipe.artifacts.files import parse_yaml
 from segpipe.config_schema import validate
-from segpipe.errors import SegpipeError
+from segpipe.errors import SegpipeError, shown
 
 
 @dataclass
@@ -177,14 +176,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except SegpipeError as exc:
                 errors.append(exc)
-        raise SegpipeError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+        raise SegpipeError(f"config key '{key}': expected {_type_name(tp)}, got {shown(value)}")
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise SegpipeError(f"config key '{key}': expected a list, got {value!r}")
+            raise SegpipeError(f"config key '{key}': expected a list, got {shown(value)}")
         return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise SegpipeError(f"config key '{key}': expected a mapping, got {value!r}")
+            raise SegpipeError(f"config key '{key}': expected a mapping, got {shown(value)}")
         return {_coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
@@ -203,7 +202,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is str:
         if isinstance(value, str):
             return value
-    raise SegpipeError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    raise SegpipeError(f"config key '{key}': expected {_type_name(tp)}, got {shown(value)}")
 
 
 def _section_types(cls: type) -> dict[str, Any]:
@@ -253,10 +252,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     if lhs.count(".") != 1:
         raise SegpipeError(f"override '{text}': the key must be section.key, e.g. train.epochs=10")
     section, key = lhs.split(".")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise SegpipeError(f"override '{text}': the value is not valid YAML") from None
+    value = parse_yaml(raw, f"override '{text}'") if raw.strip() else None
     return section.strip(), key.strip(), value
 
 
@@ -269,13 +265,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
             text = path.read_text(encoding="utf-8-sig")
         except OSError as exc:
             raise SegpipeError(f"{path}: cannot read config ({exc.strerror})") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise SegpipeError(f"{path}: not valid YAML{where}") from None
-        merge_dict(cfg, data, str(path))
+        merge_dict(cfg, parse_yaml(text, path), str(path))
     given = {}
     for text in overrides:
         section, key, value = parse_override(text)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from segpipe.errors import SegpipeError
+from segpipe.errors import SegpipeError, shown
 from segpipe.limits import MAX_LABEL_VALUE, MAX_ROI_SIDE, MAX_THREADS
 
 Rule = Callable[[Any, Any], str | None]  # (value, whole config) -> problem or None
@@ -37,12 +37,12 @@ def _num(low: float | None = None, high: float | None = None, *, low_open: bool 
 
 
 def _choice(*options: object) -> Rule:
-    return lambda v, _c: None if v is None or v in options else f"must be one of {', '.join(map(str, options))}, got {v!r}"
+    return lambda v, _c: None if v is None or v in options else f"must be one of {', '.join(map(str, options))}, got {shown(v)}"
 
 
 def _auto_or(rule: Rule) -> Rule:
     """"auto", or a value that `rule` accepts."""
-    return lambda v, c: None if v == "auto" else (f"must be auto or a number, got {v!r}" if isinstance(v, str) else rule(v, c))
+    return lambda v, c: None if v == "auto" else (f"must be auto or a number, got {shown(v)}" if isinstance(v, str) else rule(v, c))
 
 
 def _sides(rank_of: Callable[[Any], int | tuple[int, ...]]) -> Rule:
@@ -78,9 +78,9 @@ def _regex(need_patient: bool) -> Rule:
         try:
             pattern = re.compile(value)
         except re.error as exc:
-            return f"{value!r} is not a valid regular expression ({exc})"
+            return f"{shown(value)} is not a valid regular expression ({exc})"
         if need_patient and "patient" not in pattern.groupindex:
-            return f"{value!r} needs a group named patient, e.g. (?P<patient>BRATS_\\d+)"
+            return f"{shown(value)} needs a group named patient, e.g. (?P<patient>BRATS_\\d+)"
         return None
 
     return rule
@@ -90,11 +90,11 @@ def _orientation(value: Any, _cfg: Any) -> str | None:
     codes = str(value).upper()
     if len(codes) == 3 and all(sum(c in pair for c in codes) == 1 for pair in ("LR", "AP", "SI")):
         return None
-    return f"must be three axis codes, one of L/R, A/P and S/I each (e.g. RAS), got {value!r}"
+    return f"must be three axis codes, one of L/R, A/P and S/I each (e.g. RAS), got {shown(value)}"
 
 
 def _device(value: Any, _cfg: Any) -> str | None:
-    return None if DEVICE_RE.match(str(value)) else f"must be cpu, cuda, cuda:N or mps, got {value!r}"
+    return None if DEVICE_RE.match(str(value)) else f"must be cpu, cuda, cuda:N or mps, got {shown(value)}"
 
 
 def _labels(value: Any, _cfg: Any) -> str | None:
@@ -203,7 +203,7 @@ def check_device(name: str, key: str) -> None:
         SegpipeError: naming the key or option and the devices available.
     """
     if not DEVICE_RE.match(str(name)):
-        raise SegpipeError(f"{key}: must be cpu, cuda, cuda:N or mps, got {name!r}")
+        raise SegpipeError(f"{key}: must be cpu, cuda, cuda:N or mps, got {shown(name)}")
     import torch
 
     if name.startswith("cuda"):

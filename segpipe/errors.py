@@ -1,5 +1,11 @@
 """The one exception type for problems caused by the user's input or environment."""
 
+import reprlib
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxtuple, _SHOWN.maxdict = 2, 4, 4, 4
+_SHOWN.maxstring, _SHOWN.maxother = 80, 80
+
 
 class SegpipeError(Exception):
     """A user-facing error: the CLI prints its message as one line and exits non-zero.
@@ -7,6 +13,12 @@ class SegpipeError(Exception):
     The message should name the file or option and say what is wrong (and, where it
     helps, how to fix it).
     """
+
+
+def shown(value: object) -> str:
+    """`repr(value)` cut short for an error line: a YAML file's aliases can nest a value whose
+    full repr runs to gigabytes, and a pasted string to pages."""
+    return _SHOWN.repr(value)
 
 
 def reader_error(exc: BaseException, path: object, what: str) -> SegpipeError:

@@ -694,6 +694,24 @@ def _(root: Path, fx: Fixtures) -> Kind:
     return Kind(["fit", "-d", fx.prepared, "-o", model, "--resume"], model, (str(model / "config.yaml"), "not valid YAML"))
 
 
+@kind(7, "model-config-nested-too-deeply-at-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    model = copy_model(fx, root / "model")
+    (model / "config.yaml").write_text("train: " + "[" * 20000 + "]" * 20000 + "\n")
+    image_in(root / "in")
+    return Kind(["infer", "-m", model, "-i", root / "in", "-o", root / "out"], root / "out",
+                (str(model / "config.yaml"), "YAML nested too deeply"))
+
+
+@kind(7, "network-json-nested-too-deeply-at-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    model = copy_model(fx, root / "model")
+    (model / "network.json").write_text("[" * 100000 + "]" * 100000)
+    image_in(root / "in")
+    return Kind(["infer", "-m", model, "-i", root / "in", "-o", root / "out"], root / "out",
+                (str(model / "network.json"), "JSON nested too deeply"))
+
+
 @kind(7, "checkpoint-missing-keys-on-resume")
 def _(root: Path, fx: Fixtures) -> Kind:
     model = copy_model(fx, root / "model")

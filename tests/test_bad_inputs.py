@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -364,6 +365,39 @@ def test_a_value_out_of_range_from_set_is_blamed_on_the_option_not_the_file(base
     assert not (tmp_path / "out").exists()
 
 
+def _alias_bomb(levels: int) -> str:
+    """YAML whose aliases nest 10**levels strings under train.epochs in a few hundred bytes."""
+    text = "train:\n  epochs:\n    - &x0 [x, x, x, x, x, x, x, x, x, x]\n"
+    for i in range(1, levels):
+        text += f"    - &x{i} [" + ", ".join([f"*x{i - 1}"] * 10) + "]\n"
+    return text
+
+
+def test_config_values_nested_past_reason_get_one_short_line(base: Path, tmp_path: Path) -> None:
+    """A config file or --set nested past Python's recursion limit, and aliases that expand to a
+    million strings: one line each, no internal error, no page-long echo of the value."""
+    deep, bomb = tmp_path / "deep.yaml", tmp_path / "bomb.yaml"
+    deep.write_text("train:\n  epochs: " + "[" * 20000 + "]" * 20000 + "\n")
+    bomb.write_text(_alias_bomb(6))
+    out = tmp_path / "out"
+    assert_error(run("preprocess", "-i", base, "-o", out, "-q", "--config", deep), str(deep), "YAML nested too deeply")
+    assert_error(run("preprocess", "-i", base, "-o", out, "-q", "--set", "train.epochs=" + "[" * 5000 + "]" * 5000),
+                 "override 'train.epochs=[[[", "YAML nested too deeply")
+    line = assert_error(run("preprocess", "-i", base, "-o", out, "-q", "--config", bomb), str(bomb),
+                        "config key 'train.epochs': expected int, got [['x', 'x', 'x', 'x', ...], [[...], [...], [...], [...], ...], ")
+    assert len(line) < len(str(bomb)) + 200, line
+    assert not out.exists()
+
+
+def test_a_prepared_plan_nested_past_reason_is_named(prepared_dataset: Path, tmp_path: Path) -> None:
+    prepared = tmp_path / "prepared"
+    shutil.copytree(prepared_dataset, prepared)
+    (prepared / "plan.json").write_text("[" * 100000 + "]" * 100000)
+    assert_error(run("fit", "-d", prepared, "-o", tmp_path / "model", "-q", "--epochs", "1"),
+                 str(prepared / "plan.json"), "JSON nested too deeply")
+    assert not (tmp_path / "model").exists()
+
+
 # ---------------------------------------------------------------- checkpoints
 
 
@@ -379,7 +413,6 @@ class _Payload:
 
 @pytest.fixture
 def model_copy(tiny_model: Path, tmp_path: Path) -> Path:
-    import shutil
 
     return Path(shutil.copytree(tiny_model, tmp_path / "model"))
 
@@ -547,7 +580,6 @@ def test_real_process_one_line_on_stderr(tiny_model: Path, tmp_path: Path) -> No
     """`python -m segpipe`: stdout empty, one line on stderr (no warnings, no traceback);
     `--debug` shows the traceback."""
     marker = tmp_path / "code-ran"
-    import shutil
 
     model = Path(shutil.copytree(tiny_model, tmp_path / "model"))
     with open(model / "checkpoints" / "best.pt", "wb") as fh:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from segpipe.artifacts.files import parse_json
 from segpipe.data.build import build_dataset
 from segpipe.data.case import Case
 from segpipe.data.dataset import Dataset
@@ -23,13 +23,10 @@ def _load_json(path: Path) -> dict[str, Any]:
 
     resolve_inside(path)  # a dataset.json linked in from elsewhere is not read
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark, as Windows editors write, is read past
-    except json.JSONDecodeError as exc:
-        raise SegpipeError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    except RecursionError:
-        raise SegpipeError(f"{path}: JSON nested too deeply") from None
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark, as Windows editors write, is read past
     except (OSError, UnicodeDecodeError) as exc:
         raise SegpipeError(f"{path}: cannot read ({exc})") from None
+    data = parse_json(text, path)
     if not isinstance(data, dict):
         raise SegpipeError(f"{path}: expected a JSON object at the top level")
     return data
