@@ -246,6 +246,8 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
         cfg.train.init_from = str(init_from.resolve())
     plan = load_prepared(prepared_dir).plan if prepared_dir.is_dir() else {}
     source = plan.get("source") if isinstance(plan, dict) and isinstance(plan.get("source"), str) else None
+    if resume and not model_dir.exists():  # before the output guard makes it: a mistyped --output
+        raise SegpipeError(f"{model_dir / 'checkpoints' / 'last.pt'}: nothing to resume from")
     with guard_outputs("fit", [model_dir], [prepared_dir, source, init_from]):  # never a model folder inside the data
         if all_folds:
             results = fit_folds(prepared_dir, model_dir, cfg, load_prepared(prepared_dir).folds, resume=resume, quiet=quiet)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from segpipe.artifacts.files import parse_yaml
 from segpipe.config_schema import validate
 from segpipe.errors import SegpipeError, shown
+from segpipe.parsing import parse_yaml
 
 
 @dataclass

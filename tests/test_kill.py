@@ -14,6 +14,7 @@ loads with nibabel, no partial file remains, and the results equal the uninterru
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ import yaml
 from PIL import Image
 
 from segpipe.artifacts.checkpoints import load_checkpoint
+from segpipe.outputs import LOCK_NAME
 from tests._corpus import TINY, assert_no_partials, env, make_dataset, one_line_error, partials, run
 
 TRIALS = 5
@@ -179,6 +181,21 @@ def test_fit_resume_on_a_folder_killed_before_its_first_checkpoint_starts_afresh
         assert torch.allclose(_fit_state(out)[name], tensor, rtol=0, atol=1e-6), name
     never = run("fit", "-d", data["prepared"], "-o", tmp_path / "typo", "--resume", *FIT_ARGS)
     assert never.exit_code != 0 and "nothing to resume from" in never.output
+    assert not (tmp_path / "typo").exists()
+    # killed while reading the data: the folder holds only the dead run's lock
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.symlink("pid=999999999;verb=fit;host=x;since=then", locked / LOCK_NAME)
+    result = run("fit", "-d", data["prepared"], "-o", locked, "--resume", *FIT_ARGS)
+    assert result.exit_code == 0, result.output
+    for name, tensor in _fit_state(ref).items():
+        assert torch.allclose(_fit_state(locked)[name], tensor, rtol=0, atol=1e-6), name
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    refused = run("fit", "-d", data["prepared"], "-o", other, "--resume", *FIT_ARGS)
+    assert refused.exit_code != 0 and "nothing to resume from" in refused.output
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
 
 
 # ---------------------------------------------------------------- infer

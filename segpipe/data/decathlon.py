@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from segpipe.artifacts.files import parse_json
 from segpipe.data.build import build_dataset
 from segpipe.data.case import Case
 from segpipe.data.dataset import Dataset
 from segpipe.data.layout import Layout
 from segpipe.data.paths import case_id_of, inside, is_hidden_or_resource, is_image_file
 from segpipe.errors import SegpipeError
+from segpipe.parsing import parse_json
 
 REQUIRED_KEYS = ("labels", "modality", "training")
 

@@ -27,6 +27,7 @@ from segpipe.artifacts.checkpoints import load_checkpoint, rng_state, set_rng_st
 from segpipe.artifacts.plan import Plan
 from segpipe.artifacts.prepared import load_prepared
 from segpipe.atomic import remove_stale_partials, write_json, write_yaml
+from segpipe.outputs import LOCK_NAME
 from segpipe.config import Config, TrainConfig
 from segpipe.config_schema import check_device
 from segpipe.data.paths import inside
@@ -102,12 +103,16 @@ def _cases(prepared: Path, manifest: dict[str, Any], ids: list[str]) -> list[dic
 
 
 def _can_resume(model_dir: Path, resume: bool) -> bool:
-    """Whether to continue from last.pt. A folder that `fit` started (it has checkpoints/)
-    but that was stopped before its first checkpoint starts afresh; a folder that `fit`
-    never touched is refused, so a mistyped --output is not silently trained from scratch."""
+    """Whether to continue from last.pt. A folder that `fit` started but that was stopped
+    before its first checkpoint (it has checkpoints/, or holds nothing but the output lock:
+    killed while reading the data) starts afresh; a folder that does not exist or holds
+    other files is refused, so a mistyped --output is not silently trained from scratch
+    (the CLI checks that the folder existed before its output guard made it)."""
     last = model_dir / "checkpoints" / "last.pt"
     if resume and not last.is_file():
-        if (model_dir / "checkpoints").is_dir():
+        started = (model_dir / "checkpoints").is_dir() or (
+            model_dir.is_dir() and {p.name for p in model_dir.iterdir()} <= {LOCK_NAME})
+        if started:
             return False
         raise SegpipeError(f"{last}: nothing to resume from")
     return resume
