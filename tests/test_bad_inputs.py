@@ -291,6 +291,44 @@ def test_dicom_folder_mixing_two_series(tiny_model: Path, tmp_path: Path) -> Non
         assert_error(run(*args), str(series), "holds 2 series", "put each series in its own folder")
 
 
+def _without_pixels(ds) -> None:  # noqa: ANN001 - a pydicom Dataset
+    del ds.PixelData
+
+
+def _other_size(ds) -> None:  # noqa: ANN001
+    ds.Rows, ds.Columns, ds.PixelData = 6, 8, np.full((6, 8), 7, np.int16).tobytes()
+
+
+def _other_orientation(ds) -> None:  # noqa: ANN001
+    ds.ImageOrientationPatient = [0.0, 1.0, 0.0, 1.0, 0.0, 0.0]
+
+
+def _zero_spacing(ds) -> None:  # noqa: ANN001
+    ds.PixelSpacing = [0.0, 0.0]
+
+
+@pytest.mark.parametrize("edit, words", [
+    (_without_pixels, "slice has no pixel data"),
+    (_other_size, "slice of 6 x 8 pixels, the series' IM0001 has 8 x 6"),
+    (_other_orientation, "ImageOrientationPatient [0.0, 1.0, 0.0, 1.0, 0.0, 0.0] differs from the series' IM0001"),
+    (_zero_spacing, "PixelSpacing [0.0, 0.0] is not two positive sizes in mm"),
+], ids=["no-pixels", "other-size", "other-orientation", "zero-spacing"])
+def test_a_dicom_slice_unlike_the_series_is_named(tiny_model: Path, tmp_path: Path, edit, words: str) -> None:
+    """ITK dropped a slice without pixels or of another size (stretching the volume's slice gap),
+    stacked another orientation on the first's and read a zero spacing as 1 mm, all silently."""
+    import pydicom
+
+    series = write_dicom_series(tmp_path / "dcm" / "s1", n=5)
+    odd = series / "IM0003"
+    ds = pydicom.dcmread(odd)
+    edit(ds)
+    ds.save_as(odd)
+    for args in (("preprocess", "-i", tmp_path / "dcm", "--verify-only", "-q"),
+                 ("infer", "-m", tiny_model, "-i", series, "-o", tmp_path / "pred", "-q")):
+        assert_error(run(*args), str(odd), words)
+    assert_no_partials(tmp_path / "pred")
+
+
 def test_mat_file_without_cjdata(tiny_model: Path, tmp_path: Path) -> None:
     import h5py
 

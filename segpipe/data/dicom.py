@@ -2,10 +2,11 @@
 that is itself one series.
 
 One `Case` per series with `images=[series_folder]`; MONAI's ITKReader reads the folder
-as one volume with its geometry, slices sorted by position. The headers (pydicom,
-`stop_before_pixels=True`) are checked first: one SeriesInstanceUID per folder and evenly
-spaced slice positions, so a mixed or incomplete series fails with one clear line instead
-of a silently wrong volume.
+as one volume with its geometry, slices sorted by position. The headers (pydicom, pixel
+data deferred) are checked first: one SeriesInstanceUID per folder, evenly spaced slice
+positions, and slices that all hold pixels of one size and orientation at a positive
+spacing, so a mixed or incomplete series fails with one clear line instead of a silently
+wrong volume.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def check_series(folder: Path) -> dict[str, object]:
     headers = []
     for path in files:
         try:
-            headers.append((path, pydicom.dcmread(path, stop_before_pixels=True)))
+            headers.append((path, pydicom.dcmread(path, defer_size=1024)))  # pixel data: its tag, not its bytes
         except Exception as exc:
             raise SegpipeError(f"{path}: not a readable DICOM file ({type(exc).__name__})") from None
     uids = {str(h.get("SeriesInstanceUID", "")) for _, h in headers}
@@ -73,6 +74,7 @@ def check_series(folder: Path) -> dict[str, object]:
         "slices": len(headers),
         "spacing": None,
     }
+    _check_slices(headers)
     if len(headers) == 1:
         return info
     try:
@@ -102,6 +104,31 @@ def check_series(folder: Path) -> dict[str, object]:
         )
     info["spacing"] = step
     return info
+
+
+def _check_slices(headers: list) -> None:
+    """Each slice holds pixels of the first slice's size and orientation, at a positive pixel
+    spacing: ITK would drop a slice without pixels or of another size (stretching the slice
+    gap), stack other orientations on the first's, and read a zero spacing as 1 mm."""
+    first_path, first = headers[0]
+    size = (first.get("Rows"), first.get("Columns"))
+    orient = first.get("ImageOrientationPatient")
+    for path, h in headers:
+        if not any(k in h for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+            raise SegpipeError(f"{path}: slice has no pixel data")
+        if (h.get("Rows"), h.get("Columns")) != size:
+            raise SegpipeError(f"{path}: slice of {h.get('Rows')} x {h.get('Columns')} pixels, the series' "
+                               f"{first_path.name} has {size[0]} x {size[1]}")
+        theirs = h.get("ImageOrientationPatient")
+        if orient is not None and theirs is not None and not np.allclose(
+                np.asarray(theirs, dtype=float), np.asarray(orient, dtype=float), atol=1e-4):
+            raise SegpipeError(f"{path}: ImageOrientationPatient {list(map(float, theirs))} differs from the series' "
+                               f"{first_path.name} ({list(map(float, orient))})")
+        spacing = h.get("PixelSpacing")
+        if spacing is not None:
+            values = np.asarray(spacing, dtype=float).ravel()
+            if values.size != 2 or not np.all(np.isfinite(values)) or np.any(values <= 0):
+                raise SegpipeError(f"{path}: PixelSpacing {list(map(float, values))} is not two positive sizes in mm")
 
 
 def series_folders(root: Path) -> list[Path]:
