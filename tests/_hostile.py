@@ -859,6 +859,36 @@ def _(root: Path, fx: Fixtures) -> Kind:
 # ---------------------------------------------------------------- 9. misleading messages
 
 
+@kind(9, "nifti-pixdim-zero-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    image = image_in(root / "in", "a.nii")  # uncompressed: the header's bytes are edited in place
+    block = bytearray(image.read_bytes())
+    struct.pack_into("<f", block, 80, 0.0)  # pixdim[1]
+    struct.pack_into("<hh", block, 252, 0, 0)  # qform_code, sform_code: the grid comes from pixdim
+    image.write_bytes(bytes(block))
+    return Kind(["infer", "-m", fx.model, "-i", image, "-o", root / "out"], root / "out",
+                (str(image), "NIfTI pixdim (0, 1, 1.2)", "not positive"))
+
+
+@kind(9, "mha-spacing-zero-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "in").mkdir(parents=True)
+    path = root / "in" / "a.mha"
+    path.write_bytes(mhd_header("LOCAL").replace("ElementSpacing = 1 1 1", "ElementSpacing = 0 1 1").encode() + b"\0" * 256)
+    return Kind(["infer", "-m", fx.model, "-i", path, "-o", root / "out"], root / "out",
+                (str(path), "MetaImage ElementSpacing (0, 1, 1)", "not positive"))
+
+
+@kind(9, "mha-transform-singular-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "in").mkdir(parents=True)
+    path = root / "in" / "a.mha"
+    path.write_bytes(mhd_header("LOCAL").replace("ElementDataFile", "TransformMatrix = 0 0 0 0 0 0 0 0 0\nElementDataFile")
+                     .encode() + b"\0" * 256)
+    return Kind(["infer", "-m", fx.model, "-i", path, "-o", root / "out"], root / "out",
+                (str(path), "MetaImage TransformMatrix", "is singular"))
+
+
 @kind(9, "label-minus-one")
 def _(root: Path, fx: Fixtures) -> Kind:
     def change(label: np.ndarray) -> np.ndarray:

@@ -248,6 +248,31 @@ def _check_metaimage(path: Path, target: Path, head: bytes) -> None:
         raise SegpipeError(f"{path}: MetaImage header field DimSize or ElementNumberOfChannels is not an integer") from None
     if dims:
         check_image_size(path, (*dims, channels), _MET_SIZES.get(fields.get("elementtype", "").upper(), 4))
+    for key in ("elementspacing", "transformmatrix"):
+        if fields.get(key):
+            try:
+                values = [float(v) for v in fields[key].split()]
+            except ValueError:
+                raise SegpipeError(f"{path}: MetaImage header field {key} is not a list of numbers") from None
+            _check_geometry(path, values, f"MetaImage {'ElementSpacing' if key == 'elementspacing' else 'TransformMatrix'}",
+                            matrix=key == "transformmatrix")
+
+
+def _check_geometry(path: Path, values: list[float], field: str, matrix: bool = False) -> None:
+    """Refuse a header's voxel spacing that is not finite and positive, or a direction matrix
+    that is singular: readers would stop in their own words or put in 1 mm silently."""
+    import numpy as np
+
+    arr = np.asarray(values, dtype=float)
+    shown = f"{field} ({', '.join(f'{v:.6g}' for v in arr)})"
+    if not np.all(np.isfinite(arr)):
+        raise SegpipeError(f"{path}: {shown} is not finite")
+    if matrix:
+        n = int(round(len(arr) ** 0.5))
+        if n * n == len(arr) and n > 0 and abs(np.linalg.det(arr.reshape(n, n))) < 1e-12:
+            raise SegpipeError(f"{path}: {shown} is singular (no direction for some axis)")
+    elif np.any(arr <= 0):
+        raise SegpipeError(f"{path}: {shown} holds a voxel size that is not positive")
 
 
 # ---------------------------------------------------------------- declared sizes
@@ -261,9 +286,33 @@ def _refuse_complex(path: Path, dtype: object) -> None:
         raise SegpipeError(f"{path}: complex-valued image; segpipe needs real intensities (store the magnitude)")
 
 
+def _raw_nifti_header(path: Path) -> object | None:
+    """The header as stored: `nib.load` mends a zero or negative pixdim (to 1 or its size) and
+    says so on stderr. None when the bytes are no NIfTI-1 or -2 header (nib.load then says why)."""
+    import nibabel as nib
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(path)) as fh:
+            block = fh.read(540)
+        for klass in (nib.Nifti1Header, nib.Nifti2Header):
+            size = klass.template_dtype.itemsize
+            if len(block) >= size:
+                hdr = klass(binaryblock=block[:size], check=False)
+                if int(hdr["sizeof_hdr"]) == size:
+                    return hdr
+    except Exception:  # damaged files are named by nib.load below
+        return None
+    return None
+
+
 def _check_nifti(path: Path) -> None:
     import nibabel as nib
 
+    raw = _raw_nifti_header(path)
+    if raw is not None and int(raw["sform_code"]) == 0:  # type: ignore[index]  # the grid is then built from pixdim
+        ndim = int(raw["dim"][0])  # type: ignore[index]
+        _check_geometry(path, [float(v) for v in raw["pixdim"][1 : 1 + min(3, max(ndim, 1))]], "NIfTI pixdim")  # type: ignore[index]
     try:
         img = nib.load(str(path))
         dtype = img.get_data_dtype()
