@@ -3,13 +3,13 @@ model), and the inputs its summary.json records (`segpipe report --rebuild` eval
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from segpipe.config import EvaluateConfig
 from segpipe.data.paths import existing_folder
 from segpipe.errors import SegpipeError
+from segpipe.parsing import parse_json
 
 SEARCH_DEPTH = 2  # a model folder's reports: MODEL/evaluation/, MODEL/<predictions>/evaluation/
 
@@ -46,15 +46,29 @@ def recorded_inputs(reports: str | Path) -> tuple[dict[str, Any], EvaluateConfig
     reports = Path(reports)
     summary_path = reports / "summary.json"
     try:
-        inputs = json.loads(summary_path.read_text())["inputs"]
+        text = summary_path.read_text()
     except FileNotFoundError:
         raise SegpipeError(f"{summary_path}: missing; the report cannot be rebuilt without it") from None
-    except (KeyError, ValueError):
-        raise SegpipeError(f"{summary_path}: records no inputs (written by an older segpipe); run `segpipe evaluate` again") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SegpipeError(f"{summary_path}: cannot read ({exc})") from None
+    summary = parse_json(text, summary_path)
+    inputs = summary.get("inputs") if isinstance(summary, dict) else None
+    if inputs is None:
+        raise SegpipeError(f"{summary_path}: records no inputs (written by an older segpipe); run `segpipe evaluate` again")
+    if not isinstance(inputs, dict):
+        raise SegpipeError(f"{summary_path}: 'inputs' holds {type(inputs).__name__}, expected an object")
     for key in ("pred", "labels", "images", "model"):
+        if inputs.get(key) is not None and not isinstance(inputs[key], str):
+            raise SegpipeError(f"{summary_path}: 'inputs.{key}' holds {type(inputs[key]).__name__}, expected a path")
         if inputs.get(key) and not Path(inputs[key]).exists():
             raise SegpipeError(f"{summary_path}: its {key} folder {inputs[key]} no longer exists")
-    return inputs, config_from_dict({"evaluate": inputs.get("evaluate_config", {})}, str(summary_path)).evaluate
+    for key in ("pred", "labels"):
+        if not inputs.get(key):
+            raise SegpipeError(f"{summary_path}: 'inputs.{key}' is missing; run `segpipe evaluate` again")
+    settings = inputs.get("evaluate_config", {})
+    if not isinstance(settings, dict):
+        raise SegpipeError(f"{summary_path}: 'inputs.evaluate_config' holds {type(settings).__name__}, expected an object")
+    return inputs, config_from_dict({"evaluate": settings}, str(summary_path)).evaluate
 
 
 __all__ = ["find_reports", "recorded_inputs", "report_folder"]

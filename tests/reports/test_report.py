@@ -170,3 +170,28 @@ def test_rebuild_names_a_vanished_input(report_dir, tmp_path):
     (reports / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(SegpipeError, match="pred folder .*gone no longer exists"):
         recorded_inputs(reports)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[1, 2]", "records no inputs"),
+    ('"str"', "records no inputs"),
+    ("null", "records no inputs"),
+    ('{"patients": ', "not valid JSON"),
+    ('{"inputs": "x"}', "'inputs' holds str, expected an object"),
+    ('{"inputs": []}', "'inputs' holds list, expected an object"),
+    ('{"inputs": {"pred": 5, "labels": null}}', "'inputs.pred' holds int, expected a path"),
+    ('{"inputs": {"pred": "."}}', "'inputs.labels' is missing"),
+    ('{"inputs": {"pred": ".", "labels": ".", "evaluate_config": [1]}}', "'inputs.evaluate_config' holds list"),
+], ids=["list", "string", "null", "truncated", "inputs-string", "inputs-list", "pred-int", "no-labels", "config-list"])
+def test_rebuild_names_a_malformed_summary(report_dir, tmp_path, text, words):
+    """A hand-edited summary.json: one line naming it, not a TypeError as an internal error."""
+    from click.testing import CliRunner
+
+    from segpipe.cli import cli
+
+    reports = tmp_path / "r"
+    shutil.copytree(report_dir, reports)
+    (reports / "summary.json").write_text(text)
+    out = CliRunner().invoke(cli, ["report", str(reports), "--rebuild", "-q"])
+    assert out.exit_code == 1 and out.output.startswith(f"error: {reports / 'summary.json'}: ") and words in out.output, out.output
+    assert "internal error" not in out.output
