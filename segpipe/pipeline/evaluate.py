@@ -112,10 +112,11 @@ def evaluate(
     # is scored as background, without them as a label of its own that no reference holds
     known = (set(names) if names else label_ids) | {0}
     undeclared = {cid: sorted(values - known) for cid, values in predicted.items() if values - known}
+    label_ids.discard(0)
+    # regions from the references' labels: a stray predicted value must not turn BraTS's off
+    regions = ecfg.regions if ecfg.regions is not None else default_regions(sorted(label_ids))
     if not names:
         label_ids |= {v for values in undeclared.values() for v in values}
-    label_ids.discard(0)
-    regions = ecfg.regions if ecfg.regions is not None else default_regions(sorted(label_ids))
     scored = structures(sorted(label_ids), names, regions)
     scores = PatientScores(scored, label_structures(sorted(label_ids), names))
     for cid in matched:

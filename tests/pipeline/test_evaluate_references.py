@@ -265,3 +265,22 @@ def test_predicted_values_no_plain_reference_holds_are_warned(tmp_path):
     quiet = CliRunner().invoke(cli, ["evaluate", "-p", str(tmp_path / "preds"), "-l", str(tmp_path / "refs"),
                                      "-o", str(tmp_path / "q"), "-q"])
     assert quiet.exit_code == 0 and "warning" not in quiet.output
+
+
+def test_a_stray_predicted_value_keeps_the_references_regions(tmp_path):
+    """References of labels 1-3 (BraTS's regions); a prediction holding a 4 no reference holds is
+    warned and scored as its own label, and the whole tumour, core and enhancing regions stay."""
+    for folder in ("refs", "preds"):
+        (tmp_path / folder).mkdir()
+    mask = np.zeros((10, 9, 6), np.uint8)
+    mask[2:7, 2:7, 1:5], mask[3:6, 3:6, 2:4], mask[4, 4, 3] = 1, 2, 3
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), str(tmp_path / "refs" / "a.nii.gz"))
+    odd = mask.copy()
+    odd[9, 8, 5] = 4
+    nib.save(nib.Nifti1Image(odd, np.eye(4)), str(tmp_path / "preds" / "a.nii.gz"))
+    result = evaluate(tmp_path / "preds", tmp_path / "refs", tmp_path / "o")
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["regions"] == {"whole_tumour": [1, 2, 3], "tumour_core": [2, 3], "enhancing_tumour": [3]}
+    assert summary["undeclared_prediction_labels"] == {"a": [4]}
+    assert result.per_patient["dice_whole_tumour"].iloc[0] == pytest.approx(1.0)
+    assert "dice_label_4" in result.per_patient.columns and len(result.warnings) == 1
