@@ -169,7 +169,7 @@ def evaluate(
         f"{len(per_patient)} patients, {len(per_case)} slices or volumes; predictions {pred_dir}, references {labels}.",
         "Dice: " + EMPTY_CONVENTION["dice"] + ". HD95: " + EMPTY_CONVENTION["hd95_mm"] + ".",
     ]
-    warnings = _warnings(undeclared, missing, names, sorted(known))
+    warnings = references.notes + _warnings(undeclared, missing, names, sorted(known))
     notes += warnings
     if without_image:
         notes.append(f"No image found for case(s) {', '.join(without_image)}: their overlays show the masks only "

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from segpipe.artifacts.files import read_json
 from segpipe.artifacts.plan import Plan
-from segpipe.data.paths import visible_files
+from segpipe.data.paths import has_suffix, visible_files
 from segpipe.errors import SegpipeError
 from segpipe.reports.masks import is_mask_file, mask_id
 
@@ -42,7 +42,7 @@ class References:
     labels: dict[int, str] | None = None  # declared by the dataset; None for a folder of masks
     layout: str | None = None  # the dataset layout; None for a folder of masks
     images: Path | None = None  # the folder overlay images came from, if not the dataset
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # doubts about the references, warned by evaluate
 
 
 def patient_regex(pattern: str | None) -> re.Pattern[str]:
@@ -63,9 +63,10 @@ def patient_regex(pattern: str | None) -> re.Pattern[str]:
 
 
 def patient_of(case_id: str, regex: re.Pattern[str]) -> str:
-    """The patient a case id names, or the case id itself when the pattern does not match."""
+    """The patient a case id names, or the case id itself when the pattern does not match
+    (or matches an empty name, which would pool every such case into one patient)."""
     m = regex.search(case_id)
-    return m.group("patient") if m else case_id
+    return m.group("patient") if m and m.group("patient") else case_id
 
 
 def sibling_images(labels: Path) -> Path | None:
@@ -140,6 +141,11 @@ def read_references(labels: str | Path, patient_pattern: str | None = None, imag
         if not files:
             raise SegpipeError(f"{labels}: holds no mask files (.nii.gz, .nii, .nrrd, .mha, .png, .mat) and is no dataset folder")
         refs = References(labels, {mask_id(p): Reference(p, patient_of(mask_id(p), regex)) for p in files})
+        unpooled = all(r.patient == cid for cid, r in refs.cases.items())
+        if unpooled and (patient_pattern or any(has_suffix(p, ".png") for p in files)):  # slices, or a pattern asked for
+            refs.notes.append(f"the patient pattern '{regex.pattern}' names no patient in the {len(files)} reference "
+                              f"name(s) (e.g. {mask_id(files[0])}): each is scored as a patient of its own "
+                              "(set evaluate.patient_pattern)")
     folder = Path(images) if images is not None else (sibling_images(labels) if layout is None else None)
     if images is not None and not folder.is_dir():
         raise SegpipeError(f"option --images: {folder} is not a folder")

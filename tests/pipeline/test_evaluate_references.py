@@ -284,3 +284,29 @@ def test_a_stray_predicted_value_keeps_the_references_regions(tmp_path):
     assert summary["undeclared_prediction_labels"] == {"a": [4]}
     assert result.per_patient["dice_whole_tumour"].iloc[0] == pytest.approx(1.0)
     assert "dice_label_4" in result.per_patient.columns and len(result.warnings) == 1
+
+
+def test_slices_no_patient_pattern_pools_are_warned(tmp_path):
+    """PNG slices the patient pattern names no patient in (or a pattern given that matches nothing)
+    are each scored as a patient of their own: doubtful, so warned; a pattern matching an empty
+    name does not pool every slice into one patient ''."""
+    refs, preds = tmp_path / "refs", tmp_path / "pred"
+    refs.mkdir()
+    preds.mkdir()
+    for name in ("BRATS_001_slice10", "BRATS_001_slice11", "BRATS_002_slice10"):
+        mask = np.zeros((8, 8), np.uint8)
+        mask[2:6, 2:6] = 1
+        Image.fromarray(mask).save(refs / f"{name}.png")
+        Image.fromarray(mask).save(preds / f"{name}.png")
+    args = ["evaluate", "-p", str(preds), "-l", str(refs), "-o", str(tmp_path / "o")]
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 0, out.output
+    assert "warning: the patient pattern '^(?P<patient>BRATS_\\d+)_z\\d+' names no patient in the 3 reference name(s) " \
+           "(e.g. BRATS_001_slice10): each is scored as a patient of its own" in out.output
+    assert "scored as a patient of its own" in (tmp_path / "o" / "report.html").read_text()
+    given = CliRunner().invoke(cli, [*args, "--set", r"evaluate.patient_pattern=(?P<patient>XYZ\d+)"])
+    assert given.exit_code == 0 and "names no patient in the 3 reference name(s)" in given.output
+    empty = CliRunner().invoke(cli, [*args, "--json", "--set", r"evaluate.patient_pattern=(?P<patient>\d*)"])
+    assert json.loads(empty.output)["patients"] == 3
+    pooled = CliRunner().invoke(cli, [*args, "--set", r"evaluate.patient_pattern=^(?P<patient>BRATS_\d+)_slice"])
+    assert pooled.exit_code == 0 and "warning" not in pooled.output
