@@ -312,9 +312,23 @@ def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.
     return run
 
 
+def _check_same_split(ckpt: dict[str, Any], t: TrainConfig, last: Path) -> None:
+    """Refuse to resume on another split: the other fold's validation cases are ones the
+    checkpoint trained on, so its validation Dice would be measured on training data."""
+    saved = ckpt.get("config", {}).get("train", {}) if isinstance(ckpt.get("config"), dict) else {}
+    if not isinstance(saved, dict):
+        return
+    keys = ("all_cases",) if t.all_cases and saved.get("all_cases") else ("all_cases", "fold")
+    for key in keys:
+        if key in saved and saved[key] != getattr(t, key):
+            raise SegpipeError(f"option train.{key}={getattr(t, key)}: {last} was trained with train.{key}={saved[key]}; "
+                               "resuming on another split would validate on cases it trained on (train into a new --output)")
+
+
 def _load_state(run: Run) -> None:
     last = run.model_dir / "checkpoints" / "last.pt"
     ckpt = run.ckpt = load_checkpoint(last, resume=True)  # keys and their types checked
+    _check_same_split(ckpt, run.cfg.train, last)
     try:
         run.model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])

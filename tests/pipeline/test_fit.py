@@ -196,6 +196,22 @@ def test_a_resumed_run_keeps_its_chosen_threshold_until_it_validates_again(prepa
     assert pd.isna(pd.read_csv(out / "metrics.csv")["val_threshold"].iloc[1])
 
 
+def test_resume_on_another_split_is_refused(prepared_dataset, tmp_path):
+    """Fold 1's validation cases are fold 0's training cases: resuming there would score the
+    model on what it trained on. Refused, and the folder is left as it was."""
+    out = tmp_path / "m"
+    fit(prepared_dataset, out, tiny_config(**{"train.epochs": "1"}), quiet=True)
+    before = (out / "checkpoints" / "last.pt").read_bytes()
+    for change, words in (({"train.fold": "1"}, "option train.fold=1: .* was trained with train.fold=0"),
+                          ({"train.all_cases": "true"}, "option train.all_cases=True: .* train.all_cases=False")):
+        with pytest.raises(SegpipeError, match=words):
+            fit(prepared_dataset, out, tiny_config(**{"train.epochs": "2", **change}), resume=True, quiet=True)
+    assert (out / "checkpoints" / "last.pt").read_bytes() == before
+    assert len(pd.read_csv(out / "metrics.csv")) == 1
+    fit(prepared_dataset, out, tiny_config(**{"train.epochs": "2"}), resume=True, quiet=True)  # the same split resumes
+    assert len(pd.read_csv(out / "metrics.csv")) == 2
+
+
 def test_resume_needs_a_checkpoint(prepared_dataset, tmp_path):
     with pytest.raises(SegpipeError, match="nothing to resume"):
         fit(prepared_dataset, tmp_path / "new", tiny_config(), resume=True, quiet=True)
