@@ -488,7 +488,8 @@ def _report_failures(failed: list) -> None:
         return
     click.echo(f"skipped {len(failed)} case(s) that could not be processed:", err=True)
     for path, message in failed:
-        click.echo(f"  {path}: {' '.join(message.split())}", err=True)
+        text = " ".join(message.split())
+        click.echo(f"  {text}" if str(path) in text else f"  {path}: {text}", err=True)  # the path once
     raise click.exceptions.Exit(1)
 
 

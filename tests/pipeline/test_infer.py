@@ -266,7 +266,9 @@ def test_keep_going_skips_bad_cases_and_lists_them(tiny_model, synthetic_dataset
     assert strict.exit_code == 1 and "BROKEN.nii.gz" in strict.output
     result = CliRunner().invoke(cli, ["infer", "-m", str(tiny_model), "-i", str(inputs), "-o", str(out), "-q", "--keep-going"])
     assert result.exit_code == 1
-    assert "skipped 1 case(s)" in result.output and "BROKEN.nii.gz" in result.output
+    bad = inputs / "BROKEN.nii.gz"
+    assert "skipped 1 case(s)" in result.output and f"  {bad}: cannot read image header" in result.output
+    assert f"{bad}: {bad}:" not in result.output  # the path once
     assert sorted(p.name for p in out.iterdir()) == ["SYN_006.nii.gz", "SYN_007.nii.gz", "cases.csv"]
     import pandas as pd
 
