@@ -73,13 +73,13 @@ def _config(config_path: str | None, overrides: tuple[str, ...], base: dict | No
     return load_config(resolve_config(config_path) if config_path else None, overrides)
 
 
-def _parse_ints(value: str | None, option: str) -> list[int] | None:
+def _parse_ints(value: str | None, option: str, example: str = "96,96,96") -> list[int] | None:
     if value is None:
         return None
     try:
         return [int(v) for v in value.replace("x", ",").split(",") if v.strip()]
     except ValueError:
-        raise SegpipeError(f"option {option}: expected integers like 96,96,96, got {value!r}") from None
+        raise SegpipeError(f"option {option}: expected integers like {example}, got {value!r}") from None
 
 
 @click.group(cls=SegpipeGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -360,7 +360,7 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
     overrides = {
         "roi_size": _parse_ints(roi_size, "--roi-size"), "overlap": overlap, "mode": mode,
         "sw_batch_size": sw_batch_size, "device": device, "checkpoint": checkpoint, "precision": precision,
-        "threads": threads, "tta": tta, "keep_largest": _parse_ints(keep_largest, "--keep-largest"),
+        "threads": threads, "tta": tta, "keep_largest": _parse_ints(keep_largest, "--keep-largest", "1,3"),
         "min_component_size": min_size, "skip_empty": skip_empty, "channels_last": channels_last,
         "fuse": fuse, "reuse_memory": reuse_memory, "threshold": threshold,
     }

@@ -394,6 +394,18 @@ def test_config_override_errors_name_the_option(base: Path, tmp_path: Path) -> N
     assert not (tmp_path / "out").exists()
 
 
+def test_keep_largest_of_a_label_the_model_lacks(tiny_model: Path, synthetic_dataset: Path, tmp_path: Path) -> None:
+    """Background or a label the model does not have would change nothing, silently."""
+    out = tmp_path / "out"
+    for value in ("9", "0"):
+        assert_error(run("infer", "-m", tiny_model, "-i", synthetic_dataset / "imagesTs", "-o", out, "-q",
+                         "--keep-largest", value),
+                     f"option infer.keep_largest: {value} is not a foreground label of {tiny_model} (labels 1, 2, 3)")
+    assert_error(run("infer", "-m", tiny_model, "-i", synthetic_dataset / "imagesTs", "-o", out, "-q",
+                     "--keep-largest", "a"), "option --keep-largest: expected integers like 1,3, got 'a'")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("config", [[], ["--config", "demo"]])
 def test_a_value_out_of_range_from_set_is_blamed_on_the_option_not_the_file(base: Path, tmp_path: Path, config) -> None:
     line = assert_error(run("preprocess", "-i", base, "-o", tmp_path / "out", *config, "--set", "train.lr=0.01",

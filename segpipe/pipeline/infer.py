@@ -208,6 +208,10 @@ def infer(
     icfg = merge_dict(models[0].config, {"infer": overrides}, "command line").infer
     if "threshold" not in overrides:
         icfg.threshold = tuned_threshold(models, icfg.threshold)
+    foreground = models[0].folder.plan.label_ids
+    if stray := [v for v in icfg.keep_largest if v not in foreground]:  # background or a label the model lacks
+        raise SegpipeError(f"option infer.keep_largest: {', '.join(map(str, stray))} is not a foreground label of "
+                           f"{model_dir} (labels {', '.join(map(str, foreground))}); it would change nothing")
     segmenter = Segmenter(models, icfg)
     index, count = parse_shard(shard)
     found = discover_inputs(inputs)
