@@ -32,7 +32,7 @@ from tests._corpus import (
     AFFINE, SHAPE, assert_error, assert_no_partials, brain_voxel, clone, edit_json, fill, load, make_dataset,
     no_space, one_line_error, partials, run, run_subprocess, save, tmpfs,
 )
-from tests.builders import make_figshare, make_slices, write_dicom_series
+from tests.builders import make_brats, make_figshare, make_slices, write_dicom_series, write_nifti
 
 
 
@@ -155,6 +155,21 @@ def test_a_2d_image_for_a_3d_model_names_the_file(tiny_model: Path, tmp_path: Pa
     out = tmp_path / "pred"
     assert_error(run("infer", "-m", tiny_model, "-i", flat, "-o", out, "-q"), str(flat), "a 3D model cannot segment 2D images")
     assert_no_partials(out)
+
+
+@pytest.mark.parametrize("shape, shift, words", [
+    ((6, 5, 5), 0.0, "channel shape (6, 5, 5) differs from BraTS2021_00001_flair.nii.gz (6, 5, 4)"),
+    ((6, 5, 4), 3.0, "channel affine differs (origin"),
+], ids=["shape", "origin"])
+def test_a_brats_modality_on_another_grid_is_named(tmp_path: Path, shape: tuple, shift: float, words: str) -> None:
+    """MONAI's concatenation named the first modality, in its own words; now the odd one is named."""
+    root = make_brats(tmp_path / "brats")
+    odd = root / "BraTS2021_00001" / "BraTS2021_00001_t2.nii.gz"
+    affine = nib.load(str(root / "BraTS2021_00001" / "BraTS2021_00001_flair.nii.gz")).affine.copy()
+    affine[0, 3] += shift
+    write_nifti(odd, np.ones(shape, np.int16), affine)
+    assert_error(run("preprocess", "-i", root, "-o", tmp_path / "out", "-q", "-j", "1"), str(odd), words)
+    assert not (tmp_path / "out" / "plan.json").exists()
 
 
 def test_a_nifti_of_five_dimensions_is_refused_in_its_own_words(ds: Path, tiny_model: Path, tmp_path: Path) -> None:

@@ -275,6 +275,29 @@ def _check_geometry(path: Path, values: list[float], field: str, matrix: bool = 
         raise SegpipeError(f"{path}: {shown} holds a voxel size that is not positive")
 
 
+def check_channel_grids(paths: list[str | Path]) -> None:
+    """The channel files of one case (BraTS's four modalities) share the first's voxel grid:
+    MONAI's concatenation would fail naming only the first file, in its own words.
+    NIfTI headers only; other formats are compared after loading."""
+    import nibabel as nib
+    import numpy as np
+
+    from segpipe.data.validate import grid_problem
+
+    files = [Path(p) for p in paths if Path(p).name.lower().endswith((".nii", ".nii.gz"))]
+    if len(files) < 2 or len(files) != len(paths):
+        return
+    first = nib.load(str(files[0]))
+    for path in files[1:]:
+        img = nib.load(str(path))
+        if img.shape[:3] != first.shape[:3]:
+            raise SegpipeError(f"{path}: channel shape {tuple(img.shape)} differs from {files[0].name} {tuple(first.shape)}")
+        a, b = np.asarray(img.affine, dtype=float), np.asarray(first.affine, dtype=float)
+        if not np.allclose(a, b):  # MONAI's own test for concatenating channels
+            problem = grid_problem(a, b) or f"affine differs by up to {np.abs(a - b).max():.2g}"
+            raise SegpipeError(f"{path}: channel {problem} of {files[0].name}")
+
+
 # ---------------------------------------------------------------- declared sizes
 
 

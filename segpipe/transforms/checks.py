@@ -28,11 +28,14 @@ class GuardFilesd(Transform):
     def __call__(self, data: Mapping[Hashable, Any]) -> Mapping[Hashable, Any]:
         from segpipe.data.guard import check_read
 
+        from segpipe.data.guard import check_channel_grids
+
         for key in self.keys:
             value = data.get(key)
-            for path in value if isinstance(value, (list, tuple)) else [value]:
-                if isinstance(path, (str, Path)):
-                    check_read(path)
+            paths = [p for p in (value if isinstance(value, (list, tuple)) else [value]) if isinstance(p, (str, Path))]
+            for path in paths:
+                check_read(path)
+            check_channel_grids(paths)
         return data
 
 
