@@ -45,6 +45,9 @@ class EvaluateResult:
         return f"matched {count} prediction(s) to references of the {r['layout']} dataset {r['path']}: {splits}"
 
 
+INFER_SIDE_OUTPUTS = ("_probabilities", "_uncertainty")  # maps infer writes beside the masks: not predictions
+
+
 def map_labels(mask: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
     """Substitute label values (all at once, so 1->2 and 2->1 swap rather than merge)."""
     out = mask.copy()
@@ -93,6 +96,7 @@ def evaluate(
     # references of a split no prediction touched (a dataset's training cases) are not "missing"
     refs = {cid: r for cid, r in references.cases.items() if r.split in splits}
     missing = sorted(set(refs) - set(preds))
+    unmatched = sorted(set(preds) - set(refs))
 
     loaded = {}
     predicted: dict[str, set[int]] = {}
@@ -148,7 +152,7 @@ def evaluate(
                            "images": str(references.images) if references.images else None},
             "missing_predictions": missing,
             "undeclared_prediction_labels": undeclared,
-            "unmatched_predictions": sorted(set(preds) - set(refs)),
+            "unmatched_predictions": unmatched,
             "pooling": "per_patient.csv pools all slices or volumes of a patient before scoring",
             "empty_mask_convention": EMPTY_CONVENTION,
             "inputs": {"pred": str(pred_dir.resolve()), "labels": str(Path(labels).resolve()),
@@ -169,7 +173,9 @@ def evaluate(
         f"{len(per_patient)} patients, {len(per_case)} slices or volumes; predictions {pred_dir}, references {labels}.",
         "Dice: " + EMPTY_CONVENTION["dice"] + ". HD95: " + EMPTY_CONVENTION["hd95_mm"] + ".",
     ]
-    warnings = references.notes + _warnings(undeclared, missing, names, sorted(known))
+    stray = [cid for cid in unmatched if not cid.endswith(INFER_SIDE_OUTPUTS)]
+    itself = [cid for cid in matched if preds[cid].resolve() == refs[cid].mask.resolve()]
+    warnings = references.notes + _warnings(undeclared, missing, names, sorted(known), stray, itself)
     notes += warnings
     if without_image:
         notes.append(f"No image found for case(s) {', '.join(without_image)}: their overlays show the masks only "
@@ -195,10 +201,15 @@ def _lesion_rule(ecfg: EvaluateConfig) -> dict[str, object]:
     return {**RULE, "dilation_iterations": ecfg.lesion_dilation, "min_lesion_volume_mm3": ecfg.lesion_min_volume}
 
 
-def _warnings(undeclared: dict[str, list[int]], missing: list[str], names: dict[int, str], known: list[int]) -> list[str]:
-    """Doubtful results, one line each: predicted label values the references do not declare
-    (or, without declared labels, that no reference holds), and references without a prediction."""
+def _warnings(undeclared: dict[str, list[int]], missing: list[str], names: dict[int, str], known: list[int],
+              unmatched: list[str], itself: list[str]) -> list[str]:
+    """Doubtful results, one line each: predictions that are the reference files themselves,
+    predicted label values the references do not declare (or, without declared labels, that
+    no reference holds), references without a prediction, and predictions without a reference."""
     lines = []
+    if itself:
+        lines.append(f"{len(itself)} prediction(s) are the reference files themselves (e.g. case {itself[0]}): "
+                     "their scores compare a mask with itself")
     if undeclared:
         first, values = next(iter(undeclared.items()))
         how = ("do not declare", "background") if names else ("do not hold", "labels of their own")
@@ -208,6 +219,9 @@ def _warnings(undeclared: dict[str, list[int]], missing: list[str], names: dict[
     if missing:
         lines.append(f"{len(missing)} reference case(s) have no prediction, e.g. {missing[0]} "
                      "(summary.json: missing_predictions)")
+    if unmatched:
+        lines.append(f"{len(unmatched)} prediction(s) match no reference case and are not scored, e.g. {unmatched[0]} "
+                     "(summary.json: unmatched_predictions)")
     return lines
 
 

@@ -310,3 +310,25 @@ def test_slices_no_patient_pattern_pools_are_warned(tmp_path):
     assert json.loads(empty.output)["patients"] == 3
     pooled = CliRunner().invoke(cli, [*args, "--set", r"evaluate.patient_pattern=^(?P<patient>BRATS_\d+)_slice"])
     assert pooled.exit_code == 0 and "warning" not in pooled.output
+
+
+def test_predictions_that_are_the_references_or_match_none_are_warned(tmp_path):
+    """-p and -l the same folder scores every mask against itself; a prediction matching no
+    reference is not scored: both warned (infer's probability and uncertainty maps are not)."""
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    mask = np.zeros((10, 9, 6), np.uint8)
+    mask[2:6, 3:7, 1:4] = 1
+    for name in ("a", "b"):
+        nib.save(nib.Nifti1Image(mask, np.eye(4)), str(refs / f"{name}.nii.gz"))
+    same = CliRunner().invoke(cli, ["evaluate", "-p", str(refs), "-l", str(refs), "-o", str(tmp_path / "o")])
+    assert same.exit_code == 0
+    assert "warning: 2 prediction(s) are the reference files themselves (e.g. case a)" in same.output
+    preds = tmp_path / "preds"
+    shutil.copytree(refs, preds)
+    for name in ("OTHER", "a_probabilities", "a_uncertainty"):
+        nib.save(nib.Nifti1Image(mask, np.eye(4)), str(preds / f"{name}.nii.gz"))
+    out = CliRunner().invoke(cli, ["evaluate", "-p", str(preds), "-l", str(refs), "-o", str(tmp_path / "p")])
+    assert out.exit_code == 0
+    assert "warning: 1 prediction(s) match no reference case and are not scored, e.g. OTHER" in out.output
+    assert "themselves" not in out.output
