@@ -27,7 +27,6 @@ from segpipe.artifacts.checkpoints import load_checkpoint, rng_state, set_rng_st
 from segpipe.artifacts.plan import Plan
 from segpipe.artifacts.prepared import load_prepared
 from segpipe.atomic import remove_stale_partials, write_json, write_yaml
-from segpipe.outputs import LOCK_NAME
 from segpipe.config import Config, TrainConfig
 from segpipe.config_schema import check_device
 from segpipe.data.paths import inside
@@ -35,6 +34,7 @@ from segpipe.errors import SegpipeError
 from segpipe.metrics.patients import label_structures, structures
 from segpipe.networks.layers import channels_last_format
 from segpipe.networks.spec import build_from_spec, network_spec, size_multiple
+from segpipe.outputs import LOCK_NAME
 from segpipe.progress import progress
 from segpipe.qc.reference import with_reference
 from segpipe.reports.figures import training_curves
