@@ -168,6 +168,9 @@ def test_a_brats_modality_on_another_grid_is_named(tmp_path: Path, shape: tuple,
     affine = nib.load(str(root / "BraTS2021_00001" / "BraTS2021_00001_flair.nii.gz")).affine.copy()
     affine[0, 3] += shift
     write_nifti(odd, np.ones(shape, np.int16), affine)
+    code, lines = verify(root)
+    assert code == 1
+    finding(lines, "ERROR", odd, words)  # --verify-only in the same words
     assert_error(run("preprocess", "-i", root, "-o", tmp_path / "out", "-q", "-j", "1"), str(odd), words)
     assert not (tmp_path / "out" / "plan.json").exists()
 

@@ -290,7 +290,7 @@ def check_channel_grids(paths: list[str | Path]) -> None:
     first = nib.load(str(files[0]))
     for path in files[1:]:
         img = nib.load(str(path))
-        if img.shape[:3] != first.shape[:3]:
+        if img.shape != first.shape:
             raise SegpipeError(f"{path}: channel shape {tuple(img.shape)} differs from {files[0].name} {tuple(first.shape)}")
         a, b = np.asarray(img.affine, dtype=float), np.asarray(first.affine, dtype=float)
         if not np.allclose(a, b):  # MONAI's own test for concatenating channels

@@ -22,7 +22,7 @@ import numpy as np
 
 from segpipe.data.case import Case
 from segpipe.data.dataset import Dataset
-from segpipe.data.guard import check_read
+from segpipe.data.guard import check_channel_grids, check_read
 from segpipe.data.loading import load_case
 from segpipe.data.validate import affine_problem, grid_problem, image_problem, label_problem, label_values
 from segpipe.errors import SegpipeError
@@ -75,7 +75,8 @@ def _is_nifti(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith((".nii", ".nii.gz"))
 
 
-def _nifti_image(paths: list[Path], report: VerifyReport) -> _Volume | None:
+def _nifti_image(paths: list[Path]) -> _Volume:
+    """The channels of NIfTI image files whose grids `check_channel_grids` found alike."""
     import nibabel as nib
 
     channels: list[np.ndarray] = []
@@ -91,14 +92,6 @@ def _nifti_image(paths: list[Path], report: VerifyReport) -> _Volume | None:
             spatial, chans = data.shape, [data]
         if shape is None:
             shape, affine = tuple(spatial), np.asarray(img.affine, dtype=float)
-        else:
-            if tuple(spatial) != shape:
-                report.errors.append(Finding(path, f"channel shape {tuple(spatial)} differs from {paths[0].name} {shape}"))
-                return None
-            problem = grid_problem(np.asarray(img.affine, dtype=float), affine)
-            if problem:
-                report.errors.append(Finding(path, f"channel {problem} of {paths[0].name}"))
-                return None
         channels.extend(chans)
         sources.extend([path] * len(chans))
     assert shape is not None and affine is not None
@@ -132,6 +125,7 @@ def _check_case(dataset: Dataset, case: Case, report: VerifyReport, channel_coun
     try:
         for path in files:
             check_read(path)  # inside the inputs (links, header-named files), within the size limits
+        check_channel_grids(list(case.images))  # the words preprocess refuses the case with
     except SegpipeError as exc:
         where, _, what = str(exc).partition(": ")
         report.errors.append(Finding(Path(where), what))
@@ -143,9 +137,7 @@ def _check_case(dataset: Dataset, case: Case, report: VerifyReport, channel_coun
     label_affine: np.ndarray | None = None
     try:
         if nifti:
-            volume = _nifti_image(list(case.images), report)
-            if volume is None:
-                return
+            volume = _nifti_image(list(case.images))
             if case.label is not None:
                 label_data, label_shape, label_affine = _nifti_label(case.label, dataset.label_mapping)
         else:
