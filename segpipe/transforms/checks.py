@@ -26,9 +26,7 @@ class GuardFilesd(Transform):
         self.keys = keys
 
     def __call__(self, data: Mapping[Hashable, Any]) -> Mapping[Hashable, Any]:
-        from segpipe.data.guard import check_read
-
-        from segpipe.data.guard import check_channel_grids
+        from segpipe.data.guard import check_channel_grids, check_read
 
         for key in self.keys:
             value = data.get(key)
