@@ -239,6 +239,31 @@ def _(root: Path, fx: Fixtures) -> Kind:
                 ("a.mha", "header names the data file", "outside"))
 
 
+@kind(1, "mhd-colon-separator-verify")
+def _(root: Path, fx: Fixtures) -> Kind:
+    header = mhd_header(str(fx.outside / "secret.raw")).replace(" = ", ": ")  # MetaIO reads `Key: value` too
+    ds = generic_dataset(root / "ds", "a.mhd", header)
+    return Kind(["preprocess", "-i", ds, "--verify-only"], None, ("a.mhd", "header names the data file"), report=True)
+
+
+@kind(1, "nhdr-header-past-the-first-block-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "in").mkdir(parents=True)
+    padding = "# padding to push the data file past the first 64 KiB of the header ........\n" * 1000
+    text = nrrd_header(f"data file: {fx.outside / 'secret.raw'}")
+    (root / "in" / "x.nhdr").write_text(text.replace("type:", padding + "type:", 1))
+    return Kind(["infer", "-m", fx.model, "-i", root / "in", "-o", root / "out"], root / "out",
+                ("x.nhdr", "header names the data file", "outside"))
+
+
+@kind(1, "mhd-header-past-the-first-block-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    padding = "Comment = padding to push ElementDataFile past the first 64 KiB of the header ..\n" * 1000
+    ds = generic_dataset(root / "ds", "a.mhd", padding + mhd_header(str(fx.outside / "secret.raw")))
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
+                ("a.mhd", "header names the data file", "outside"))
+
+
 @kind(1, "symlink-slices-preprocess")
 def _(root: Path, fx: Fixtures) -> Kind:
     ds = slices_dataset(root / "ds")
@@ -632,6 +657,16 @@ def _(root: Path, fx: Fixtures) -> Kind:
                 ("infer.threads", "<= 1024"))
 
 
+@kind(5, "nrrd-sizes-after-data-file")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "in").mkdir(parents=True)
+    np.zeros(64 * 64 * 16, np.float32).tofile(root / "in" / "x.raw")
+    text = "NRRD0004\ndata file: x.raw\ntype: float\ndimension: 3\nsizes: 64 64 16\nencoding: raw\nendian: little\n"
+    (root / "in" / "x.nhdr").write_text(text)
+    return Kind(["infer", "-m", fx.model, "-i", root / "in", "-o", root / "out"], root / "out",
+                ("x.nhdr", "64 x 64 x 16", *LIMIT_WORDS), env={"SEGPIPE_MAX_IMAGE_MEMORY": "64KiB"})
+
+
 @kind(5, "memory-limit-from-environment")
 def _(root: Path, fx: Fixtures) -> Kind:
     image = image_in(root / "in")
@@ -877,6 +912,74 @@ def _(root: Path, fx: Fixtures) -> Kind:
     path.write_bytes(mhd_header("LOCAL").replace("ElementSpacing = 1 1 1", "ElementSpacing = 0 1 1").encode() + b"\0" * 256)
     return Kind(["infer", "-m", fx.model, "-i", path, "-o", root / "out"], root / "out",
                 (str(path), "MetaImage ElementSpacing (0, 1, 1)", "not positive"))
+
+
+def _short_mha(body: bytes, extra: str = "") -> bytes:
+    """A 4 x 4 x 4 MET_SHORT MetaImage holding `body` after its header."""
+    header = mhd_header("LOCAL").replace("MET_FLOAT", "MET_SHORT").replace("ElementDataFile", extra + "ElementDataFile")
+    return header.encode() + body
+
+
+@kind(4, "mha-compressed-stream-damaged-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "in").mkdir(parents=True)
+    path = root / "in" / "a.mha"
+    stream = b"\x78\x9c" + b"garbage" * 50  # ITK says "Uncompress failed" and keeps whatever memory held
+    path.write_bytes(_short_mha(stream, f"CompressedData = True\nCompressedDataSize = {len(stream)}\n"))
+    return Kind(["infer", "-m", fx.model, "-i", path, "-o", root / "out"], root / "out",
+                (str(path), "compressed image data is damaged"))
+
+
+@kind(4, "mha-compressed-size-too-small-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    stream = zlib.compress((np.arange(64) + 1).astype("<i2").tobytes())
+    text = _short_mha(stream, "CompressedData = True\nCompressedDataSize = 8\n")
+    ds = generic_dataset(root / "ds", "a.mha")
+    (ds / "images" / "a.mha").write_bytes(text)
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
+                ("a.mha", "compressed image data is cut short"))
+
+
+@kind(4, "mha-compressed-local-without-size-verify")
+def _(root: Path, fx: Fixtures) -> Kind:
+    stream = zlib.compress((np.arange(64) + 1).astype("<i2").tobytes())
+    ds = generic_dataset(root / "ds", "a.mha")
+    (ds / "images" / "a.mha").write_bytes(_short_mha(stream, "CompressedData = True\n"))
+    return Kind(["preprocess", "-i", ds, "--verify-only"], None, ("a.mha", "without a CompressedDataSize"), report=True)
+
+
+@kind(4, "mha-data-cut-short-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "in").mkdir(parents=True)
+    path = root / "in" / "a.mha"
+    path.write_bytes(_short_mha(b"\1\0" * 40))
+    return Kind(["infer", "-m", fx.model, "-i", path, "-o", root / "out"], root / "out",
+                (str(path), "image data is cut short (80 of 128 bytes)"))
+
+
+@kind(9, "mha-offset-not-finite-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "in").mkdir(parents=True)
+    path = root / "in" / "a.mha"
+    path.write_bytes(_short_mha(b"\1\0" * 64, "Offset = nan 0 0\n"))
+    return Kind(["infer", "-m", fx.model, "-i", path, "-o", root / "out"], root / "out",
+                (str(path), "MetaImage Offset (nan, 0, 0)", "not finite"))
+
+
+@kind(9, "nrrd-space-directions-singular-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = generic_dataset(root / "ds", "a.nhdr", nrrd_header("data file: a.raw").replace("(0,1,0)", "(0,0,0)"))
+    np.ones(64, np.float32).tofile(ds / "images" / "a.raw")
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
+                ("a.nhdr", "NRRD space directions", "singular"))
+
+
+@kind(9, "nrrd-encoding-unreadable-verify")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = generic_dataset(root / "ds", "a.nhdr", nrrd_header("data file: a.raw.bz2").replace("encoding: raw", "encoding: bzip2"))
+    (ds / "images" / "a.raw.bz2").write_bytes(b"BZh9")
+    return Kind(["preprocess", "-i", ds, "--verify-only"], None, ("a.nhdr", "NRRD encoding 'bzip2' cannot be read"),
+                report=True)
 
 
 @kind(9, "mha-transform-singular-infer")

@@ -6,7 +6,9 @@ an image, a label or a mask calls `check_read(path)` first. It
 - resolves the path (symlinks included) and refuses it when it lies outside the input
   folders (without declared folders: outside the folder the path is in);
 - finds the files a header names (NRRD `data file:` / `datafile:`, single, LIST or
-  printf-style; MetaImage `ElementDataFile`, single, LIST or pattern; HDF5 external
+  printf-style; MetaImage `ElementDataFile`, single, LIST or pattern, both read whole as
+  ITK reads them by `segpipe.data.headers`, which also refuses voxel data cut short or a
+  damaged compressed stream; HDF5 external
   links, external storage and virtual datasets in MAT-files) and refuses any outside
   the inputs (HDF5 references are refused outright: MAT-files never need them);
 - reads the sizes the header declares (NIfTI, NRRD, MetaImage, PNG, MAT v7.3, DICOM) and
@@ -26,6 +28,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from segpipe.data.headers import check_data, read_metaimage, read_nrrd
 from segpipe.errors import SegpipeError
 from segpipe.limits import check_image_size
 
@@ -142,29 +145,6 @@ def check_read(path: str | Path) -> Path:
 # ---------------------------------------------------------------- header-referenced files
 
 
-def _expand(spec: str, following: list[str], path: Path) -> list[str]:
-    """File names of a NRRD `data file:` or MetaImage `ElementDataFile` value."""
-    words = spec.split()
-    if not words:
-        return []
-    if words[0].upper() == "LIST":
-        return [line.strip() for line in following if line.strip()]
-    if words[0].upper() == "LOCAL":
-        return []
-    if "%" in words[0] and len(words) >= 4:
-        try:
-            start, stop, step = (int(w) for w in words[1:4])
-        except ValueError:
-            raise SegpipeError(f"{path}: data file pattern {spec!r} has no valid range") from None
-        if step == 0 or abs((stop - start) // step) + 1 > MAX_LISTED_FILES:
-            raise SegpipeError(f"{path}: data file pattern {spec!r} names too many files")
-        try:
-            return [words[0] % i for i in range(start, stop + (1 if step > 0 else -1), step)]
-        except (TypeError, ValueError):
-            raise SegpipeError(f"{path}: data file pattern {spec!r} is not a valid printf pattern") from None
-    return [spec.strip()]
-
-
 def _check_refs(path: Path, target: Path, names: list[str]) -> None:
     if len(names) > MAX_LISTED_FILES:
         raise SegpipeError(f"{path}: header names {len(names)} data files")
@@ -173,94 +153,51 @@ def _check_refs(path: Path, target: Path, names: list[str]) -> None:
         resolve_inside(ref, named_by=path)
 
 
-def _header_lines(head: bytes, stop_at_blank: bool) -> list[str]:
-    text = head.decode("latin-1")
-    lines = []
-    for line in text.splitlines():
-        if stop_at_blank and not line.strip():
-            break
-        lines.append(line)
-    return lines
-
-
-def _nrrd_itemsize(kind: str) -> int:
-    kind = kind.lower()
-    if "char" in kind or re.search(r"int8", kind):
-        return 1
-    if "short" in kind or "16" in kind:
-        return 2
-    if "long" in kind or "64" in kind or kind == "double":
-        return 8
-    return 4
-
-
 def _check_nrrd(path: Path, target: Path, head: bytes) -> None:
-    lines = _header_lines(head, stop_at_blank=True)
-    fields: dict[str, str] = {}
-    refs: list[str] = []
-    for i, line in enumerate(lines[1:], start=1):
-        if line.startswith("#") or ":" not in line:
-            continue
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        value = value.lstrip("=").strip()
-        fields[key] = value
-        if key in ("data file", "datafile"):
-            refs = _expand(value, lines[i + 1 :], path)
-            break
-    _check_refs(path, target, refs)
-    if "complex" in fields.get("kinds", "").lower():
+    header = read_nrrd(path, target, head, MAX_LISTED_FILES)
+    _check_refs(path, target, header.data)
+    if "complex" in header.fields.get("kinds", "").lower():
         raise SegpipeError(f"{path}: complex-valued image; segpipe needs real intensities (store the magnitude)")
-    try:
-        sizes = tuple(int(v) for v in fields.get("sizes", "").split())
-    except ValueError:
-        raise SegpipeError(f"{path}: NRRD header field 'sizes' is not a list of integers") from None
-    if sizes:
-        check_image_size(path, sizes, _nrrd_itemsize(fields.get("type", "float")))
-
-
-_MET_SIZES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
-              "MET_LONG": 8, "MET_ULONG": 8, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8}
+    if header.shape:
+        check_image_size(path, header.shape, header.itemsize or 4)
+    directions = header.fields.get("space directions", "")
+    vectors = [v for v in re.findall(r"\(([^)]*)\)", directions)]
+    if vectors:
+        try:
+            values = [float(x) for v in vectors for x in v.split(",")]
+        except ValueError:
+            raise SegpipeError(f"{path}: NRRD header field 'space directions' is not a list of vectors") from None
+        _check_geometry(path, values, "NRRD space directions", matrix=len(values) == len(vectors) ** 2)
+    check_data(path, target, header)
 
 
 def _looks_metaimage(name: str, head: bytes) -> bool:
-    return name.endswith((".mha", ".mhd")) or re.search(rb"(?m)^\s*ElementDataFile\s*=", head[:8192]) is not None
+    return name.endswith((".mha", ".mhd")) or re.search(rb"(?mi)^\s*ElementDataFile\s*[=:]", head[:8192]) is not None
 
 
 def _check_metaimage(path: Path, target: Path, head: bytes) -> None:
-    lines = _header_lines(head, stop_at_blank=False)
-    fields: dict[str, str] = {}
-    refs: list[str] = []
-    for i, line in enumerate(lines):
-        key, sep, value = line.partition("=")
-        if not sep:
-            continue
-        key = key.strip().lower()
-        fields[key] = value.strip()
-        if key == "elementdatafile":  # the last field; LOCAL data follows it
-            refs = _expand(value.strip(), lines[i + 1 :], path)
-            break
-    _check_refs(path, target, refs)
-    try:
-        dims = tuple(int(v) for v in fields.get("dimsize", "").split())
-        channels = int(fields.get("elementnumberofchannels", "1") or 1)
-    except ValueError:
-        raise SegpipeError(f"{path}: MetaImage header field DimSize or ElementNumberOfChannels is not an integer") from None
-    if dims:
-        check_image_size(path, (*dims, channels), _MET_SIZES.get(fields.get("elementtype", "").upper(), 4))
-    for key in ("elementspacing", "transformmatrix"):
+    header = read_metaimage(path, target, head, MAX_LISTED_FILES)
+    fields = header.fields
+    _check_refs(path, target, header.data)
+    if header.shape:
+        check_image_size(path, header.shape, header.itemsize or 4)
+    for key, shown, matrix, positive in (("elementspacing", "ElementSpacing", False, True),
+                                         ("transformmatrix", "TransformMatrix", True, False),
+                                         ("offset", "Offset", False, False), ("origin", "Origin", False, False),
+                                         ("position", "Position", False, False)):
         if fields.get(key):
             try:
                 values = [float(v) for v in fields[key].split()]
             except ValueError:
-                raise SegpipeError(f"{path}: MetaImage header field {key} is not a list of numbers") from None
-            _check_geometry(path, values, f"MetaImage {'ElementSpacing' if key == 'elementspacing' else 'TransformMatrix'}",
-                            matrix=key == "transformmatrix")
+                raise SegpipeError(f"{path}: MetaImage header field {shown} is not a list of numbers") from None
+            _check_geometry(path, values, f"MetaImage {shown}", matrix=matrix, positive=positive)
+    check_data(path, target, header)
 
 
-def _check_geometry(path: Path, values: list[float], field: str, matrix: bool = False) -> None:
-    """Refuse a header's voxel spacing that is not finite and positive, or a direction matrix
-    that is singular: readers would stop in their own words or put in 1 mm silently."""
+def _check_geometry(path: Path, values: list[float], field: str, matrix: bool = False, positive: bool = True) -> None:
+    """Refuse a header's voxel spacing that is not finite and positive, a direction matrix
+    that is singular, or an origin that is not finite: readers would stop in their own words
+    or put in 1 mm (or 0) silently."""
     import numpy as np
 
     arr = np.asarray(values, dtype=float)
@@ -271,7 +208,7 @@ def _check_geometry(path: Path, values: list[float], field: str, matrix: bool = 
         n = int(round(len(arr) ** 0.5))
         if n * n == len(arr) and n > 0 and abs(np.linalg.det(arr.reshape(n, n))) < 1e-12:
             raise SegpipeError(f"{path}: {shown} is singular (no direction for some axis)")
-    elif np.any(arr <= 0):
+    elif positive and np.any(arr <= 0):
         raise SegpipeError(f"{path}: {shown} holds a voxel size that is not positive")
 
 

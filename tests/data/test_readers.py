@@ -247,6 +247,33 @@ def test_generic_nrrd_uses_itk_and_errors(tmp_path):
         read_dataset(root)
 
 
+def test_compressed_nrrd_and_metaimage_pass_the_guard_with_their_values(tmp_path):
+    """The read guard inflates compressed data to check it; sound files (ITK's own, a long
+    header, `Key: value` MetaImage fields) are read with their values."""
+    import itk
+
+    from segpipe.data.guard import check_read
+
+    values = (np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6) % 50) + 1
+    root = tmp_path / "g"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for name in ("a.nrrd", "b.mha", "c.mhd"):
+        itk.imwrite(itk.image_from_array(values), str(root / "images" / name), compression=True)
+        itk.imwrite(itk.image_from_array(np.ones((4, 5, 6), np.uint8)), str(root / "labels" / f"{name[0]}.nii.gz"))
+    header = (root / "images" / "c.mhd").read_text()
+    (root / "images" / "c.mhd").write_text(header.replace(" = ", ": "))
+    nrrd = (root / "images" / "a.nrrd").read_bytes()
+    first, rest = nrrd.split(b"\n", 1)
+    (root / "images" / "a.nrrd").write_bytes(first + b"\n" + b"# a comment line\n" * 6000 + rest)
+    assert "CompressedData = True" in header
+    ds = read_dataset(root)
+    for case in ds.training:
+        check_read(case.images[0])
+        image, _ = load_arrays(ds, case)
+        np.testing.assert_array_equal(image[0], values.transpose(2, 1, 0))
+
+
 # ---------------------------------------------------------------- DICOM
 
 
