@@ -161,6 +161,32 @@ def swap_mat_image(path: Path, make: Callable) -> Path:  # noqa: ANN001 - h5py g
     return path
 
 
+def figshare_set(root: Path, cvind: np.ndarray | None = None) -> Path:
+    """Six figshare slices of three patients, with `cvind.mat` (MATLAB v5) when given."""
+    from scipy.io import savemat
+
+    from tests.builders import make_figshare
+
+    folder = make_figshare(root, n=6, size=(16, 16))
+    if cvind is not None:
+        savemat(str(folder / "cvind.mat"), {"cvind": np.asarray(cvind, dtype=float).reshape(-1, 1)})
+    return folder
+
+
+def swap_mat_mask(path: Path, mask: np.ndarray) -> Path:
+    """Replace a figshare file's `tumorMask` by `mask` (as MATLAB shows it), keeping its attributes."""
+    import h5py
+
+    with h5py.File(path, "r+") as fh:
+        group = fh["cjdata"]
+        attrs = dict(group["tumorMask"].attrs)
+        del group["tumorMask"]
+        ds = group.create_dataset("tumorMask", data=np.ascontiguousarray(mask.T))
+        for key, value in attrs.items():
+            ds.attrs[key] = value
+    return path
+
+
 def copy_model(fx: Fixtures, dest: Path) -> Path:
     return Path(shutil.copytree(fx.model, dest))
 
@@ -262,6 +288,26 @@ def _(root: Path, fx: Fixtures) -> Kind:
     ds = generic_dataset(root / "ds", "a.mhd", padding + mhd_header(str(fx.outside / "secret.raw")))
     return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
                 ("a.mhd", "header names the data file", "outside"))
+
+
+@kind(1, "figshare-cvind-link-outside-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    from scipy.io import savemat
+
+    ds = figshare_set(root / "fs")
+    savemat(str(fx.outside / "cvind_secret.mat"), {"cvind": np.ones((6, 1))})
+    (ds / "cvind.mat").symlink_to(fx.outside / "cvind_secret.mat")
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", (str(ds / "cvind.mat"), "outside"))
+
+
+@kind(1, "figshare-cvind-external-link-verify")
+def _(root: Path, fx: Fixtures) -> Kind:
+    import h5py
+
+    ds = figshare_set(root / "fs")
+    with h5py.File(ds / "cvind.mat", "w") as fh:
+        fh["cvind"] = h5py.ExternalLink(str(fx.outside / "secret.h5"), "/data")
+    return Kind(["preprocess", "-i", ds, "--verify-only"], None, (str(ds / "cvind.mat"), "links to another file"))
 
 
 @kind(1, "symlink-slices-preprocess")
@@ -980,6 +1026,57 @@ def _(root: Path, fx: Fixtures) -> Kind:
     (ds / "images" / "a.raw.bz2").write_bytes(b"BZh9")
     return Kind(["preprocess", "-i", ds, "--verify-only"], None, ("a.nhdr", "NRRD encoding 'bzip2' cannot be read"),
                 report=True)
+
+
+@kind(8, "figshare-cvind-one-fold-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = figshare_set(root / "fs", cvind=np.full(6, 2))
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
+                (str(ds / "cvind.mat"), "every slice in fold 2", "no slice to train on"))
+
+
+@kind(8, "figshare-cvind-fold-not-whole-verify")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = figshare_set(root / "fs", cvind=[1, 1, 2, 2, 1.5, 3])
+    return Kind(["preprocess", "-i", ds, "--verify-only"], None, (str(ds / "cvind.mat"), "fold index 1.5", "not a positive whole number"))
+
+
+@kind(3, "figshare-mask-not-logical-verify")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = figshare_set(root / "fs")
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:8, 4:8] = 255
+    swap_mat_mask(ds / "3.mat", mask)
+    return Kind(["preprocess", "-i", ds, "--verify-only"], None,
+                (str(ds / "3.mat"), "cjdata.tumorMask holds values other than 0 and 1 (255)"), report=True)
+
+
+@kind(3, "figshare-mask-not-logical-evaluate")
+def _(root: Path, fx: Fixtures) -> Kind:
+    refs = figshare_set(root / "refs")
+    preds = Path(shutil.copytree(refs, root / "preds"))
+    mask = np.zeros((16, 16), np.float64)
+    mask[4:8, 4:8] = 0.4
+    swap_mat_mask(refs / "2.mat", mask)
+    return Kind(["evaluate", "-p", preds, "-l", refs, "-o", root / "out"], root / "out",
+                (str(refs / "2.mat"), "tumorMask holds values other than 0 and 1 (0.4)"))
+
+
+@kind(9, "mha-element-type-unknown-verify")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = generic_dataset(root / "ds", "a.mha")
+    (ds / "images" / "a.mha").write_bytes(mhd_header("LOCAL").replace("MET_FLOAT", "MET_WEIRD").encode() + b"\0" * 256)
+    return Kind(["preprocess", "-i", ds, "--verify-only"], None, ("a.mha", "ElementType 'MET_WEIRD'", "not a pixel type"),
+                report=True)
+
+
+@kind(9, "nrrd-itk-reason-named-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "in").mkdir(parents=True)
+    path = root / "in" / "a.nrrd"
+    path.write_bytes(nrrd_header("", sizes="4 4 4").replace("sizes: 4 4 4", "sizes: 4 4").encode() + b"\n" + b"\0" * 256)
+    return Kind(["infer", "-m", fx.model, "-i", path, "-o", root / "out"], root / "out",
+                (str(path), "ITK:", "parsed 2 values, but dimension is 3"))
 
 
 @kind(9, "mha-transform-singular-infer")

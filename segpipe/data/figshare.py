@@ -82,6 +82,9 @@ def read_figshare(root: str | Path) -> Dataset:
         dataset.folds = {str(i + 1): int(v) for i, v in enumerate(values) if str(i + 1) in seen}
         if len(values) < max((int(c) for c in seen if c.isdigit()), default=0):
             raise SegpipeError(f"{cvind}: has {len(values)} fold indices but the folder holds slices up to {max(int(c) for c in seen if c.isdigit())}.mat")
+        if len(set(dataset.folds.values())) == 1:
+            raise SegpipeError(f"{cvind}: puts every slice in fold {next(iter(dataset.folds.values()))}; "
+                               "its folds would leave no slice to train on")
     return dataset
 
 

@@ -27,7 +27,7 @@ from segpipe.data.case import Case
 from segpipe.data.dataset import Dataset
 from segpipe.data.layout import Layout
 from segpipe.data.paths import case_id_of, is_image_file
-from segpipe.errors import SegpipeError
+from segpipe.errors import SegpipeError, reader_error
 
 PAIRS = (("imagesTr", "labelsTr"), ("images", "labels"))
 _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -112,7 +112,7 @@ def label_values(path: Path) -> set[int]:
 
             data = itk.array_view_from_image(itk.imread(str(path)))
     except Exception as exc:
-        raise SegpipeError(f"{path}: cannot read label ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise reader_error(exc, path, "cannot read label") from None
     values = np.unique(np.asarray(data))
     return {int(v) for v in values if float(v).is_integer()}
 

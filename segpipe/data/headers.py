@@ -164,7 +164,11 @@ def read_metaimage(path: Path, target: Path, head: bytes, max_files: int) -> Hea
     channels = _ints(path, fields, "elementnumberofchannels", "MetaImage header field ElementNumberOfChannels") or (1,)
     compressed = fields.get("compresseddata", "").strip().lower() == "true"
     size = _ints(path, fields, "compresseddatasize", "MetaImage header field CompressedDataSize")
-    itemsize = _MET_SIZES.get(fields.get("elementtype", "").upper(), 0)
+    kind = fields.get("elementtype", "").upper()
+    itemsize = _MET_SIZES.get(kind.removesuffix("_ARRAY"), 0)
+    if kind and not itemsize:
+        raise SegpipeError(f"{path}: MetaImage ElementType {fields['elementtype']!r} is not a pixel type ITK reads "
+                           f"({', '.join(_MET_SIZES)})")
     return Header(fields, data, listed, len(raw), (*dims, *channels[:1]) if dims else (), itemsize, compressed,
                   size[0] if size else None, local_size_required=True)
 

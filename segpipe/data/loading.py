@@ -27,7 +27,7 @@ import numpy as np
 from segpipe.data.case import Case
 from segpipe.data.dataset import Dataset
 from segpipe.data.guard import check_read
-from segpipe.errors import SegpipeError
+from segpipe.errors import SegpipeError, reader_error
 
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 SPATIAL_DIMS = {"slices": 2, "figshare": 2}
@@ -76,10 +76,6 @@ def _describe(paths: list[Path]) -> str:
     return str(paths[0]) if len(paths) == 1 else f"{paths[0]} (one of {len(paths)} channel files)"
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
-
 
 def _load(key: str, paths: list[Path], layout: str, mapping: dict[int, int] | None = None) -> Any:
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, MapLabelValued
@@ -100,12 +96,7 @@ def _load(key: str, paths: list[Path], layout: str, mapping: dict[int, int] | No
     except SegpipeError:
         raise
     except Exception as exc:  # MONAI wraps reader errors in RuntimeError; any failure is a bad file
-        cause = exc
-        while cause.__cause__ is not None and isinstance(cause, RuntimeError):
-            cause = cause.__cause__
-        if isinstance(cause, SegpipeError):
-            raise cause from None
-        raise SegpipeError(f"{_describe(paths)}: cannot load {key} ({_one_line(cause)})") from None
+        raise reader_error(exc, _describe(paths), f"cannot load {key}") from None
 
 
 def load_image(case: Case, layout: str) -> Any:

@@ -169,7 +169,11 @@ def read_mat_field(path: str | Path, field: str = "image") -> np.ndarray:
         except Exception as exc:
             raise _fail(path, f"cannot read cjdata.{field} ({type(exc).__name__}: {exc})") from None
     if field == "tumorMask":
-        arr = (arr != 0).astype(np.uint8)
+        odd = np.unique(arr[(arr != 0) & (arr != 1)])
+        if odd.size:  # one reading for preprocess, verify and evaluate: a logical mask holds 0 and 1
+            shown = ", ".join(f"{v:g}" for v in odd[:5].astype(float))
+            raise _fail(path, f"cjdata.tumorMask holds values other than 0 and 1 ({shown}); a MATLAB logical mask is 0/1")
+        arr = arr.astype(np.uint8)
     return arr
 
 
@@ -222,6 +226,9 @@ def read_cvind(path: Path) -> np.ndarray:
     Raises:
         SegpipeError: the file cannot be read or holds no numeric vector.
     """
+    from segpipe.data.guard import check_read
+
+    check_read(path)  # inside the inputs; no HDF5 external links or storage
     values: np.ndarray | None = None
     try:
         import h5py
@@ -244,4 +251,7 @@ def read_cvind(path: Path) -> np.ndarray:
         raise _fail(path, f"cannot read fold indices ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     if values is None or values.size == 0 or values.dtype.kind not in "biuf" or not np.all(np.isfinite(values)):
         raise _fail(path, "holds no numeric fold-index vector 'cvind'")
+    wrong = values[(values != np.round(values)) | (values < 1)]
+    if wrong.size:
+        raise _fail(path, f"fold index {wrong[0]:g} is not a positive whole number (folds are numbered from 1)")
     return values.astype(np.int64)

@@ -36,10 +36,9 @@ def _read_png(path: Path) -> np.ndarray:
 
 
 def _read_mat_mask(path: Path) -> np.ndarray:
-    import h5py
+    from segpipe.data.mat_file import read_mat_field
 
-    with h5py.File(path, "r") as fh:
-        return np.asarray(fh["cjdata"]["tumorMask"]).T  # HDF5 holds MATLAB's transpose
+    return read_mat_field(path, "tumorMask")  # the reading preprocess and validation use
 
 
 def load_mask(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
