@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from segpipe.cli_common import common_options, emit_json, quiet_libraries, silent
+from segpipe.cli_common import common_options, emit_json, guard_outputs, quiet_libraries, silent
 
 
 @click.command()
@@ -45,5 +45,7 @@ def rebuild_report(reports: Path, quiet: bool = True) -> None:
     from segpipe.reports.reopen import recorded_inputs
 
     inputs, ecfg = recorded_inputs(reports)
-    evaluate(inputs["pred"], inputs["labels"], reports, ecfg, images=inputs.get("images"), model_dir=inputs.get("model"),
-             quiet=quiet, lesion_wise=bool(inputs.get("lesion_wise")))
+    read = [inputs["pred"], inputs["labels"], inputs.get("images"), inputs.get("model")]
+    with guard_outputs("report", [reports], read):  # evaluate's own guard: apart from its inputs, locked
+        evaluate(inputs["pred"], inputs["labels"], reports, ecfg, images=inputs.get("images"),
+                 model_dir=inputs.get("model"), quiet=quiet, lesion_wise=bool(inputs.get("lesion_wise")))

@@ -13,12 +13,17 @@ from collections.abc import Callable
 from typing import Any
 
 from segpipe.errors import SegpipeError, shown
-from segpipe.limits import MAX_LABEL_VALUE, MAX_ROI_SIDE, MAX_THREADS
+from segpipe.limits import MAX_EPOCH_ITERATIONS, MAX_LABEL_VALUE, MAX_ROI_SIDE, MAX_THREADS
 
 Rule = Callable[[Any, Any], str | None]  # (value, whole config) -> problem or None
 
 DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def _bound(value: float) -> str:
+    """A range's end as written: whole numbers in full (4294967295, not 4.29497e+09)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _num(low: float | None = None, high: float | None = None, *, low_open: bool = False, high_open: bool = False) -> Rule:
@@ -28,9 +33,9 @@ def _num(low: float | None = None, high: float | None = None, *, low_open: bool 
         if isinstance(value, float) and not math.isfinite(value):
             return f"must be a finite number, got {value}"
         if low is not None and (value <= low if low_open else value < low):
-            return f"must be {'>' if low_open else '>='} {low:g}, got {value}"
+            return f"must be {'>' if low_open else '>='} {_bound(low)}, got {value}"
         if high is not None and (value >= high if high_open else value > high):
-            return f"must be {'<' if high_open else '<='} {high:g}, got {value}"
+            return f"must be {'<' if high_open else '<='} {_bound(high)}, got {value}"
         return None
 
     return rule
@@ -116,7 +121,7 @@ RULES: dict[str, Rule] = {
     "preprocess.target_spacing": _spacing,
     "preprocess.orientation": _orientation,
     "preprocess.folds": _num(2, 1000),
-    "preprocess.seed": _num(0),
+    "preprocess.seed": _num(0, 2**32 - 1),
     "preprocess.patch_size": _sides(lambda _c: (2, 3)),
     "preprocess.patch_budget_voxels": _num(1, float(MAX_ROI_SIDE) ** 3),
     "preprocess.layout": _choice("decathlon", "brats", "slices", "figshare", "generic", "pairs", "dicom"),
@@ -128,13 +133,13 @@ RULES: dict[str, Rule] = {
     "model.depth": _num(1, 10),
     "model.dropout": _num(0, 1, high_open=True),
     "train.epochs": _num(1),
-    "train.iterations_per_epoch": _num(1),
+    "train.iterations_per_epoch": _num(1, MAX_EPOCH_ITERATIONS),
     "train.batch_size": _num(1, MAX_THREADS),
     "train.samples_per_volume": _num(1, MAX_THREADS),
     "train.patch_size": _sides(_dims),
     "train.cache_rate": _num(0, 1),
     "train.optimizer": _choice("adam", "adamw", "sgd"),
-    "train.lr": _num(0, low_open=True),
+    "train.lr": _num(0, 10, low_open=True),
     "train.momentum": _num(0, 1),
     "train.weight_decay": _num(0),
     "train.schedule": _choice("poly", "cosine", "constant"),
@@ -146,8 +151,8 @@ RULES: dict[str, Rule] = {
     "train.fold": _num(0),
     "train.val_every": _num(1),
     "train.early_stopping": _num(0),
-    "train.max_seconds": _num(0),
-    "train.seed": _num(0),
+    "train.max_seconds": _num(0, 366 * 86400),
+    "train.seed": _num(0, 2**32 - 1),
     "train.device": _device,
     "train.num_workers": _auto_or(_num(0, MAX_THREADS)),
     "train.threads": _num(0, MAX_THREADS),

@@ -713,6 +713,13 @@ def _(root: Path, fx: Fixtures) -> Kind:
                 ("x.nhdr", "64 x 64 x 16", *LIMIT_WORDS), env={"SEGPIPE_MAX_IMAGE_MEMORY": "64KiB"})
 
 
+@kind(5, "target-spacing-resamples-over-the-limit")
+def _(root: Path, fx: Fixtures) -> Kind:
+    return Kind(["preprocess", "-i", fx.base, "-o", root / "out", "-j", "1", "--set",
+                 "preprocess.target_spacing=[0.01,0.01,0.01]"], root / "out",
+                ("resampled to (0.01, 0.01, 0.01) mm", *LIMIT_WORDS))
+
+
 @kind(5, "memory-limit-from-environment")
 def _(root: Path, fx: Fixtures) -> Kind:
     image = image_in(root / "in")
@@ -762,6 +769,21 @@ def _(root: Path, fx: Fixtures) -> Kind:
     mask_in(root / "ref")
     out = lock_with(root / "out", fx.live_pid, "evaluate")
     return Kind(["evaluate", "-p", root / "pred", "-l", root / "ref", "-o", out], None, (f"PID {fx.live_pid}",), watch=[out])
+
+
+@kind(6, "locked-reports-rebuild")
+def _(root: Path, fx: Fixtures) -> Kind:
+    from click.testing import CliRunner
+
+    from segpipe.cli import cli
+
+    mask_in(root / "pred")
+    mask_in(root / "ref")
+    out = root / "reports"
+    done = CliRunner().invoke(cli, ["evaluate", "-q", "-p", str(root / "pred"), "-l", str(root / "ref"), "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    lock_with(out, fx.live_pid, "evaluate")
+    return Kind(["report", out, "--rebuild"], None, (f"PID {fx.live_pid}",), watch=[out])
 
 
 # ---------------------------------------------------------------- 7. tracebacks that must be one line
@@ -844,6 +866,19 @@ kind(7, "checkpoint-threshold-out-of-range-at-infer")(
     _best_checkpoint_holding("threshold", 7.0, "threshold 7.0", "between 0 and 1"))
 
 
+@kind(7, "checkpoint-weights-nan-at-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    model = copy_model(fx, root / "model")
+    best = model / "checkpoints" / "best.pt"
+    state = torch.load(best, weights_only=True)
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name] = torch.full_like(state["model"][name], float("nan"))  # a diverged training's weights
+    torch.save(state, best)
+    image_in(root / "in")
+    return Kind(["infer", "-m", model, "-i", root / "in", "-o", root / "out"], root / "out",
+                (str(best), "non-finite weights", f"'{name}'"))
+
+
 @kind(7, "overlap-one-in-model-config")
 def _(root: Path, fx: Fixtures) -> Kind:
     model = copy_model(fx, root / "model")
@@ -910,6 +945,10 @@ kind(7, "threshold-zero")(_fit_set("infer.threshold=0", "> 0"))
 
 # ---------------------------------------------------------------- 8. nonsense accepted with exit 0
 
+kind(7, "lr-overflowing-float32")(_fit_set("train.lr=1e300", "<= 10"))
+kind(7, "seed-beyond-32-bits")(_fit_set("train.seed=99999999999999999999", "<= 4294967295"))
+kind(5, "iterations-per-epoch-absurd")(_fit_set("train.iterations_per_epoch=100000000000000000000000", "<= 100000"))
+kind(5, "max-seconds-absurd")(_fit_set("train.max_seconds=1e300", "<= 31622400"))
 kind(8, "batch-size-negative")(_fit_set("train.batch_size=-1", ">= 1"))
 kind(8, "epochs-zero")(_fit_set("train.epochs=0", ">= 1"))
 kind(8, "patch-size-with-zeros")(_fit_set("train.patch_size=[0,16,16]", "between 1 and 4096"))

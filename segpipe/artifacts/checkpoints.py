@@ -85,11 +85,25 @@ def load_checkpoint(path: str | Path, *, resume: bool = False) -> dict[str, Any]
             "segpipe loads only tensors and plain data, so a checkpoint can never run code"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise SegpipeError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0]})") from None
+        raise SegpipeError(f"{path}: not a readable checkpoint ({(str(exc).splitlines() or [type(exc).__name__])[0]})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise SegpipeError(f"{path}: not a segpipe checkpoint")
     check_keys(path, data, {**KEYS, **{k: v for k, v in TYPED.items() if k in data}, **(RESUME_KEYS if resume else {})})
+    broken = non_finite(data["model"])
+    if broken:
+        raise SegpipeError(f"{path}: checkpoint holds non-finite weights ({broken}); the training that wrote it "
+                           "diverged, so its masks would be empty or noise")
     return data
+
+
+def non_finite(state: dict[str, Any]) -> str:
+    """'' when every floating tensor of a state dict is finite, else the first bad one's name and count."""
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                return f"{bad} of {value.numel()} values of '{name}'"
+    return ""
 
 
 def _unsafe_reason(exc: Exception) -> str:

@@ -23,7 +23,7 @@ import torch
 from monai.data import CacheDataset, DataLoader, ThreadDataLoader
 from tqdm import tqdm
 
-from segpipe.artifacts.checkpoints import load_checkpoint, rng_state, set_rng_state
+from segpipe.artifacts.checkpoints import load_checkpoint, non_finite, rng_state, set_rng_state
 from segpipe.artifacts.plan import Plan
 from segpipe.artifacts.prepared import load_prepared
 from segpipe.atomic import remove_stale_partials, write_json, write_yaml
@@ -459,6 +459,10 @@ def _train_epoch(run: Run, loader: Any, budget: TimeBudget, lr_schedule: BudgetS
         if lr_schedule is not None:
             lr_schedule.update()
         losses.append(_train_step(run, batch))
+        if not math.isfinite(losses[-1]):
+            raise SegpipeError(f"training diverged in epoch {epoch + 1}, step {len(losses)}: the loss is {losses[-1]} at "
+                               f"learning rate {run.optimizer.param_groups[0]['lr']:.3g} (lower train.lr, or set "
+                               "train.grad_clip); the checkpoints of earlier epochs are kept")
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
     return losses
 
@@ -503,6 +507,10 @@ def _train(run: Run, loader: Any, draw: Any, budget: TimeBudget, lr_schedule: Bu
         started = time.perf_counter()
         draw(epoch, t.iterations_per_epoch * (BUDGET_SLACK if budget.active else 1))
         losses = _train_epoch(run, loader, budget, lr_schedule, epoch)
+        broken = non_finite(run.model.state_dict())
+        if broken:  # the epoch's last step made the weights NaN: no checkpoint may hold them
+            raise SegpipeError(f"training diverged in epoch {epoch + 1}: the weights hold non-finite values ({broken}); "
+                               "lower train.lr, or set train.grad_clip; the checkpoints of earlier epochs are kept")
         row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": d.mean(float(np.mean(losses)) if losses else float("nan")),
                                "iterations": len(losses), "lr": run.optimizer.param_groups[0]["lr"]}
         if not budget.active:

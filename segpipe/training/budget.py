@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from segpipe.errors import SegpipeError
+from segpipe.limits import MAX_EPOCH_ITERATIONS
 
 WARMUP_FLOOR = 0.02  # the first warm-up step's share of the base learning rate
 
@@ -98,6 +99,9 @@ def plan_budget(seconds: float, spent: float, step_seconds: float, validation_se
         n -= 1
     train_seconds = left - n * validation_seconds
     iterations = max(1, int(train_seconds / n / step_seconds))
+    if iterations > MAX_EPOCH_ITERATIONS:  # a long budget: more epochs, each one's draws kept small
+        n = math.ceil(left / (validation_seconds + MAX_EPOCH_ITERATIONS * step_seconds))
+        iterations = max(1, int((left - n * validation_seconds) / n / step_seconds))
     return BudgetPlan(iterations, n, n, step_seconds, validation_seconds, spent)
 
 

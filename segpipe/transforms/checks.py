@@ -37,6 +37,28 @@ class GuardFilesd(Transform):
         return data
 
 
+class CheckResampledSized(Transform):
+    """Before Spacingd: refuse an image that resampled to `pixdim` would pass the memory
+    limit of `segpipe.limits` (a fine `preprocess.target_spacing` turns a small image into
+    gigabytes before any check on the file could see it)."""
+
+    def __init__(self, pixdim: tuple[float, ...]) -> None:
+        self.pixdim = np.asarray(pixdim, dtype=float)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> Mapping[Hashable, Any]:
+        from segpipe.limits import check_image_size
+
+        image = data["image"]
+        shape = np.asarray(image.shape[1:], dtype=float)
+        affine = np.asarray(getattr(image, "affine", np.eye(len(shape) + 1)), dtype=float)
+        spacing = np.linalg.norm(affine[: len(shape), : len(shape)], axis=0)
+        target = np.resize(self.pixdim, len(shape))
+        sides = np.ceil(shape * spacing / target)
+        check_image_size(f"{_source(image)} resampled to {tuple(float(v) for v in target)} mm",
+                         (*(int(v) for v in sides), int(image.shape[0])))
+        return data
+
+
 class CheckCased(Transform):
     """Raise a one-line SegpipeError for what `--verify-only` calls an error: NaN/Inf image
     voxels, a singular affine, a label whose grid (shape or affine) differs from the

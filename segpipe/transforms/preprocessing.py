@@ -20,7 +20,7 @@ from monai.transforms import (
     Spacingd,
 )
 
-from segpipe.transforms.checks import CheckCased, GuardFilesd
+from segpipe.transforms.checks import CheckCased, CheckResampledSized, GuardFilesd
 from segpipe.transforms.stats import Contiguousd, IntensityStatsd, NormalizeNonzeroChannelwised
 
 
@@ -94,7 +94,8 @@ def preprocessing_chain(
     else:
         steps.append(NormalizeIntensityd("image", nonzero=False, channel_wise=True))
     if target_spacing:
-        steps.append(Spacingd(keys, pixdim=tuple(float(s) for s in target_spacing), mode=modes))
+        pixdim = tuple(float(s) for s in target_spacing)
+        steps += [CheckResampledSized(pixdim), Spacingd(keys, pixdim=pixdim, mode=modes)]
     if with_label:
         steps.append(CastToTyped("label", dtype=torch.uint8))
     return Compose(steps)

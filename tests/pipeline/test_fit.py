@@ -160,6 +160,31 @@ def test_unknown_augmentation_is_named(prepared_dataset, tmp_path):
         fit(prepared_dataset, tmp_path / "m", tiny_config(**{"train.augment": "[flip, mixup]"}), quiet=True)
 
 
+@pytest.mark.parametrize("breaks", ["loss", "weights"])
+def test_a_diverging_training_stops_and_no_checkpoint_holds_its_weights(prepared_dataset, tmp_path, monkeypatch, breaks):
+    """A NaN loss, or weights made NaN by the epoch's last step, stop fit with one line;
+    checkpoints keep only finite weights (an all-NaN model segments nothing, 'confidently')."""
+    import segpipe.pipeline.fit as fit_module
+
+    real_step, calls = fit_module._train_step, []
+
+    def step(run, batch):
+        calls.append(1)
+        loss = real_step(run, batch)
+        if len(calls) > 3:  # epoch 2 of 3 steps
+            if breaks == "loss":
+                return float("nan")
+            next(run.model.parameters()).data.fill_(float("inf"))
+        return loss
+
+    monkeypatch.setattr(fit_module, "_train_step", step)
+    with pytest.raises(SegpipeError, match=r"training diverged in epoch 2.*lower train.lr"):
+        fit(prepared_dataset, tmp_path / "m", tiny_config(**{"train.epochs": "3", "train.iterations_per_epoch": "3"}),
+            quiet=True)
+    saved = sorted((tmp_path / "m" / "checkpoints").glob("*.pt"))
+    assert saved and all(load_checkpoint(p)["epoch"] == 0 for p in saved)  # epoch 1's, loadable: finite
+
+
 def test_model_folder_artifacts(tiny_model):
     for name in ("config.yaml", "plan.json", "network.json", "metrics.csv", "curves.png", "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (tiny_model / name).is_file(), name

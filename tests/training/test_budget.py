@@ -11,6 +11,7 @@ import torch
 
 from segpipe.artifacts.checkpoints import load_checkpoint
 from segpipe.errors import SegpipeError
+from segpipe.limits import MAX_EPOCH_ITERATIONS
 from segpipe.training.budget import BudgetSchedule, TimeBudget, lr_factor, plan_budget
 from segpipe.training.handlers import Checkpointer, EarlyStopping, ModelSelection, console_line, selection_caution
 
@@ -77,6 +78,14 @@ def test_plan_budget_validates_several_times_and_counts_validation_time():
     assert slow.validations == 1
     # nothing to validate on: still five checkpoints
     assert plan_budget(60, spent=1, step_seconds=0.1, validation_seconds=0).validations == 5
+
+
+def test_a_long_budget_of_fast_steps_gets_more_epochs_not_huge_ones():
+    """One epoch's sample draws are one list: a week of 1 ms steps must not be five epochs of 10^8."""
+    plan = plan_budget(7 * 86400, spent=5, step_seconds=0.001, validation_seconds=0.5)
+    assert plan.iterations_per_epoch <= MAX_EPOCH_ITERATIONS and plan.epochs == plan.validations > 5
+    spent = plan.epochs * (plan.iterations_per_epoch * plan.step_seconds + plan.validation_seconds)
+    assert 0.95 * (7 * 86400 - 5) <= spent <= 7 * 86400 - 5
 
 
 def test_plan_budget_refuses_a_budget_too_short_for_one_validation():
