@@ -1118,6 +1118,46 @@ def _(root: Path, fx: Fixtures) -> Kind:
                 (str(path), "ITK:", "parsed 2 values, but dimension is 3"))
 
 
+def _edit_series(folder: Path, edit: Callable) -> Path:  # noqa: ANN001 - (pydicom Dataset, index) -> None
+    """Rewrite every slice of a DICOM series through `edit(dataset, instance_number)`."""
+    import pydicom
+
+    for path in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(path)
+        edit(ds, int(ds.InstanceNumber))
+        ds.save_as(path)
+    return folder
+
+
+@kind(4, "dicom-pixel-data-cut-short-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    from tests.builders import write_dicom_series
+
+    series = _edit_series(write_dicom_series(root / "in" / "s1", n=4, shape=(16, 16)),
+                          lambda ds, _i: setattr(ds, "PixelData", ds.PixelData[:100]))
+    return Kind(["infer", "-m", fx.model, "-i", series, "-o", root / "out"], root / "out",
+                ("pixel data is cut short (100 of 512 bytes)",))
+
+
+@kind(4, "dicom-gantry-tilt-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    from tests.builders import write_dicom_series
+
+    series = _edit_series(write_dicom_series(root / "ds" / "s1", n=4, shape=(16, 16)), lambda ds, i: setattr(
+        ds, "ImagePositionPatient", [0.0, 0.5 * i, float(ds.ImagePositionPatient[2])]))
+    return Kind(["preprocess", "-i", root / "ds", "-o", root / "out", "-j", "1"], root / "out",
+                (str(series), "gantry tilt of about 14.0 degrees"))
+
+
+@kind(9, "dicom-position-not-finite-verify")
+def _(root: Path, fx: Fixtures) -> Kind:
+    from tests.builders import write_dicom_series
+
+    series = write_dicom_series(root / "ds" / "s1", n=4, shape=(16, 16))
+    _edit_series(series, lambda ds, i: setattr(ds, "ImagePositionPatient", [0.0, 0.0, float("nan")]) if i == 2 else None)
+    return Kind(["preprocess", "-i", root / "ds", "--verify-only"], None, ("ImagePositionPatient", "is not finite"))
+
+
 @kind(9, "mha-transform-singular-infer")
 def _(root: Path, fx: Fixtures) -> Kind:
     (root / "in").mkdir(parents=True)

@@ -21,6 +21,7 @@ from segpipe.data.dataset import Dataset
 from segpipe.data.layout import Layout, every_case
 from segpipe.data.paths import is_dicom_file, visible_dirs, visible_files
 from segpipe.errors import SegpipeError
+from segpipe.limits import check_image_size
 
 SPACING_TOLERANCE = 0.1  # relative deviation of a slice gap from the typical gap
 
@@ -88,6 +89,7 @@ def check_series(folder: Path) -> dict[str, object]:
             f"{folder}: slices lack ImagePositionPatient / ImageOrientationPatient; cannot order the series"
         ) from None
     z = np.array([p for p, _ in positions])
+    _check_not_sheared(folder, normal, headers)
     gaps = np.diff(z)
     if np.any(gaps < 1e-4):
         i = int(np.argmin(gaps))
@@ -106,6 +108,25 @@ def check_series(folder: Path) -> dict[str, object]:
     return info
 
 
+def _check_not_sheared(folder: Path, normal: np.ndarray, headers: list) -> None:
+    """Slice origins on one line along the slice normal: a tilted gantry shifts each slice in
+    its own plane, and ITK would read the series on an unsheared grid, with the slice gap
+    taken as the distance between origins (too long) and the shear lost."""
+    points = np.array([[float(v) for v in h.ImagePositionPatient] for _, h in headers])
+    along = points @ normal
+    order = np.argsort(along)
+    if len(points) < 2 or np.ptp(along) <= 0:
+        return
+    steps = np.diff(points[order], axis=0)
+    in_plane = steps - np.outer(steps @ normal, normal)
+    shift = float(np.abs(in_plane).max())
+    if shift > 1e-2 * max(float(np.median(np.diff(along[order]))), 1e-6) + 1e-3:
+        angle = np.degrees(np.arctan2(np.linalg.norm(in_plane, axis=1).max(), np.abs(steps @ normal).max()))
+        raise SegpipeError(f"{folder}: slice origins are shifted in the slice plane from one slice to the next "
+                           f"(a gantry tilt of about {angle:.1f} degrees); segpipe reads only unsheared series "
+                           "(resample it first, e.g. with dcm2niix)")
+
+
 def _check_slices(headers: list) -> None:
     """Each slice holds pixels of the first slice's size and orientation, at a positive pixel
     spacing: ITK would drop a slice without pixels or of another size (stretching the slice
@@ -116,6 +137,10 @@ def _check_slices(headers: list) -> None:
     for path, h in headers:
         if not any(k in h for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
             raise SegpipeError(f"{path}: slice has no pixel data")
+        _check_pixel_data(path, h)
+        for key in ("ImageOrientationPatient", "ImagePositionPatient"):
+            if h.get(key) is not None and not np.all(np.isfinite(np.asarray(h.get(key), dtype=float))):
+                raise SegpipeError(f"{path}: {key} {list(map(float, h.get(key)))} is not finite")
         if (h.get("Rows"), h.get("Columns")) != size:
             raise SegpipeError(f"{path}: slice of {h.get('Rows')} x {h.get('Columns')} pixels, the series' "
                                f"{first_path.name} has {size[0]} x {size[1]}")
@@ -129,6 +154,36 @@ def _check_slices(headers: list) -> None:
             values = np.asarray(spacing, dtype=float).ravel()
             if values.size != 2 or not np.all(np.isfinite(values)) or np.any(values <= 0):
                 raise SegpipeError(f"{path}: PixelSpacing {list(map(float, values))} is not two positive sizes in mm")
+
+
+def _check_pixel_data(path: Path, h: object) -> None:
+    """Native pixel data at least as long as rows x columns x samples x frames (ITK reads past
+    a short one into whatever memory holds); compressed pixel data that pydicom can decode
+    must decode (GDCM dies of a floating-point exception on a malformed RLE stream). Syntaxes
+    pydicom has no decoder for here are left to ITK."""
+    meta = getattr(h, "file_meta", None)
+    syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    if syntax is not None and syntax.is_compressed:
+        try:
+            h.pixel_array  # type: ignore[attr-defined]
+        except Exception as exc:
+            text = str(exc)
+            if "missing dependencies" in text or "not supported" in text:
+                return
+            reason = [line.strip() for line in text.splitlines() if line.strip()][-1:] or [type(exc).__name__]
+            raise SegpipeError(f"{path}: compressed pixel data ({syntax.name}) cannot be decoded ({reason[0][:200]})") from None
+        return
+    element = h.get_item("PixelData") if "PixelData" in h else None  # type: ignore[attr-defined]
+    length = getattr(element, "length", None)
+    if length is None or length == 0xFFFFFFFF:
+        return
+    frames = int(str(h.get("NumberOfFrames", 1) or 1).strip() or 1)  # type: ignore[attr-defined]
+    bits = int(h.get("BitsAllocated", 16) or 16)  # type: ignore[attr-defined]
+    need = int(h.get("Rows", 0) or 0) * int(h.get("Columns", 0) or 0) * int(h.get("SamplesPerPixel", 1) or 1) * frames  # type: ignore[attr-defined]
+    check_image_size(path, (int(h.get("Columns", 0) or 0), int(h.get("Rows", 0) or 0), frames))  # type: ignore[attr-defined]
+    need = (need * bits + 7) // 8
+    if length < need:
+        raise SegpipeError(f"{path}: pixel data is cut short ({length} of {need} bytes)")
 
 
 def series_folders(root: Path) -> list[Path]:

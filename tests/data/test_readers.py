@@ -277,6 +277,36 @@ def test_compressed_nrrd_and_metaimage_pass_the_guard_with_their_values(tmp_path
 # ---------------------------------------------------------------- DICOM
 
 
+def test_rle_compressed_series_reads_and_a_malformed_one_is_refused_without_crashing(tmp_path):
+    """GDCM dies of a floating-point exception on a malformed RLE stream (no message, exit
+    136): the headers check decodes compressed slices with pydicom first. In a subprocess,
+    so that a regression fails this test, not the whole run."""
+    import subprocess
+    import sys
+
+    import pydicom
+    from pydicom.uid import RLELossless
+
+    plain = write_dicom_series(tmp_path / "plain" / "s1", n=4, shape=(16, 16))
+    packed = write_dicom_series(tmp_path / "rle" / "s1", n=4, shape=(16, 16))
+    for path in packed.iterdir():
+        ds = pydicom.dcmread(path)
+        ds.compress(RLELossless)
+        ds.save_as(path)
+    (a, _), (b, _) = (load_arrays(ds, ds.test[0]) for ds in (read_dataset(plain.parent), read_dataset(packed.parent)))
+    np.testing.assert_array_equal(a, b)
+    victim = next(packed.iterdir())
+    ds = pydicom.dcmread(victim)
+    from pydicom.encaps import encapsulate
+
+    ds.PixelData = encapsulate([b"\0" * 64])  # an RLE header of 0 segments
+    ds.save_as(victim)
+    done = subprocess.run([sys.executable, "-m", "segpipe", "preprocess", "-i", str(packed.parent), "--verify-only"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
+    assert f"{victim}: compressed pixel data (RLE Lossless) cannot be decoded" in done.stderr + done.stdout
+
+
 def test_dicom_series_folders(tmp_path):
     write_dicom_series(tmp_path / "d" / "s1", n=5)
     write_dicom_series(tmp_path / "d" / "s2", n=3, patient="P2")
