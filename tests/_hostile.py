@@ -1158,6 +1158,25 @@ def _(root: Path, fx: Fixtures) -> Kind:
     return Kind(["preprocess", "-i", root / "ds", "--verify-only"], None, ("ImagePositionPatient", "is not finite"))
 
 
+@kind(8, "evaluate-prediction-of-a-case-twice")
+def _(root: Path, fx: Fixtures) -> Kind:
+    mask_in(root / "ref")
+    mask_in(root / "pred", "a.nii")
+    save(root / "pred" / "a.nii.gz", np.zeros(SHAPE, np.uint8))  # which one was scored depended on the sort
+    return Kind(["evaluate", "-p", root / "pred", "-l", root / "ref", "-o", root / "out"], root / "out",
+                ("case id 'a' appears twice", "keep one"))
+
+
+@kind(9, "evaluate-mask-value-beyond-32-bits")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ref = mask_in(root / "ref")
+    label = load(ref)[0].astype(np.int64) * (2**32 + 1)  # became label 1 in int32: Dice 1.0
+    (root / "pred").mkdir(parents=True)
+    nib.save(nib.Nifti1Image(label, AFFINE, dtype=np.int64), str(root / "pred" / "a.nii.gz"))
+    return Kind(["evaluate", "-p", root / "pred", "-l", root / "ref", "-o", root / "out"], root / "out",
+                (str(root / "pred" / "a.nii.gz"), "mask values 4294967297 are outside 0..255"))
+
+
 @kind(9, "mha-transform-singular-infer")
 def _(root: Path, fx: Fixtures) -> Kind:
     (root / "in").mkdir(parents=True)

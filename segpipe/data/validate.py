@@ -32,7 +32,8 @@ def label_values(label: np.ndarray) -> tuple[set[float], bool]:
 
 
 def _fmt_values(values: list[float]) -> str:
-    return ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if len(values) > 5 else "")
+    shown = [str(int(v)) if float(v).is_integer() else f"{v:g}" for v in values[:5]]  # 4294967297 in full
+    return ", ".join(shown) + (", ..." if len(values) > 5 else "")
 
 
 def label_problem(label: np.ndarray, declared: dict[int, str] | None,

@@ -19,7 +19,7 @@ from segpipe.metrics.overlap import EMPTY_CONVENTION
 from segpipe.metrics.patients import PatientScores, label_structures, structures
 from segpipe.progress import progress
 from segpipe.reports.figures import overlay, training_curves
-from segpipe.reports.masks import is_mask_file, load_display_slice, load_mask_grid, mask_id, on_reference_grid
+from segpipe.reports.masks import is_mask_file, load_display_slice, load_mask_grid, masks_by_case, on_reference_grid
 from segpipe.reports.references import Reference, matched_splits, model_label_names, no_match_error, read_references
 from segpipe.reports.report import html_report
 
@@ -88,7 +88,7 @@ def evaluate(
     references = read_references(Path(labels), ecfg.patient_pattern, images)
     model_names = model_label_names(model_dir) if model_dir is not None and label_names is None else None
     names = label_names or model_names or references.labels or {}
-    preds = {mask_id(p): p for p in sorted(pred_dir.iterdir()) if is_mask_file(p)}
+    preds = masks_by_case([p for p in sorted(pred_dir.iterdir()) if is_mask_file(p)])
     matched = sorted(set(preds) & set(references.cases))
     if not matched:
         raise no_match_error(pred_dir, preds, references)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from segpipe.data.paths import IMAGE_SUFFIXES, case_id_of
+from segpipe.data.validate import label_problem
 from segpipe.errors import SegpipeError
 
 MASK_SUFFIXES = (*IMAGE_SUFFIXES, ".png", ".mat")
@@ -24,6 +25,18 @@ def mask_id(path: Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return case_id_of(path)
+
+
+def masks_by_case(files: list[Path]) -> dict[str, Path]:
+    """Mask files by case id, refusing two files of one case (`a.nii` and `a.nii.gz`): which
+    one is scored would otherwise depend on how the names sort."""
+    out: dict[str, Path] = {}
+    for path in files:
+        cid = mask_id(path)
+        if cid in out:
+            raise SegpipeError(f"{path}: case id '{cid}' appears twice in {path.parent} (also {out[cid].name}); keep one")
+        out[cid] = path
+    return out
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -102,10 +115,9 @@ def load_mask_grid(path: str | Path) -> tuple[np.ndarray, tuple[float, ...], np.
         raise SegpipeError(f"{path}: cannot read mask ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     if data.ndim == len(spacing) + 1 and data.shape[-1] == 1:
         data = data[..., 0]
-    if data.dtype.kind == "c":
-        raise SegpipeError(f"{path}: mask is complex-valued")
-    if data.dtype.kind == "f" and not np.all(np.isfinite(data) & (data == np.round(data))):
-        raise SegpipeError(f"{path}: mask holds non-integer values")
+    problem = label_problem(data, None)  # the checks preprocess applies to labels: values are integers 0..255
+    if problem:
+        raise SegpipeError(f"{path}: mask {problem.removeprefix('label ')}")
     return data.astype(np.int32), spacing[: data.ndim], affine
 
 

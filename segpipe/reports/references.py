@@ -17,7 +17,7 @@ from segpipe.artifacts.files import read_json
 from segpipe.artifacts.plan import Plan
 from segpipe.data.paths import has_suffix, visible_files
 from segpipe.errors import SegpipeError
-from segpipe.reports.masks import is_mask_file, mask_id
+from segpipe.reports.masks import is_mask_file, mask_id, masks_by_case
 
 _CHANNEL_OR_IMAGE = re.compile(r"(_\d{4}|_image)$", re.IGNORECASE)
 
@@ -140,7 +140,7 @@ def read_references(labels: str | Path, patient_pattern: str | None = None, imag
         files = sorted(p for p in labels.iterdir() if is_mask_file(p))
         if not files:
             raise SegpipeError(f"{labels}: holds no mask files (.nii.gz, .nii, .nrrd, .mha, .png, .mat) and is no dataset folder")
-        refs = References(labels, {mask_id(p): Reference(p, patient_of(mask_id(p), regex)) for p in files})
+        refs = References(labels, {cid: Reference(p, patient_of(cid, regex)) for cid, p in masks_by_case(files).items()})
         unpooled = all(r.patient == cid for cid, r in refs.cases.items())
         if unpooled and (patient_pattern or any(has_suffix(p, ".png") for p in files)):  # slices, or a pattern asked for
             refs.notes.append(f"the patient pattern '{regex.pattern}' names no patient in the {len(files)} reference "
