@@ -1177,6 +1177,17 @@ def _(root: Path, fx: Fixtures) -> Kind:
                 (str(root / "pred" / "a.nii.gz"), "mask values 4294967297 are outside 0..255"))
 
 
+@kind(3, "image-overflowing-float32-verify")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = Path(shutil.copytree(fx.base, root / "Task97"))
+    path = sorted((ds / "imagesTr").glob("*.nii.gz"))[0]
+    data, affine = load(path)
+    data = data.astype(np.float64)
+    data[1, 1, 1] = 1e300  # finite as stored, Inf once held as float32, which preprocess refuses
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return Kind(["preprocess", "-i", ds, "--verify-only"], None, (str(path), "0 NaN and 1 Inf voxel(s)"), report=True)
+
+
 @kind(9, "mha-transform-singular-infer")
 def _(root: Path, fx: Fixtures) -> Kind:
     (root / "in").mkdir(parents=True)
