@@ -1188,6 +1188,40 @@ def _(root: Path, fx: Fixtures) -> Kind:
     return Kind(["preprocess", "-i", ds, "--verify-only"], None, (str(path), "0 NaN and 1 Inf voxel(s)"), report=True)
 
 
+def _prepared_with_splits(root: Path, fx: Fixtures, change: Callable[[list], None]) -> Path:
+    prepared = Path(shutil.copytree(fx.prepared, root / "prepared"))
+    edit_json(prepared / "splits.json", change)
+    return prepared
+
+
+@kind(8, "splits-case-in-train-and-val")
+def _(root: Path, fx: Fixtures) -> Kind:
+    prepared = _prepared_with_splits(root, fx, lambda s: s[0]["val"].append(s[0]["train"][0]))
+    return Kind(["fit", "-d", prepared, "-o", root / "model"], root / "model",
+                (str(prepared / "splits.json"), "in both 'train' and 'val'"))
+
+
+@kind(8, "splits-fold-entry-out-of-place")
+def _(root: Path, fx: Fixtures) -> Kind:
+    prepared = _prepared_with_splits(root, fx, lambda s: s.pop(0))
+    return Kind(["fit", "-d", prepared, "-o", root / "model"], root / "model",
+                (str(prepared / "splits.json"), "entry 0 says fold 1"))
+
+
+@kind(7, "splits-without-training-cases")
+def _(root: Path, fx: Fixtures) -> Kind:
+    prepared = _prepared_with_splits(root, fx, lambda s: s[0].update(train=[]))
+    return Kind(["fit", "-d", prepared, "-o", root / "model"], root / "model",
+                (str(prepared / "splits.json"), "fold 0 has no training cases"))
+
+
+@kind(9, "splits-val-a-string")
+def _(root: Path, fx: Fixtures) -> Kind:
+    prepared = _prepared_with_splits(root, fx, lambda s: s[0].update(val=s[0]["val"][0]))
+    return Kind(["fit", "-d", prepared, "-o", root / "model"], root / "model",
+                (str(prepared / "splits.json"), "fold 0 'val' must be a list of case ids"))
+
+
 @kind(9, "mha-transform-singular-infer")
 def _(root: Path, fx: Fixtures) -> Kind:
     (root / "in").mkdir(parents=True)

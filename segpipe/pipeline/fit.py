@@ -335,8 +335,9 @@ def _load_state(run: Run) -> None:
         run.scheduler.load_state_dict(ckpt["scheduler"])
         run.precision.load_state_dict(ckpt.get("scaler", {}))
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
-        raise SegpipeError(f"{last}: cannot resume from this checkpoint ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        detail = " ".join(line.strip() for line in str(exc).splitlines()[:2] if line.strip())[:300]
+        raise SegpipeError(f"{last}: cannot resume from this checkpoint ({type(exc).__name__}: {detail}; "
+                           "was the model's config changed?)") from None
     run.start_epoch = ckpt["epoch"] + 1
     run.threshold = ckpt.get("threshold")
     run.selection = ModelSelection(ckpt["best_metric"], ckpt["best_epoch"], ckpt.get("stale_validations", 0))
