@@ -524,8 +524,12 @@ def demo(output_dir: Path, cases: int, epochs: int | None, seed: int, quiet: boo
     quiet_libraries()
     from segpipe.pipeline.demo import run_demo
 
-    result = run_demo(output_dir, cases=cases, epochs=epochs, seed=seed, quiet=quiet)
-    if not quiet:
+    result = run_demo(output_dir, cases=cases, epochs=epochs, seed=seed, quiet=silent(quiet))
+    if emit_json({"mean_dice": result.mean_dice, "seconds": round(result.seconds, 1),
+                  "per_patient": result.per_patient.to_dict(orient="records"),
+                  "paths": {name: Path(path).resolve() for name, path in result.paths.items()}}):
+        pass
+    elif not quiet:
         _print_summary(result.per_patient)
         click.echo(f"\nmean Dice over held-out cases: {result.mean_dice:.3f} ({result.seconds:.0f} s in all)")
         for name, path in result.paths.items():

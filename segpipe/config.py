@@ -15,7 +15,7 @@ from typing import Any, Union
 
 from segpipe.config_schema import validate
 from segpipe.errors import SegpipeError, shown
-from segpipe.parsing import parse_yaml
+from segpipe.parsing import parse_yaml, read_text
 
 
 @dataclass
@@ -261,11 +261,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
     cfg = Config()
     if path is not None:
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except OSError as exc:
-            raise SegpipeError(f"{path}: cannot read config ({exc.strerror})") from None
-        merge_dict(cfg, parse_yaml(text, path), str(path))
+        merge_dict(cfg, parse_yaml(read_text(path, "config"), path), str(path))
     given = {}
     for text in overrides:
         section, key, value = parse_override(text)

@@ -27,7 +27,7 @@ def parse_bytes(text: str, source: str) -> int:
     """`8GiB`, `500MB`, `3e9` -> bytes; refuses anything not a positive size."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", text)
     unit = match.group(2).lower() if match else ""
-    if not match or unit not in _UNITS or float(match.group(1)) * _UNITS[unit] < 1:
+    if not match or unit not in _UNITS or not 1 <= float(match.group(1)) * _UNITS[unit] < float("inf"):
         raise SegpipeError(f"{source}: expected a size such as 4GiB or 500MB, got {text!r}")
     return int(float(match.group(1)) * _UNITS[unit])
 

@@ -1222,6 +1222,55 @@ def _(root: Path, fx: Fixtures) -> Kind:
                 (str(prepared / "splits.json"), "fold 0 'val' must be a list of case ids"))
 
 
+@kind(7, "config-not-utf8")
+def _(root: Path, fx: Fixtures) -> Kind:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "c.yaml").write_bytes(b"train:\n  lr: 0.01 \xeb\xff\n")
+    return Kind(["fit", "-d", fx.prepared, "-o", root / "model", "--config", root / "c.yaml"], root / "model",
+                (str(root / "c.yaml"), "not UTF-8 text (byte 0xeb"))
+
+
+@kind(8, "config-key-given-twice")
+def _(root: Path, fx: Fixtures) -> Kind:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "c.yaml").write_text("train:\n  lr: 0.01\nmodel:\n  filters: 8\ntrain:\n  epochs: 3\n")
+    return Kind(["fit", "-d", fx.prepared, "-o", root / "model", "--config", root / "c.yaml"], root / "model",
+                (str(root / "c.yaml"), "key 'train' given twice (line 5)"))
+
+
+@kind(9, "config-a-folder")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "configs").mkdir(parents=True)
+    return Kind(["fit", "-d", fx.prepared, "-o", root / "model", "--config", root / "configs"], root / "model",
+                (str(root / "configs"), "a folder, not a config file"))
+
+
+@kind(7, "metrics-csv-not-text-at-evaluate")
+def _(root: Path, fx: Fixtures) -> Kind:
+    model = copy_model(fx, root / "model")
+    (model / "metrics.csv").write_bytes(b"garbage\x00\xff\n1,2")
+    mask_in(root / "pred")
+    mask_in(root / "ref")
+    return Kind(["evaluate", "-p", root / "pred", "-l", root / "ref", "-o", root / "out", "--model", model], root / "out",
+                (str(model / "metrics.csv"), "not a readable table"))
+
+
+@kind(7, "checkpoint-zero-bytes-at-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    model = copy_model(fx, root / "model")
+    (model / "checkpoints" / "best.pt").write_bytes(b"")
+    image_in(root / "in")
+    return Kind(["infer", "-m", model, "-i", root / "in", "-o", root / "out"], root / "out",
+                (str(model / "checkpoints" / "best.pt"), "not a readable checkpoint"))
+
+
+@kind(9, "memory-limit-infinite")
+def _(root: Path, fx: Fixtures) -> Kind:
+    image = image_in(root / "in")
+    return Kind(["infer", "-m", fx.model, "-i", image, "-o", root / "out"], root / "out",
+                ("SEGPIPE_MAX_IMAGE_MEMORY", "1e309"), env={"SEGPIPE_MAX_IMAGE_MEMORY": "1e309"})
+
+
 @kind(9, "mha-transform-singular-infer")
 def _(root: Path, fx: Fixtures) -> Kind:
     (root / "in").mkdir(parents=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from segpipe.errors import SegpipeError
-from segpipe.parsing import parse_json, parse_yaml
+from segpipe.parsing import parse_json, parse_yaml, read_text
 
 
 def _check(path: Path, missing: str) -> None:
@@ -20,10 +20,22 @@ def _check(path: Path, missing: str) -> None:
 def read_json(path: Path, missing: str) -> Any:
     """The content of a JSON file; `missing` ends the error line when the file is absent."""
     _check(path, missing)
-    return parse_json(path.read_text(), path)
+    return parse_json(read_text(path), path)
 
 
 def read_yaml(path: Path, missing: str) -> Any:
     """The content of a YAML file (safe loader: no code runs), or a one-line error."""
     _check(path, missing)
-    return parse_yaml(path.read_text(), path)
+    return parse_yaml(read_text(path), path)
+
+
+def read_table(path: Path) -> Any:
+    """A CSV table segpipe wrote (metrics.csv), or one line saying why it cannot be read."""
+    import pandas as pd
+
+    _check(path, "")
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise SegpipeError(f"{path}: not a readable table ({first})") from None

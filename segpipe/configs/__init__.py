@@ -22,4 +22,7 @@ def resolve_config(name_or_path: str) -> Path:
     bundled = CONFIG_DIR / f"{name_or_path}.yaml"
     if "/" not in name_or_path and bundled.is_file():
         return bundled
+    if path.is_dir():
+        raise SegpipeError(f"{name_or_path}: a folder, not a config file (give a YAML file or a ready config: "
+                           f"{', '.join(available())})")
     raise SegpipeError(f"{name_or_path}: no such config file or ready config (ready: {', '.join(available())})")

@@ -11,7 +11,7 @@ from segpipe.data.dataset import Dataset
 from segpipe.data.layout import Layout
 from segpipe.data.paths import case_id_of, inside, is_hidden_or_resource, is_image_file
 from segpipe.errors import SegpipeError
-from segpipe.parsing import parse_json
+from segpipe.parsing import parse_json, read_text
 
 REQUIRED_KEYS = ("labels", "modality", "training")
 
@@ -22,11 +22,7 @@ def _load_json(path: Path) -> dict[str, Any]:
     from segpipe.data.guard import resolve_inside
 
     resolve_inside(path)  # a dataset.json linked in from elsewhere is not read
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark, as Windows editors write, is read past
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SegpipeError(f"{path}: cannot read ({exc})") from None
-    data = parse_json(text, path)
+    data = parse_json(read_text(path), path)  # a byte-order mark, as Windows editors write, is read past
     if not isinstance(data, dict):
         raise SegpipeError(f"{path}: expected a JSON object at the top level")
     return data

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from segpipe.artifacts.files import read_table
 from segpipe.artifacts.plan import default_regions
 from segpipe.atomic import write_json, write_with
 from segpipe.config import EvaluateConfig
@@ -87,6 +88,8 @@ def evaluate(
     pred_dir, out = existing_folder(pred_dir, "predictions folder"), Path(output_dir)
     references = read_references(Path(labels), ecfg.patient_pattern, images)
     model_names = model_label_names(model_dir) if model_dir is not None and label_names is None else None
+    curves = Path(model_dir) / "metrics.csv" if model_dir is not None else None
+    metrics = read_table(curves) if curves is not None and curves.is_file() else None  # before anything is written
     names = label_names or model_names or references.labels or {}
     preds = masks_by_case([p for p in sorted(pred_dir.iterdir()) if is_mask_file(p)])
     matched = sorted(set(preds) & set(references.cases))
@@ -167,8 +170,8 @@ def evaluate(
     figures, without_image, unusable = _overlays(per_patient, per_case, loaded, refs, names, out)
     if with_qc:
         figures["Confidence against Dice"] = confidence_figure(per_patient, out / "confidence_vs_dice.png")
-    if model_dir is not None and (Path(model_dir) / "metrics.csv").is_file():
-        figures["Training curves"] = training_curves(pd.read_csv(Path(model_dir) / "metrics.csv"), out / "curves.png")
+    if metrics is not None:
+        figures["Training curves"] = training_curves(metrics, out / "curves.png")
     notes = [
         f"{len(per_patient)} patients, {len(per_case)} slices or volumes; predictions {pred_dir}, references {labels}.",
         "Dice: " + EMPTY_CONVENTION["dice"] + ". HD95: " + EMPTY_CONVENTION["hd95_mm"] + ".",

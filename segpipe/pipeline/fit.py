@@ -24,6 +24,7 @@ from monai.data import CacheDataset, DataLoader, ThreadDataLoader
 from tqdm import tqdm
 
 from segpipe.artifacts.checkpoints import load_checkpoint, non_finite, rng_state, set_rng_state
+from segpipe.artifacts.files import read_table
 from segpipe.artifacts.plan import Plan
 from segpipe.artifacts.prepared import load_prepared
 from segpipe.atomic import remove_stale_partials, write_json, write_yaml
@@ -342,10 +343,7 @@ def _load_state(run: Run) -> None:
     run.threshold = ckpt.get("threshold")
     run.selection = ModelSelection(ckpt["best_metric"], ckpt["best_epoch"], ckpt.get("stale_validations", 0))
     if (run.model_dir / "metrics.csv").is_file():
-        try:
-            run.rows = pd.read_csv(run.model_dir / "metrics.csv").to_dict("records")[: run.start_epoch]
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise SegpipeError(f"{run.model_dir / 'metrics.csv'}: not a readable metrics table ({exc})") from None
+        run.rows = read_table(run.model_dir / "metrics.csv").to_dict("records")[: run.start_epoch]
 
 
 def _record(run: Run) -> None:

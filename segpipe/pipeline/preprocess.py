@@ -224,7 +224,7 @@ def _load_manifest(path: Path) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(path.read_text())
-    except (json.JSONDecodeError, OSError):
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError):
         return {}  # a damaged manifest only costs recomputation
     return data if isinstance(data, dict) else {}
 

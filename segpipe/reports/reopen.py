@@ -9,7 +9,7 @@ from typing import Any
 from segpipe.config import EvaluateConfig
 from segpipe.data.paths import existing_folder
 from segpipe.errors import SegpipeError
-from segpipe.parsing import parse_json
+from segpipe.parsing import parse_json, read_text
 
 SEARCH_DEPTH = 2  # a model folder's reports: MODEL/evaluation/, MODEL/<predictions>/evaluation/
 
@@ -45,13 +45,9 @@ def recorded_inputs(reports: str | Path) -> tuple[dict[str, Any], EvaluateConfig
 
     reports = Path(reports)
     summary_path = reports / "summary.json"
-    try:
-        text = summary_path.read_text()
-    except FileNotFoundError:
-        raise SegpipeError(f"{summary_path}: missing; the report cannot be rebuilt without it") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SegpipeError(f"{summary_path}: cannot read ({exc})") from None
-    summary = parse_json(text, summary_path)
+    if not summary_path.exists():
+        raise SegpipeError(f"{summary_path}: missing; the report cannot be rebuilt without it")
+    summary = parse_json(read_text(summary_path), summary_path)
     inputs = summary.get("inputs") if isinstance(summary, dict) else None
     if inputs is None:
         raise SegpipeError(f"{summary_path}: records no inputs (written by an older segpipe); run `segpipe evaluate` again")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from segpipe.artifacts.checkpoints import load_checkpoint
+from segpipe.artifacts.files import read_json
 from segpipe.atomic import write_json
 from segpipe.config import TrainConfig
 from segpipe.errors import SegpipeError
@@ -163,7 +163,7 @@ def load_source(model: nn.Module, spec: dict[str, Any], labels: dict[str, str], 
     source = Path(source).resolve()
     path = _source_checkpoint(source)
     state = load_checkpoint(path)
-    theirs = state.get("network") or json.loads((source / "network.json").read_text())
+    theirs = state.get("network") or read_json(source / "network.json", "the source model has no network description")
     if not _same_architecture(theirs, spec):
         raise SegpipeError(
             f"{source}: --init-from needs the same architecture: the source is {_describe_network(theirs)}, "
@@ -264,7 +264,7 @@ def prepare(model: nn.Module, t: TrainConfig, spec: dict[str, Any], labels: dict
     if resume:
         if not init_file.is_file():
             raise SegpipeError(f"{init_file}: missing; cannot tell which layers {model_dir} kept from train.init_from")
-        record = json.loads(init_file.read_text())
+        record = read_json(init_file, "")
         if Path(t.init_from).resolve() != Path(record["source"]):
             raise SegpipeError(
                 f"option --init-from: {model_dir} was started from {record['source']}; --resume continues that run "

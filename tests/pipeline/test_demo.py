@@ -1,6 +1,7 @@
 """The demo end to end, as a user runs it: its held-out Dice must be far above chance."""
 
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from segpipe.cli import cli
@@ -25,3 +26,14 @@ def test_demo_refuses_a_foreign_folder(tmp_path):
     result = CliRunner().invoke(cli, ["demo", "--output", str(tmp_path)])
     assert result.exit_code != 0 and "not a segpipe demo folder" in result.output
     assert (tmp_path / "mine.txt").read_text() == "user data"
+
+
+def test_demo_json_is_one_json_document_on_standard_output(tmp_path):
+    import json
+
+    result = CliRunner().invoke(cli, ["demo", "-o", str(tmp_path / "d"), "--cases", "3", "--epochs", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)  # no tables, lines or progress around it
+    table = pd.read_csv(summary["paths"]["per_patient"])
+    assert summary["mean_dice"] == pytest.approx(table["dice_mean"].mean(), abs=1e-5)  # the CSV keeps 6 decimals
+    assert [row["patient"] for row in summary["per_patient"]] == table["patient"].tolist()
