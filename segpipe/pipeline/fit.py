@@ -313,9 +313,13 @@ def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.
     return run
 
 
+OPTIMISER_KEYS = ("optimizer", "lr", "weight_decay", "momentum", "schedule")  # restored with the optimiser's state
+
+
 def _check_same_split(ckpt: dict[str, Any], t: TrainConfig, last: Path) -> None:
     """Refuse to resume on another split: the other fold's validation cases are ones the
-    checkpoint trained on, so its validation Dice would be measured on training data."""
+    checkpoint trained on, so its validation Dice would be measured on training data. Refuse
+    other optimiser settings too: loading the optimiser's state puts the old ones back."""
     saved = ckpt.get("config", {}).get("train", {}) if isinstance(ckpt.get("config"), dict) else {}
     if not isinstance(saved, dict):
         return
@@ -324,6 +328,11 @@ def _check_same_split(ckpt: dict[str, Any], t: TrainConfig, last: Path) -> None:
         if key in saved and saved[key] != getattr(t, key):
             raise SegpipeError(f"option train.{key}={getattr(t, key)}: {last} was trained with train.{key}={saved[key]}; "
                                "resuming on another split would validate on cases it trained on (train into a new --output)")
+    for key in OPTIMISER_KEYS:
+        if key in saved and saved[key] != getattr(t, key):
+            raise SegpipeError(f"option train.{key}={getattr(t, key)}: {last} was trained with train.{key}={saved[key]}; "
+                               "the optimiser and its schedule come back from the checkpoint on --resume, so the new "
+                               "value would not apply (fine-tune into a new --output with --init-from instead)")
 
 
 def _load_state(run: Run) -> None:

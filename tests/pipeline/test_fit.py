@@ -228,7 +228,9 @@ def test_resume_on_another_split_is_refused(prepared_dataset, tmp_path):
     fit(prepared_dataset, out, tiny_config(**{"train.epochs": "1"}), quiet=True)
     before = (out / "checkpoints" / "last.pt").read_bytes()
     for change, words in (({"train.fold": "1"}, "option train.fold=1: .* was trained with train.fold=0"),
-                          ({"train.all_cases": "true"}, "option train.all_cases=True: .* train.all_cases=False")):
+                          ({"train.all_cases": "true"}, "option train.all_cases=True: .* train.all_cases=False"),
+                          ({"train.lr": "0.5"}, r"option train.lr=0.5: .* was trained with train.lr=0.0\d+; the optimiser"),
+                          ({"train.optimizer": "sgd"}, "option train.optimizer=sgd: .* would not apply")):
         with pytest.raises(SegpipeError, match=words):
             fit(prepared_dataset, out, tiny_config(**{"train.epochs": "2", **change}), resume=True, quiet=True)
     assert (out / "checkpoints" / "last.pt").read_bytes() == before
