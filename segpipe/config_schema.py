@@ -113,6 +113,12 @@ def _fractions(value: Any, _cfg: Any) -> str | None:
     return f"values must lie between 0 and 1 (exclusive), got {bad}" if bad else None
 
 
+def _unique(value: Any, _cfg: Any) -> str | None:
+    items = [repr(v) for v in value or []]
+    twice = sorted({v for v in items if items.count(v) > 1})
+    return f"lists {', '.join(twice)} more than once" if twice else None
+
+
 def _dims(cfg: Any) -> int:
     return cfg.model.spatial_dims
 
@@ -176,6 +182,7 @@ RULES: dict[str, Rule] = {
     "infer.min_component_size": _num(0),
     "infer.threshold": _num(0, 1, low_open=True, high_open=True),
     "train.threshold_grid": _fractions,
+    "train.augment": _unique,
     "evaluate.regions": _labels,
     "evaluate.patient_pattern": _regex(need_patient=True),
 }

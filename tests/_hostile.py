@@ -949,6 +949,7 @@ kind(7, "lr-overflowing-float32")(_fit_set("train.lr=1e300", "<= 10"))
 kind(7, "seed-beyond-32-bits")(_fit_set("train.seed=99999999999999999999", "<= 4294967295"))
 kind(5, "iterations-per-epoch-absurd")(_fit_set("train.iterations_per_epoch=100000000000000000000000", "<= 100000"))
 kind(5, "max-seconds-absurd")(_fit_set("train.max_seconds=1e300", "<= 31622400"))
+kind(8, "augment-listed-twice")(_fit_set("train.augment=[flip,rotate90,flip]", "'flip' more than once"))
 kind(8, "batch-size-negative")(_fit_set("train.batch_size=-1", ">= 1"))
 kind(8, "epochs-zero")(_fit_set("train.epochs=0", ">= 1"))
 kind(8, "patch-size-with-zeros")(_fit_set("train.patch_size=[0,16,16]", "between 1 and 4096"))
@@ -1269,6 +1270,14 @@ def _(root: Path, fx: Fixtures) -> Kind:
     image = image_in(root / "in")
     return Kind(["infer", "-m", fx.model, "-i", image, "-o", root / "out"], root / "out",
                 ("SEGPIPE_MAX_IMAGE_MEMORY", "1e309"), env={"SEGPIPE_MAX_IMAGE_MEMORY": "1e309"})
+
+
+@kind(8, "evaluate-region-of-a-label-not-in-the-set")
+def _(root: Path, fx: Fixtures) -> Kind:
+    mask_in(root / "pred")
+    mask_in(root / "ref")
+    return Kind(["evaluate", "-p", root / "pred", "-l", root / "ref", "-o", root / "out", "--set",
+                 "evaluate.regions={core: [1, 9]}"], root / "out", ("evaluate.regions", "region 'core'", "[9]"))
 
 
 @kind(9, "mha-transform-singular-infer")
