@@ -176,9 +176,17 @@ def guard(verb: str, outputs: Iterable[str | Path], inputs: Iterable[str | Path 
 
 
 def _remove_if_empty(folder: Path) -> None:
+    """Remove `folder` if it holds nothing but empty folders (a run refused before writing
+    anything may have made `checkpoints/`); anything else in it keeps it whole."""
     with contextlib.suppress(OSError):
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+        if not folder.is_dir() or folder.is_symlink():
+            return
+        inside = list(folder.rglob("*"))
+        if any(not p.is_dir() or p.is_symlink() for p in inside):
+            return
+        for sub in sorted(inside, key=lambda p: len(p.parts), reverse=True):
+            sub.rmdir()
+        folder.rmdir()
 
 
 __all__ = ["guard", "check_apart", "check_target", "folder_lock", "LOCK_NAME"]

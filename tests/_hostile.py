@@ -1280,6 +1280,12 @@ def _(root: Path, fx: Fixtures) -> Kind:
                  "evaluate.regions={core: [1, 9]}"], root / "out", ("evaluate.regions", "region 'core'", "[9]"))
 
 
+@kind(2, "fit-refused-leaves-no-folder")
+def _(root: Path, fx: Fixtures) -> Kind:
+    return Kind(["fit", "-d", fx.prepared, "-o", root / "model", "--init-from", root / "no-such-model"], None,
+                ("no-such-model",), watch=[root])
+
+
 @kind(9, "mha-transform-singular-infer")
 def _(root: Path, fx: Fixtures) -> Kind:
     (root / "in").mkdir(parents=True)
