@@ -32,7 +32,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     suffix = "".join(path.suffixes) if path.suffixes else ""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=f"{PARTIAL}{suffix}", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{_short(path.name, suffix)}.{os.getpid()}.", suffix=f"{PARTIAL}{suffix}",
+                                        dir=path.parent)
     except OSError as exc:
         raise SegpipeError(f"{path.parent}: cannot write to the folder ({exc.strerror or exc})") from exc
     os.close(fd)
@@ -48,6 +49,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _short(name: str, suffix: str, limit: int = 255) -> str:
+    """`name` cut so that the temporary name stays within the file system's 255 bytes: a
+    mask of a legal 247-character name must not fail for its temporary's sake."""
+    room = limit - len(f"..{2**32}.12345678{PARTIAL}{suffix}".encode())  # any PID, mkstemp's 8 characters
+    encoded = name.encode()
+    return name if len(encoded) <= room else encoded[: max(room, 1)].decode("utf-8", "ignore")
 
 
 def remove_stale_partials(folder: str | Path) -> list[Path]:

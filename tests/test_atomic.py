@@ -19,3 +19,18 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     write_json(target, {"a": 1})
     assert target.read_text().strip().startswith("{")
     assert oct(target.stat().st_mode & 0o777) != oct(0o600) or os.umask(0o022) == 0o177
+
+
+def test_a_long_legal_name_is_written_and_its_stale_temporary_found(tmp_path):
+    """A 247-character mask name is legal; its temporary (`.<name>.<pid>.<random>.partial.nii.gz`)
+    must not pass the file system's 255 bytes, and a killed writer's one is still cleaned up."""
+    from segpipe.atomic import remove_stale_partials
+
+    target = tmp_path / ("b" * 240 + ".nii.gz")
+    with atomic_path(target) as tmp:
+        assert len(tmp.name.encode()) <= 255 and tmp.name.endswith(".partial.nii.gz")
+        tmp.write_bytes(b"mask")
+        stale = tmp.with_name(tmp.name.replace(f".{os.getpid()}.", ".999999999."))
+        stale.write_bytes(b"half")
+    assert target.read_bytes() == b"mask"
+    assert remove_stale_partials(tmp_path) == [stale] and os.listdir(tmp_path) == [target.name]
