@@ -727,11 +727,19 @@ def _(root: Path, fx: Fixtures) -> Kind:
                 (str(image), "memory limit of 1.0 KiB"), env={"SEGPIPE_MAX_IMAGE_MEMORY": "1KiB"})
 
 
-@kind(5, "memory-limit-not-a-size")
-def _(root: Path, fx: Fixtures) -> Kind:
-    image = image_in(root / "in")
-    return Kind(["infer", "-m", fx.model, "-i", image, "-o", root / "out"], root / "out",
-                ("SEGPIPE_MAX_IMAGE_MEMORY", "expected a size"), env={"SEGPIPE_MAX_IMAGE_MEMORY": "lots"})
+def _infer_with_memory_limit(value: str, *words: str) -> Callable[[Path, Fixtures], Kind]:
+    """`infer` under SEGPIPE_MAX_IMAGE_MEMORY=`value`: one line naming the variable and `words`."""
+
+    def build(root: Path, fx: Fixtures) -> Kind:
+        image = image_in(root / "in")
+        return Kind(["infer", "-m", fx.model, "-i", image, "-o", root / "out"], root / "out",
+                    ("SEGPIPE_MAX_IMAGE_MEMORY", *words), env={"SEGPIPE_MAX_IMAGE_MEMORY": value})
+
+    return build
+
+
+kind(5, "memory-limit-not-a-size")(_infer_with_memory_limit("lots", "expected a size"))
+kind(9, "memory-limit-infinite")(_infer_with_memory_limit("1e309", "1e309"))
 
 
 # ---------------------------------------------------------------- 6. concurrent writers
@@ -1263,13 +1271,6 @@ def _(root: Path, fx: Fixtures) -> Kind:
     image_in(root / "in")
     return Kind(["infer", "-m", model, "-i", root / "in", "-o", root / "out"], root / "out",
                 (str(model / "checkpoints" / "best.pt"), "not a readable checkpoint"))
-
-
-@kind(9, "memory-limit-infinite")
-def _(root: Path, fx: Fixtures) -> Kind:
-    image = image_in(root / "in")
-    return Kind(["infer", "-m", fx.model, "-i", image, "-o", root / "out"], root / "out",
-                ("SEGPIPE_MAX_IMAGE_MEMORY", "1e309"), env={"SEGPIPE_MAX_IMAGE_MEMORY": "1e309"})
 
 
 @kind(8, "evaluate-region-of-a-label-not-in-the-set")
