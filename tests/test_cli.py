@@ -119,3 +119,13 @@ def test_json_summaries_are_machine_readable(synthetic_dataset, tiny_model, tmp_
     assert 0.0 <= summary["evaluation"]["mean"]["dice_mean"] <= 1.0
     ev = json.loads(run("evaluate", "-p", tmp_path / "pred", "-l", synthetic_dataset / "labelsTs", "-o", tmp_path / "rep", "--json").output)
     assert ev["patients"] == 2 and any(str(f).endswith("per_patient.csv") for f in ev["files"])
+
+
+def test_fewer_patients_than_folds_is_noted(synthetic_dataset, tmp_path):
+    """Six patients cannot make ten folds: splits.json holds six, and preprocess says so."""
+    result = run("preprocess", "-i", synthetic_dataset, "-o", tmp_path / "p", "--set", "preprocess.folds=10", "-j", "1")
+    assert result.exit_code == 0, result.output
+    assert "note: splits.json holds 6 fold(s), not the 10 of preprocess.folds" in result.output
+    assert len(json.loads((tmp_path / "p" / "splits.json").read_text())) == 6
+    again = run("preprocess", "-i", synthetic_dataset, "-o", tmp_path / "p", "--set", "preprocess.folds=10", "--json")
+    assert json.loads(again.stdout)["folds"] == 6

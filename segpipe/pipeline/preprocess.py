@@ -42,6 +42,7 @@ class PreprocessResult:
     reused: int
     plan: dict[str, Any]
     failed: list[tuple[str, str]] = field(default_factory=list)  # with keep_going: (case id, error)
+    folds: int = 0  # folds in splits.json: fewer than preprocess.folds with fewer patients than that
 
 
 def file_digest(paths: list[Path]) -> str:
@@ -387,7 +388,7 @@ def preprocess(
         dataset.training = survivors
     splits = dataset_folds(dataset) or patient_folds(survivors, cfg.preprocess.folds, cfg.preprocess.seed)
     write_json(out / "splits.json", splits)
-    return PreprocessResult(output=out, cases=len(entries), reused=reused, plan=plan, failed=failed)
+    return PreprocessResult(output=out, cases=len(entries), reused=reused, plan=plan, failed=failed, folds=len(splits))
 
 
 def _remove_orphans(out: Path, entries: dict[str, dict[str, Any]]) -> None:
