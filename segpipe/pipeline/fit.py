@@ -313,10 +313,10 @@ def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.
     return run
 
 
-OPTIMISER_KEYS = ("optimizer", "lr", "weight_decay", "momentum", "schedule")  # restored with the optimiser's state
+OPTIMISER_KEYS = ("optimizer", "lr", "weight_decay", "momentum")  # put back by the optimiser's own state
 
 
-def _check_same_split(ckpt: dict[str, Any], t: TrainConfig, last: Path) -> None:
+def _check_resumable(ckpt: dict[str, Any], t: TrainConfig, last: Path) -> None:
     """Refuse to resume on another split: the other fold's validation cases are ones the
     checkpoint trained on, so its validation Dice would be measured on training data. Refuse
     other optimiser settings too: loading the optimiser's state puts the old ones back."""
@@ -331,14 +331,14 @@ def _check_same_split(ckpt: dict[str, Any], t: TrainConfig, last: Path) -> None:
     for key in OPTIMISER_KEYS:
         if key in saved and saved[key] != getattr(t, key):
             raise SegpipeError(f"option train.{key}={getattr(t, key)}: {last} was trained with train.{key}={saved[key]}; "
-                               "the optimiser and its schedule come back from the checkpoint on --resume, so the new "
+                               "the optimiser's settings come back from the checkpoint on --resume, so the new "
                                "value would not apply (fine-tune into a new --output with --init-from instead)")
 
 
 def _load_state(run: Run) -> None:
     last = run.model_dir / "checkpoints" / "last.pt"
     ckpt = run.ckpt = load_checkpoint(last, resume=True)  # keys and their types checked
-    _check_same_split(ckpt, run.cfg.train, last)
+    _check_resumable(ckpt, run.cfg.train, last)
     try:
         run.model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
