@@ -181,9 +181,11 @@ def _remove_if_empty(folder: Path) -> None:
     with contextlib.suppress(OSError):
         if not folder.is_dir() or folder.is_symlink():
             return
-        inside = list(folder.rglob("*"))
-        if any(not p.is_dir() or p.is_symlink() for p in inside):
-            return
+        inside = []
+        for path in folder.rglob("*"):  # stops at the first file: a finished output is not walked whole
+            if not path.is_dir() or path.is_symlink():
+                return
+            inside.append(path)
         for sub in sorted(inside, key=lambda p: len(p.parts), reverse=True):
             sub.rmdir()
         folder.rmdir()
