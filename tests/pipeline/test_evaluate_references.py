@@ -186,15 +186,20 @@ def test_decathlon_labelsTs_are_references(synthetic_dataset, tmp_path):
     assert summary["missing_predictions"] == []  # the 6 training cases were not expected
 
 
-def test_preprocess_patient_pattern_pools_in_evaluate(tmp_path):
+def _same_png_slices(tmp_path, *names: str):
+    """refs/ and pred/ holding the same square mask as PNG slices `names`."""
     refs, preds = tmp_path / "refs", tmp_path / "pred"
-    refs.mkdir()
-    preds.mkdir()
-    for name in ("caseA-s1", "caseA-s2", "caseB-s1"):
-        mask = np.zeros((8, 8), np.uint8)
-        mask[2:6, 2:6] = 1
-        Image.fromarray(mask).save(refs / f"{name}.png")
-        Image.fromarray(mask).save(preds / f"{name}.png")
+    for folder in (refs, preds):
+        folder.mkdir()
+        for name in names:
+            mask = np.zeros((8, 8), np.uint8)
+            mask[2:6, 2:6] = 1
+            Image.fromarray(mask).save(folder / f"{name}.png")
+    return refs, preds
+
+
+def test_preprocess_patient_pattern_pools_in_evaluate(tmp_path):
+    refs, preds = _same_png_slices(tmp_path, "caseA-s1", "caseA-s2", "caseB-s1")
     out = CliRunner().invoke(cli, ["evaluate", "-p", str(preds), "-l", str(refs), "-o", str(tmp_path / "o"), "--json",
                                    "--set", "preprocess.patient_pattern=^(?P<patient>case[A-Z])-"])
     assert out.exit_code == 0, out.output
@@ -290,14 +295,7 @@ def test_slices_no_patient_pattern_pools_are_warned(tmp_path):
     """PNG slices the patient pattern names no patient in (or a pattern given that matches nothing)
     are each scored as a patient of their own: doubtful, so warned; a pattern matching an empty
     name does not pool every slice into one patient ''."""
-    refs, preds = tmp_path / "refs", tmp_path / "pred"
-    refs.mkdir()
-    preds.mkdir()
-    for name in ("BRATS_001_slice10", "BRATS_001_slice11", "BRATS_002_slice10"):
-        mask = np.zeros((8, 8), np.uint8)
-        mask[2:6, 2:6] = 1
-        Image.fromarray(mask).save(refs / f"{name}.png")
-        Image.fromarray(mask).save(preds / f"{name}.png")
+    refs, preds = _same_png_slices(tmp_path, "BRATS_001_slice10", "BRATS_001_slice11", "BRATS_002_slice10")
     args = ["evaluate", "-p", str(preds), "-l", str(refs), "-o", str(tmp_path / "o")]
     out = CliRunner().invoke(cli, args)
     assert out.exit_code == 0, out.output
