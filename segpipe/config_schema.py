@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -114,8 +115,7 @@ def _fractions(value: Any, _cfg: Any) -> str | None:
 
 
 def _unique(value: Any, _cfg: Any) -> str | None:
-    items = [repr(v) for v in value or []]
-    twice = sorted({v for v in items if items.count(v) > 1})
+    twice = sorted(v for v, n in Counter(repr(v) for v in value or []).items() if n > 1)
     return f"lists {', '.join(twice)} more than once" if twice else None
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from segpipe.data.validate import shown_values
 from segpipe.errors import SegpipeError
 
 TUMOUR_TYPES = {1: "meningioma", 2: "glioma", 3: "pituitary"}
@@ -171,8 +172,8 @@ def read_mat_field(path: str | Path, field: str = "image") -> np.ndarray:
     if field == "tumorMask":
         odd = np.unique(arr[(arr != 0) & (arr != 1)])
         if odd.size:  # one reading for preprocess, verify and evaluate: a logical mask holds 0 and 1
-            shown = ", ".join(f"{v:g}" for v in odd[:5].astype(float))
-            raise _fail(path, f"cjdata.tumorMask holds values other than 0 and 1 ({shown}); a MATLAB logical mask is 0/1")
+            raise _fail(path, f"cjdata.tumorMask holds values other than 0 and 1 ({shown_values(odd.astype(float).tolist())}); "
+                              "a MATLAB logical mask is 0/1")
         arr = arr.astype(np.uint8)
     return arr
 

@@ -31,7 +31,8 @@ def label_values(label: np.ndarray) -> tuple[set[float], bool]:
     return {float(v) for v in values}, all(float(v).is_integer() for v in values)
 
 
-def _fmt_values(values: list[float]) -> str:
+def shown_values(values: list[float]) -> str:
+    """Up to five values for a message, whole numbers in full."""
     shown = [str(int(v)) if float(v).is_integer() else f"{v:g}" for v in values[:5]]  # 4294967297 in full
     return ", ".join(shown) + (", ..." if len(values) > 5 else "")
 
@@ -51,10 +52,10 @@ def label_problem(label: np.ndarray, declared: dict[int, str] | None,
     values, integral = label_values(arr)
     if not integral:
         odd = sorted(v for v in values if not float(v).is_integer())
-        return f"label has non-integer values {_fmt_values(odd)}"
+        return f"label has non-integer values {shown_values(odd)}"
     out_of_range = sorted(v for v in values if not 0 <= v <= MAX_LABEL_VALUE)
     if out_of_range and mapping is None:
-        return f"label values {_fmt_values(out_of_range)} are outside 0..{MAX_LABEL_VALUE}"
+        return f"label values {shown_values(out_of_range)} are outside 0..{MAX_LABEL_VALUE}"
     if mapping:
         unmapped = sorted(int(v) for v in values if v != 0 and int(v) not in mapping)
         if unmapped:
