@@ -177,11 +177,11 @@ def _check_pixel_data(path: Path, h: object) -> None:
     length = getattr(element, "length", None)
     if length is None or length == 0xFFFFFFFF:
         return
-    frames = int(str(h.get("NumberOfFrames", 1) or 1).strip() or 1)  # type: ignore[attr-defined]
-    bits = int(h.get("BitsAllocated", 16) or 16)  # type: ignore[attr-defined]
-    need = int(h.get("Rows", 0) or 0) * int(h.get("Columns", 0) or 0) * int(h.get("SamplesPerPixel", 1) or 1) * frames  # type: ignore[attr-defined]
-    check_image_size(path, (int(h.get("Columns", 0) or 0), int(h.get("Rows", 0) or 0), frames))  # type: ignore[attr-defined]
-    need = (need * bits + 7) // 8
+    get = h.get  # type: ignore[attr-defined]
+    rows, cols, samples = int(get("Rows", 0) or 0), int(get("Columns", 0) or 0), int(get("SamplesPerPixel", 1) or 1)
+    frames = int(str(get("NumberOfFrames", 1) or 1).strip() or 1)
+    check_image_size(path, (cols, rows, frames))
+    need = (rows * cols * samples * frames * int(get("BitsAllocated", 16) or 16) + 7) // 8
     if length < need:
         raise SegpipeError(f"{path}: pixel data is cut short ({length} of {need} bytes)")
 

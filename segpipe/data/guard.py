@@ -161,7 +161,7 @@ def _check_nrrd(path: Path, target: Path, head: bytes) -> None:
     if header.shape:
         check_image_size(path, header.shape, header.itemsize or 4)
     directions = header.fields.get("space directions", "")
-    vectors = [v for v in re.findall(r"\(([^)]*)\)", directions)]
+    vectors = re.findall(r"\(([^)]*)\)", directions)
     if vectors:
         try:
             values = [float(x) for v in vectors for x in v.split(",")]

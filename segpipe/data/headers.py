@@ -9,7 +9,6 @@ refused instead of read as whatever memory held.
 
 from __future__ import annotations
 
-import os
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -182,10 +181,13 @@ def check_data(path: Path, target: Path, header: Header) -> None:
         return
     if any(k in header.fields for k in ("byte skip", "byteskip", "line skip", "lineskip", "headersize")):
         return  # data placed by skips: ITK's own reader checks what it reads
-    source = target if not header.data else Path(header.data[0]) if os.path.isabs(header.data[0]) else target.parent / header.data[0]
+    if header.data:  # one data file, from its start
+        named = Path(header.data[0])
+        source, start = (named if named.is_absolute() else target.parent / named), 0
+    else:  # after the header
+        source, start = target, header.offset
     if not source.is_file():
         return  # the reader names the missing file
-    start = header.offset if not header.data else 0
     expected = header.itemsize
     for side in header.shape:
         expected *= int(side)

@@ -76,7 +76,6 @@ def _describe(paths: list[Path]) -> str:
     return str(paths[0]) if len(paths) == 1 else f"{paths[0]} (one of {len(paths)} channel files)"
 
 
-
 def _load(key: str, paths: list[Path], layout: str, mapping: dict[int, int] | None = None) -> Any:
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, MapLabelValued
 

@@ -122,7 +122,7 @@ def evaluate(
     label_ids.discard(0)
     # regions from the references' labels: a stray predicted value must not turn BraTS's off
     regions = ecfg.regions if ecfg.regions is not None else default_regions(sorted(label_ids))
-    _check_regions(ecfg.regions, (set(names) if names else label_ids) - {0})
+    _check_regions(ecfg.regions, known - {0})
     if not names:
         label_ids |= {v for values in undeclared.values() for v in values}
     scored = structures(sorted(label_ids), names, regions)
