@@ -70,7 +70,7 @@ def _config(config_path: str | None, overrides: tuple[str, ...], base: dict | No
             section, key, value = parse_override(text)
             merge_dict(cfg, {section: {key: value}}, f"override '{text}'")
         return cfg
-    return load_config(resolve_config(config_path) if config_path else None, overrides)
+    return load_config(resolve_config(config_path) if config_path is not None else None, overrides)
 
 
 def _parse_ints(value: str | None, option: str, example: str = "96,96,96") -> list[int] | None:

@@ -15,6 +15,7 @@ from typing import Any, Union
 
 from segpipe.config_schema import validate
 from segpipe.errors import SegpipeError, shown
+from segpipe.limits import MAX_YAML_BYTES
 from segpipe.parsing import parse_yaml, read_text
 
 
@@ -261,7 +262,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
     cfg = Config()
     if path is not None:
         path = Path(path)
-        merge_dict(cfg, parse_yaml(read_text(path, "config"), path), str(path))
+        merge_dict(cfg, parse_yaml(read_text(path, "config", MAX_YAML_BYTES), path), str(path))
     given = {}
     for text in overrides:
         section, key, value = parse_override(text)

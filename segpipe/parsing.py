@@ -10,12 +10,18 @@ from typing import Any
 import yaml
 
 from segpipe.errors import SegpipeError
+from segpipe.limits import MAX_JSON_BYTES, human
 
 
-def read_text(path: str | Path, what: str = "file") -> str:
-    """A text file's content (UTF-8, a byte-order mark read past), or one line naming it."""
+def read_text(path: str | Path, what: str = "file", max_bytes: int = MAX_JSON_BYTES) -> str:
+    """A text file's content (UTF-8, a byte-order mark read past), or one line naming it; a file
+    over `max_bytes` is refused unread."""
     try:
-        return Path(path).read_text(encoding="utf-8-sig")
+        with Path(path).open("rb") as stream:
+            data = stream.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise SegpipeError(f"{path}: cannot read {what}: larger than {human(max_bytes)}")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise SegpipeError(f"{path}: cannot read {what}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
                            f"position {exc.start})") from None

@@ -1247,6 +1247,20 @@ def _(root: Path, fx: Fixtures) -> Kind:
                 (str(root / "c.yaml"), "key 'train' given twice (line 5)"))
 
 
+@kind(9, "config-option-empty")
+def _(root: Path, fx: Fixtures) -> Kind:
+    return Kind(["fit", "-d", fx.prepared, "-o", root / "model", "--config", ""], root / "model",
+                ("option --config: empty",))
+
+
+@kind(5, "config-larger-than-a-config")
+def _(root: Path, fx: Fixtures) -> Kind:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "c.yaml").write_text("train:\n  augment: [" + ", ".join(["flip"] * 300_000) + "]\n")
+    return Kind(["fit", "-d", fx.prepared, "-o", root / "model", "--config", root / "c.yaml"], root / "model",
+                (str(root / "c.yaml"), "cannot read config: larger than 1.0 MiB"))
+
+
 @kind(9, "config-a-folder")
 def _(root: Path, fx: Fixtures) -> Kind:
     (root / "configs").mkdir(parents=True)

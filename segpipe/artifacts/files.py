@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from segpipe.errors import SegpipeError
+from segpipe.limits import MAX_YAML_BYTES
 from segpipe.parsing import parse_json, parse_yaml, read_text
 
 
@@ -26,7 +27,7 @@ def read_json(path: Path, missing: str) -> Any:
 def read_yaml(path: Path, missing: str) -> Any:
     """The content of a YAML file (safe loader: no code runs), or a one-line error."""
     _check(path, missing)
-    return parse_yaml(read_text(path), path)
+    return parse_yaml(read_text(path, "YAML file", MAX_YAML_BYTES), path)
 
 
 def read_table(path: Path) -> Any:

@@ -16,6 +16,8 @@ def available() -> list[str]:
 
 def resolve_config(name_or_path: str) -> Path:
     """A path to an existing YAML file, or the name of a ready config (e.g. `demo`)."""
+    if not name_or_path.strip():
+        raise SegpipeError(f"option --config: empty (give a YAML file or a ready config: {', '.join(available())})")
     path = Path(name_or_path)
     if path.is_file():
         return path
