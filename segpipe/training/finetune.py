@@ -242,6 +242,17 @@ class FineTune:
         return not hold and epoch == self.freeze_epochs
 
 
+def _read_record(path: Path) -> dict[str, Any]:
+    """init.json as `prepare` wrote it: the source's path and the names of the layers it kept."""
+    record = read_json(path, "")
+    if not isinstance(record, dict) or not isinstance(record.get("source"), str):
+        raise SegpipeError(f"{path}: not a fine-tuning record (expected an object with 'source', a path)")
+    kept = record.get("kept")
+    if not isinstance(kept, list) or not all(isinstance(name, str) for name in kept):
+        raise SegpipeError(f"{path}: 'kept' must be a list of layer names")
+    return record
+
+
 def prepare(model: nn.Module, t: TrainConfig, spec: dict[str, Any], labels: dict[str, str], model_dir: Path,
             *, resume: bool, write: bool, distributed: bool) -> FineTune:
     """Load the source of `train.init_from` into `model` (or, on resume, read init.json).
@@ -264,7 +275,7 @@ def prepare(model: nn.Module, t: TrainConfig, spec: dict[str, Any], labels: dict
     if resume:
         if not init_file.is_file():
             raise SegpipeError(f"{init_file}: missing; cannot tell which layers {model_dir} kept from train.init_from")
-        record = read_json(init_file, "")
+        record = _read_record(init_file)
         if Path(t.init_from).resolve() != Path(record["source"]):
             raise SegpipeError(
                 f"option --init-from: {model_dir} was started from {record['source']}; --resume continues that run "

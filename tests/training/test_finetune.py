@@ -188,6 +188,15 @@ def test_resume_refuses_another_source(tiny_model, prepared_dataset, tmp_path):
             resume=True, quiet=True)
 
 
+@pytest.mark.parametrize("record", [["a list"], {"kept": []}, {"source": "x", "kept": "conv"}, {"source": "x", "kept": [1]}])
+def test_resume_refuses_a_damaged_init_record(tiny_model, prepared_dataset, tmp_path, record):
+    fit(prepared_dataset, tmp_path / "m", tiny_config(**{"train.init_from": str(tiny_model), "train.epochs": "1"}), quiet=True)
+    (tmp_path / "m" / "init.json").write_text(json.dumps(record))
+    with pytest.raises(SegpipeError, match=r"init\.json: (not a fine-tuning record|'kept' must be a list)"):
+        fit(prepared_dataset, tmp_path / "m", tiny_config(**{"train.init_from": str(tiny_model), "train.epochs": "2"}),
+            resume=True, quiet=True)
+
+
 def test_cli_init_from_and_resume(tiny_model, prepared_dataset, tmp_path):
     out = tmp_path / "m"
     args = ["fit", "--data", str(prepared_dataset), "--output", str(out), "--init-from", str(tiny_model),
