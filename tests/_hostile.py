@@ -596,6 +596,18 @@ def _(root: Path, fx: Fixtures) -> Kind:
     return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", (str(bad), "complex-valued"))
 
 
+@kind(4, "nrrd-int64-vector-image")
+def _(root: Path, fx: Fixtures) -> Kind:
+    header = ("NRRD0004\ntype: int64\ndimension: 4\nspace: left-posterior-superior\nsizes: 4 16 16 12\n"
+              "kinds: vector space space space\nencoding: raw\nendian: little\n"
+              "space directions: none (1,0,0) (0,1,0) (0,0,1)\n\n")
+    ds = generic_dataset(root / "ds", "a.nrrd")
+    bad = ds / "images" / "a.nrrd"
+    bad.write_bytes(header.encode() + np.ones(4 * 16 * 16 * 12, "<i8").tobytes())
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
+                (str(bad), "4 components of type long_long, which ITK cannot read"))
+
+
 @kind(4, "complex-nifti-infer")
 def _(root: Path, fx: Fixtures) -> Kind:
     (root / "in").mkdir(parents=True)

@@ -110,7 +110,9 @@ def label_values(path: Path) -> set[int]:
         else:
             import itk
 
-            data = itk.array_view_from_image(itk.imread(str(path)))
+            from segpipe.data.itk_reading import imread
+
+            data = itk.array_view_from_image(imread(path))
     except Exception as exc:
         raise reader_error(exc, path, "cannot read label") from None
     values = np.unique(np.asarray(data))

@@ -41,7 +41,8 @@ def monai_reader(layout: str, key: str, path: str | Path | None = None) -> Any:
         None (MONAI's default: NibabelReader for NIfTI) for "decathlon", "brats" and
         NIfTI files of "generic"; "PILReader" for "slices"; a `FigshareMatReader` reading
         `cjdata.image` (key "image") or `cjdata.tumorMask` (key "label") for "figshare";
-        "ITKReader" for "dicom" and for NRRD/MHA files (give `path` for "generic").
+        an ITKReader (one that reads any component type, `itk_reading`) for "dicom" and for
+        NRRD/MHA files (give `path` for "generic").
 
     Raises:
         SegpipeError: an unknown layout or key.
@@ -58,11 +59,12 @@ def monai_reader(layout: str, key: str, path: str | Path | None = None) -> Any:
         from segpipe.data.mat_reader import FigshareMatReader
 
         return FigshareMatReader(field=_FIGSHARE_FIELDS[key])
-    if layout == "dicom":
-        return "ITKReader"
+    if layout == "dicom" or (layout in ("decathlon", "brats", "generic", "pairs") and path is not None
+                             and str(path).lower().endswith(ITK_SUFFIXES)):
+        from segpipe.data.itk_reading import AnyTypeITKReader
+
+        return AnyTypeITKReader()
     if layout in ("decathlon", "brats", "generic", "pairs"):
-        if path is not None and str(path).lower().endswith(ITK_SUFFIXES):
-            return "ITKReader"
         return None
     raise SegpipeError(f"layout {layout!r} unknown; known: decathlon, brats, slices, figshare, generic, pairs, dicom")
 

@@ -103,7 +103,7 @@ def _prepare_case(case: Case, settings: dict[str, Any], layout: str, out_dir: Pa
     torch.set_num_threads(1)
     mapping = {int(k): int(v) for k, v in settings["label_mapping"].items()}
     chain = chain_for(settings, layout, with_label=True, record_stats=True, record_qc=True, label_mapping=mapping,
-                      path=case.images[0], labels=labels)
+                      path=case.images[0], labels=labels, label_path=case.label)
     source = str(case.images[0]) if len(case.images) == 1 else [str(p) for p in case.images]
     try:
         with reading_inside(*roots) if roots is not None else contextlib.nullcontext():

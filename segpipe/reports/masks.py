@@ -8,7 +8,7 @@ import numpy as np
 
 from segpipe.data.paths import IMAGE_SUFFIXES, case_id_of
 from segpipe.data.validate import label_problem
-from segpipe.errors import SegpipeError
+from segpipe.errors import SegpipeError, reader_error
 
 MASK_SUFFIXES = (*IMAGE_SUFFIXES, ".png", ".mat")
 
@@ -105,14 +105,16 @@ def load_mask_grid(path: str | Path) -> tuple[np.ndarray, tuple[float, ...], np.
         else:
             import itk
 
-            img = itk.imread(str(path))
+            from segpipe.data.itk_reading import imread
+
+            img = imread(path)
             data = itk.array_view_from_image(img).T.copy()  # ITK arrays are z, y, x
             spacing = tuple(float(s) for s in img.GetSpacing())
             affine = _itk_affine(img)
     except SegpipeError:
         raise
     except Exception as exc:  # readers raise many types for broken files
-        raise SegpipeError(f"{path}: cannot read mask ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        raise reader_error(exc, path, "cannot read mask") from None
     if data.ndim == len(spacing) + 1 and data.shape[-1] == 1:
         data = data[..., 0]
     problem = label_problem(data, None)  # the checks preprocess applies to labels: values are integers 0..255
@@ -174,7 +176,9 @@ def load_display_slice(path: Path, mask_shape: tuple[int, ...], index: int | Non
         if name.endswith((".nrrd", ".nhdr", ".mha", ".mhd")):
             import itk
 
-            data = np.asarray(itk.array_view_from_image(itk.imread(str(path)))).T  # ITK arrays are z, y, x
+            from segpipe.data.itk_reading import imread
+
+            data = np.asarray(itk.array_view_from_image(imread(path))).T  # ITK arrays are z, y, x
             data = data[0] if data.ndim == len(mask_shape) + 1 else data  # first channel of a vector image
             if data.shape != tuple(mask_shape):
                 return None

@@ -103,8 +103,9 @@ def preprocessing_chain(
 
 def chain_for(settings: dict[str, Any], layout: str, *, with_label: bool, record_stats: bool = False,
               record_qc: bool = False, label_mapping: dict[int, int] | None = None, path: Any = None,
-              labels: dict[int, str] | None = None) -> Compose:
-    """The chain a prepared dataset's recorded settings describe, for files of `layout`."""
+              labels: dict[int, str] | None = None, label_path: Any = None) -> Compose:
+    """The chain a prepared dataset's recorded settings describe, for files of `layout` (readers
+    chosen for the image at `path` and the label at `label_path`)."""
     from segpipe.data.loading import monai_reader
 
     return preprocessing_chain(
@@ -116,7 +117,7 @@ def chain_for(settings: dict[str, Any], layout: str, *, with_label: bool, record
         record_stats=record_stats,
         record_qc=record_qc,
         image_reader=monai_reader(layout, "image", path),
-        label_reader=monai_reader(layout, "label", path),
+        label_reader=monai_reader(layout, "label", label_path),
         label_mapping=label_mapping,
         labels=labels,
     )

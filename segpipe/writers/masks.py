@@ -47,7 +47,8 @@ def write_itk_like(reference: Path, labels: np.ndarray, path: Path) -> None:
     """NRRD/MHA mask with the reference's origin, spacing and direction (through ITK)."""
     import itk
 
-    reader = itk.ImageFileReader.New(FileName=str(reference))
+    # typed, as ITK's wrapping lacks some files' own component types (int8, int64); only the geometry is read
+    reader = itk.ImageFileReader[itk.Image[itk.F, labels.ndim]].New(FileName=str(reference))
     reader.UpdateOutputInformation()
     info = reader.GetOutput()
     out = itk.image_from_array(np.ascontiguousarray(labels.astype(np.uint8).T))  # ITK arrays are z, y, x

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from monai.data import ITKReader
 from PIL import Image
 
 from segpipe.data import read_dataset
@@ -239,7 +240,7 @@ def test_generic_nrrd_uses_itk_and_errors(tmp_path):
     itk.imwrite(itk.image_from_array(np.ones((4, 5, 6), np.float32)), str(root / "images" / "c.nrrd"))
     itk.imwrite(itk.image_from_array(np.ones((4, 5, 6), np.uint8)), str(root / "labels" / "c.mha"))
     ds = read_dataset(root)
-    assert monai_reader("generic", "image", ds.training[0].images[0]) == "ITKReader"
+    assert isinstance(monai_reader("generic", "image", ds.training[0].images[0]), ITKReader)
     image, label = load_arrays(ds, ds.training[0])
     assert image.shape == label.shape == (1, 6, 5, 4) and ds.labels == {0: "background", 1: "label 1"}
     write_nifti(root / "images" / "d.nii.gz", np.zeros((2, 2, 2)))
@@ -313,7 +314,7 @@ def test_dicom_series_folders(tmp_path):
     ds = read_dataset(tmp_path / "d")
     assert ds.layout == "dicom" and [c.case_id for c in ds.test] == ["s1", "s2"]
     assert [c.patient for c in ds.test] == ["P1", "P2"] and ds.test[0].attrs["spacing"] == 2.0
-    assert ds.test[0].images == [tmp_path / "d" / "s1"] and monai_reader("dicom", "image") == "ITKReader"
+    assert ds.test[0].images == [tmp_path / "d" / "s1"] and isinstance(monai_reader("dicom", "image"), ITKReader)
     image, label = load_arrays(ds, ds.test[0])
     assert label is None and image.shape == (1, 6, 8, 5)
     assert [image[0, 0, 0, k] for k in range(5)] == [0, 10, 20, 30, 40]  # sorted by position
@@ -447,3 +448,58 @@ def test_fuzz_slice_files(image, label, signature):
             load_arrays(ds, ds.training[0])
         except SegpipeError:
             pass
+
+
+def _raw_nrrd(path: Path, array: np.ndarray, kind: str, spacing=(2.0, 1.0, 1.5)) -> Path:
+    """A raw NRRD of `array` (x, y, z) stored as `kind` (e.g. int8, int64: types ITK's Python wrapping lacks)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    directions = " ".join(f"({','.join(str(s if i == j else 0) for j in range(3))})" for i, s in enumerate(spacing))
+    header = (f"NRRD0004\ntype: {kind}\ndimension: 3\nspace: left-posterior-superior\n"
+              f"sizes: {' '.join(map(str, array.shape))}\nencoding: raw\nendian: little\n"
+              f"space directions: {directions}\nspace origin: (1,2,3)\n\n")
+    path.write_bytes(header.encode() + np.asfortranarray(array).astype(np.dtype(kind).newbyteorder("<")).tobytes("F"))
+    return path
+
+
+def test_itk_files_of_every_integer_type_are_read(tmp_path):
+    """int8 images and int64 masks (no ITK Python wrapping) are read as their values, everywhere ITK reads."""
+    from segpipe.reports.masks import load_mask_grid
+    from segpipe.writers.masks import write_itk_like
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(-100, 100, (6, 5, 4))
+    label = np.zeros((6, 5, 4), np.int64)
+    label[1:4, 1:3, 1:3] = 2
+    root = tmp_path / "g"
+    _raw_nrrd(root / "images" / "c.nrrd", image, "int8")
+    _raw_nrrd(root / "labels" / "c.nrrd", label, "int64")
+    ds = read_dataset(root)
+    loaded_image, loaded_label = load_arrays(ds, ds.training[0])
+    np.testing.assert_array_equal(loaded_image[0], image)
+    np.testing.assert_array_equal(loaded_label[0] > 0, label > 0)
+    mask, spacing, _ = load_mask_grid(root / "labels" / "c.nrrd")
+    np.testing.assert_array_equal(mask, label)
+    assert spacing == (2.0, 1.0, 1.5)
+    write_itk_like(root / "images" / "c.nrrd", label.astype(np.uint8), tmp_path / "out.nrrd")
+    written = __import__("itk").imread(str(tmp_path / "out.nrrd"))
+    assert tuple(written.GetSpacing()) == (2.0, 1.0, 1.5) and tuple(written.GetOrigin()) == (1.0, 2.0, 3.0)
+
+
+def test_preprocess_reads_a_label_by_its_own_suffix(tmp_path):
+    """A NIfTI image beside a NRRD label: the label gets ITK's reader, not the image's."""
+    from segpipe.config import load_config
+    from segpipe.pipeline.preprocess import preprocess
+
+    root = tmp_path / "g"
+    label = np.zeros((6, 5, 4), np.int64)
+    label[1:4, 1:3, 1:3] = 1
+    for cid in ("a", "b"):
+        write_nifti(root / "images" / f"{cid}.nii.gz", np.random.default_rng(0).random((6, 5, 4)).astype(np.float32),
+                    np.eye(4))
+    write_nifti(root / "labels" / "a.nii.gz", label.astype(np.uint8), np.eye(4))
+    # the same grid in ITK's LPS words: x and y flipped
+    header = ("NRRD0004\ntype: int64\ndimension: 3\nspace: left-posterior-superior\nsizes: 6 5 4\nencoding: raw\n"
+              "endian: little\nspace directions: (-1,0,0) (0,-1,0) (0,0,1)\nspace origin: (0,0,0)\n\n")
+    (root / "labels" / "b.nrrd").write_bytes(header.encode() + label.astype("<i8").tobytes("F"))
+    result = preprocess(root, tmp_path / "out", load_config(), quiet=True)
+    assert result.cases == 2 and not result.failed

@@ -1,0 +1,54 @@
+"""Reading NRRD, MetaImage and DICOM through ITK, whatever component type a file holds.
+
+ITK's Python wrapping has no image type for some component types (int8, int64), so
+`itk.imread` fails on them with "itk.Image is not wrapped for input type itk.SLL". A
+one-component file of such a type is read as float64 instead, which holds every label value
+and every intensity exactly (to 2^53). A file of several components is refused in one line:
+read as one type, ITK would fold its components into one value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import itk
+from monai.data import ITKReader
+from monai.utils import ensure_tuple
+
+from segpipe.errors import SegpipeError
+
+
+def _fallback_type(path: Path, error: Exception) -> Any:
+    """The pixel type to read `path` as when ITK's wrapping lacks its own; `error` is raised
+    again when the file's header cannot say."""
+    io = itk.ImageIOFactory.CreateImageIO(str(path), itk.CommonEnums.IOFileMode_ReadMode) if path.is_file() else None
+    if io is None:
+        raise error
+    io.SetFileName(str(path))
+    io.ReadImageInformation()
+    components = io.GetNumberOfComponents()
+    if components != 1:
+        kind = io.GetComponentTypeAsString(io.GetComponentType())
+        raise SegpipeError(f"{path}: {components} components of type {kind}, which ITK cannot read as they are; "
+                           "store the image as float32, int16 or uint8")
+    return itk.D
+
+
+def imread(path: str | Path) -> Any:
+    """`itk.imread(path)`, reading component types ITK's wrapping lacks as float64."""
+    try:
+        return itk.imread(str(path))
+    except itk.TemplateTypeError as exc:
+        return itk.imread(str(path), _fallback_type(Path(path), exc))
+
+
+class AnyTypeITKReader(ITKReader):
+    """MONAI's ITKReader, reading component types ITK's wrapping lacks as float64."""
+
+    def read(self, data: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read(data, **kwargs)
+        except itk.TemplateTypeError as exc:
+            pixel_type = _fallback_type(Path(ensure_tuple(data)[0]), exc)
+            return super().read(data, **{**kwargs, "pixel_type": pixel_type})
