@@ -149,11 +149,34 @@ def _check_slices(headers: list) -> None:
                 np.asarray(theirs, dtype=float), np.asarray(orient, dtype=float), atol=1e-4):
             raise SegpipeError(f"{path}: ImageOrientationPatient {list(map(float, theirs))} differs from the series' "
                                f"{first_path.name} ({list(map(float, orient))})")
+        _check_frames(path, h)
         spacing = h.get("PixelSpacing")
         if spacing is not None:
             values = np.asarray(spacing, dtype=float).ravel()
             if values.size != 2 or not np.all(np.isfinite(values)) or np.any(values <= 0):
                 raise SegpipeError(f"{path}: PixelSpacing {list(map(float, values))} is not two positive sizes in mm")
+
+
+def _frames(path: Path, h: object) -> int:
+    """NumberOfFrames (1 when absent)."""
+    text = str(h.get("NumberOfFrames", 1) or 1).strip() or "1"  # type: ignore[attr-defined]
+    if not text.isdigit() or int(text) < 1:
+        raise SegpipeError(f"{path}: NumberOfFrames {text[:40]!r} is not a whole number of frames")
+    return int(text)
+
+
+def _check_frames(path: Path, h: object) -> None:
+    """A file of several frames says how far apart they lie: per-frame positions (an enhanced
+    image's functional groups) or SpacingBetweenSlices. Without either, ITK takes 1 mm."""
+    frames = _frames(path, h)
+    if frames < 2 or "PerFrameFunctionalGroupsSequence" in h:  # type: ignore[operator]
+        return
+    gap = h.get("SpacingBetweenSlices")  # type: ignore[attr-defined]
+    if gap is None:
+        raise SegpipeError(f"{path}: {frames} frames without per-frame positions or SpacingBetweenSlices: the "
+                           "distance between frames is unknown (ITK would take 1 mm)")
+    if not 0 < float(gap) < float("inf"):
+        raise SegpipeError(f"{path}: SpacingBetweenSlices {float(gap)} is not a positive distance in mm")
 
 
 def _check_pixel_data(path: Path, h: object) -> None:
@@ -179,7 +202,7 @@ def _check_pixel_data(path: Path, h: object) -> None:
         return
     get = h.get  # type: ignore[attr-defined]
     rows, cols, samples = int(get("Rows", 0) or 0), int(get("Columns", 0) or 0), int(get("SamplesPerPixel", 1) or 1)
-    frames = int(str(get("NumberOfFrames", 1) or 1).strip() or 1)
+    frames = _frames(path, h)
     check_image_size(path, (cols, rows, frames))
     need = (rows * cols * samples * frames * int(get("BitsAllocated", 16) or 16) + 7) // 8
     if length < need:

@@ -18,7 +18,7 @@ from segpipe.data.dataset import Dataset
 from segpipe.data.decathlon import Dataset as DecathlonDataset
 from segpipe.data.figshare import read_mat_field, write_figshare_mat
 from segpipe.data.inputs import discover_inputs
-from segpipe.data.loading import load_arrays, monai_reader
+from segpipe.data.loading import load_arrays, load_case, monai_reader
 from segpipe.data.mat_reader import FigshareMatReader
 from segpipe.errors import SegpipeError
 from tests.builders import make_brats, make_figshare, make_generic, make_slices, write_dicom_series, write_nifti
@@ -320,6 +320,33 @@ def test_dicom_series_folders(tmp_path):
     assert [image[0, 0, 0, k] for k in range(5)] == [0, 10, 20, 30, 40]  # sorted by position
     single = read_dataset(tmp_path / "d" / "s2")
     assert [c.case_id for c in single.test] == ["s2"]
+
+
+def _multi_frame(folder: Path, **extra) -> Path:
+    """One file of 4 frames, from a one-slice series."""
+    import pydicom
+
+    path = next(write_dicom_series(folder, n=1).iterdir())
+    ds = pydicom.dcmread(path)
+    ds.NumberOfFrames = 4
+    ds.PixelData = np.arange(4 * 8 * 6, dtype=np.int16).tobytes()
+    for key, value in extra.items():
+        setattr(ds, key, value)
+    ds.save_as(path)
+    return path
+
+
+def test_dicom_multi_frame_needs_its_frame_spacing(tmp_path):
+    _multi_frame(tmp_path / "ok" / "s", SpacingBetweenSlices=2.5)
+    ds = read_dataset(tmp_path / "ok")
+    image = load_case(ds, ds.test[0], with_label=False)["image"]
+    assert tuple(image.shape) == (1, 6, 8, 4) and float(image.pixdim[2]) == 2.5
+    legacy = _multi_frame(tmp_path / "legacy" / "s")  # ITK would take 1 mm between its frames
+    with pytest.raises(SegpipeError, match=rf"{legacy}: 4 frames without per-frame positions or SpacingBetweenSlices"):
+        read_dataset(tmp_path / "legacy")
+    odd = _multi_frame(tmp_path / "odd" / "s", NumberOfFrames="4.5")
+    with pytest.raises(SegpipeError, match=rf"{odd}: NumberOfFrames '4.5' is not a whole number"):
+        read_dataset(tmp_path / "odd")
 
 
 def test_dicom_missing_slice_and_mixed_series(tmp_path):
