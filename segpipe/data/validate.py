@@ -38,34 +38,35 @@ def shown_values(values: list[float]) -> str:
 
 
 def label_problem(label: np.ndarray, declared: dict[int, str] | None,
-                  mapping: dict[int, int] | None = None) -> str | None:
-    """What makes a label map (as stored, before `mapping`) unusable, or None.
+                  mapping: dict[int, int] | None = None, noun: str = "label") -> str | None:
+    """What makes a label map (as stored, before `mapping`) unusable, or None; `noun` begins
+    the answer ("label", "mask").
 
     Checked in order: NaN/Inf, non-integer values, negative or too large values, stored
     values the mapping does not list, values (after mapping) that are not declared.
     """
     arr = np.asarray(label)
     if arr.dtype.kind == "c":
-        return "label is complex-valued"
+        return f"{noun} is complex-valued"
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        return "label has NaN or Inf voxels"
+        return f"{noun} has NaN or Inf voxels"
     values, integral = label_values(arr)
     if not integral:
         odd = sorted(v for v in values if not float(v).is_integer())
-        return f"label has non-integer values {shown_values(odd)}"
+        return f"{noun} has non-integer values {shown_values(odd)}"
     out_of_range = sorted(v for v in values if not 0 <= v <= MAX_LABEL_VALUE)
     if out_of_range and mapping is None:
-        return f"label values {shown_values(out_of_range)} are outside 0..{MAX_LABEL_VALUE}"
+        return f"{noun} values {shown_values(out_of_range)} are outside 0..{MAX_LABEL_VALUE}"
     if mapping:
         unmapped = sorted(int(v) for v in values if v != 0 and int(v) not in mapping)
         if unmapped:
-            return (f"label values {', '.join(map(str, unmapped[:5]))} not in the label mapping {mapping} "
+            return (f"{noun} values {', '.join(map(str, unmapped[:5]))} not in the label mapping {mapping} "
                     f"(stored values must be 0 or one of {sorted(mapping)})")
         values = {float(mapping.get(int(v), int(v))) for v in values}
     if declared is not None:
         undeclared = sorted(int(v) for v in values if int(v) not in declared)
         if undeclared:
-            return (f"label values {', '.join(map(str, undeclared[:5]))} not declared "
+            return (f"{noun} values {', '.join(map(str, undeclared[:5]))} not declared "
                     f"(declared: {', '.join(str(k) for k in sorted(declared))})")
     return None
 

@@ -117,9 +117,9 @@ def load_mask_grid(path: str | Path) -> tuple[np.ndarray, tuple[float, ...], np.
         raise reader_error(exc, path, "cannot read mask") from None
     if data.ndim == len(spacing) + 1 and data.shape[-1] == 1:
         data = data[..., 0]
-    problem = label_problem(data, None)  # the checks preprocess applies to labels: values are integers 0..255
+    problem = label_problem(data, None, noun="mask")  # the checks preprocess applies to labels: integers 0..255
     if problem:
-        raise SegpipeError(f"{path}: mask {problem.removeprefix('label ')}")
+        raise SegpipeError(f"{path}: {problem}")
     return data.astype(np.int32), spacing[: data.ndim], affine
 
 
