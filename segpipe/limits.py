@@ -40,6 +40,20 @@ def max_image_bytes() -> int:
     return parse_bytes(text, f"environment variable {ENV_MEMORY}") if text else DEFAULT_MEMORY
 
 
+def device_memory(device: object = None) -> int | None:
+    """Memory of the device a network runs on: a CUDA device's own, else the machine's RAM
+    (None when the system cannot say)."""
+    import torch
+
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def human(n: float) -> str:
     """Bytes as `1.5 GiB`."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

@@ -76,10 +76,16 @@ def window_logits(net: torch.nn.Module, x: torch.Tensor, roi: Sequence[int], icf
     elif model_dims != image_dims:
         raise SegpipeError(f"a {model_dims}D model cannot segment {image_dims}D images")
     if not sliding_window:
+        whole = list(x.shape[2:]) if model_dims == image_dims else [*x.shape[2:-1], 1]
+        check_activations(net, x.shape[0] * math.prod(whole), x.shape[1] + out_channels, device or x.device,
+                          f"the whole image {list(x.shape[2:])} at once", "segment it with --sliding-window")
         if model_dims == image_dims:
             return predictor(x).float()
         return torch.cat([predictor(x[..., z : z + 1]) for z in range(x.shape[-1])], dim=-1).float()
     check_window_memory(x, roi, out_channels, icfg.sw_batch_size)
+    check_activations(net, icfg.sw_batch_size * math.prod(roi), x.shape[1] + out_channels, device or x.device,
+                      f"infer.roi_size {list(roi)} with infer.sw_batch_size {icfg.sw_batch_size}",
+                      "lower infer.sw_batch_size or infer.roi_size")
     device = device or x.device
     return sliding_window_inference(
         x, roi_size=roi, sw_batch_size=icfg.sw_batch_size, predictor=predictor, overlap=icfg.overlap,
@@ -93,12 +99,30 @@ def check_window_memory(x: torch.Tensor, roi: Sequence[int], out_channels: int, 
     from segpipe.limits import ENV_MEMORY, human, max_image_bytes
 
     channels = x.shape[1] + out_channels
-    padded = math.prod(max(int(r), int(s)) for r, s in zip(roi, x.shape[2:]))
+    padded = x.shape[0] * math.prod(max(int(r), int(s)) for r, s in zip(roi, x.shape[2:]))
     need, limit = 4 * channels * (padded + sw_batch_size * math.prod(roi)), max_image_bytes()
     if need > limit:
         raise SegpipeError(f"infer.roi_size {list(roi)} with infer.sw_batch_size {sw_batch_size}: the windows and the "
                            f"image padded to them need {human(need)} as float32, over the image memory limit of "
                            f"{human(limit)} ({ENV_MEMORY})")
+
+
+def check_activations(net: torch.nn.Module, voxels: int, channels: int, device: torch.device, what: str,
+                      remedy: str) -> None:
+    """Refuse a forward pass over `voxels` input voxels (a batch of windows, or whole images) whose
+    activations would need more memory than the device has: the process would be killed
+    without a word. Uses the network's measured `peak_per_voxel` (segpipe's networks carry one);
+    `channels` are the input's and the output's; `what` and `remedy` frame the refusal."""
+    from segpipe.limits import device_memory, human
+
+    per_voxel = getattr(net, "peak_per_voxel", None)
+    total = device_memory(device)
+    if not per_voxel or not total:
+        return
+    need = 4 * voxels * (channels + per_voxel)
+    if need > total:
+        raise SegpipeError(f"{what}: the network's activations need about {human(need)}, more than the "
+                           f"{human(total)} of memory on {device} ({remedy})")
 
 
 def mirror_axes(spatial_dims: int, tta: bool) -> list[tuple[int, ...]]:

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from segpipe.config import InferConfig
+from segpipe.errors import SegpipeError
 from segpipe.networks import build_network
 from segpipe.prediction import labels_of, mean_probabilities, mirror_axes, window_logits
 from segpipe.transforms.regions import region_chain
@@ -68,3 +69,25 @@ def test_a_threshold_applies_to_each_region_of_a_region_model():
     probs = torch.tensor([[0.9, 0.3, 0.3], [0.3, 0.3, 0.1], [0.1, 0.1, 0.1]])[..., None]  # regions x voxels
     assert labels_of(probs, chain)[0, :, 0].tolist() == [1, 0, 0]
     assert labels_of(probs, chain, 0.2)[0, :, 0].tolist() == [2, 2, 1]
+
+
+@pytest.mark.parametrize("sliding", [True, False], ids=["windows", "whole-image"])
+def test_windows_whose_activations_exceed_the_device_memory_are_refused(monkeypatch, sliding):
+    """A forward pass that would need more memory than the machine has is refused in one line
+    (the process would be killed without a word), estimated from the network's measured peak."""
+    import segpipe.limits
+
+    net = build_network("unet", spatial_dims=3, in_channels=1, out_channels=2, filters=4, depth=2).eval()
+    x = torch.randn(1, 1, 24, 24, 16)
+    icfg = InferConfig(sw_batch_size=2)
+    need = 4 * (2 * 16**3 if sliding else 24 * 24 * 16) * (1 + 2 + net.peak_per_voxel)
+    monkeypatch.setattr(segpipe.limits, "device_memory", lambda device=None: need - 1)
+    what = (r"infer.roi_size \[16, 16, 16\] with infer.sw_batch_size 2" if sliding
+            else r"the whole image \[24, 24, 16\] at once")
+    with pytest.raises(SegpipeError, match=rf"{what}: the network's activations need about .* more than the .* of "
+                                           r"memory on cpu"):
+        window_logits(net, x, [16, 16, 16], icfg, 3, 2, False, sliding_window=sliding)
+    monkeypatch.setattr(segpipe.limits, "device_memory", lambda device=None: need)
+    with torch.no_grad():
+        logits = window_logits(net, x, [16, 16, 16], icfg, 3, 2, False, sliding_window=sliding)
+    assert logits.shape == (1, 2, 24, 24, 16)

@@ -125,6 +125,9 @@ class LinkNet(nn.Module):
         self.spatial_dims = spatial_dims
         self.multiple = 32
         widths = [filters * 2**k for k in range(4)]
+        # float32 values per input voxel a forward pass holds at its peak, inference mode (measured,
+        # bench/bench_activation_memory.py): the last decoder block and the head upsampled to full resolution
+        self.peak_per_voxel = 3 * filters
         self.initial = nn.Sequential(
             ConvNormAct(spatial_dims, in_channels, filters, norm, kernel_size=7, stride=2),
             max_pool(spatial_dims, kernel_size=3, stride=2, padding=1),

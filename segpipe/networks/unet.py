@@ -177,6 +177,9 @@ class UNet(nn.Module):
         self.deep_supervision = deep_supervision
         widths = [min(filters * 2**level, MAX_FILTERS[spatial_dims]) for level in range(depth + 1)]
         self.widths = widths
+        # float32 values per input voxel a forward pass holds at its peak, inference mode (measured,
+        # bench/bench_activation_memory.py): the full-resolution level's features, its skip and concatenation
+        self.peak_per_voxel = (5 if stem == "strided" else 9) * widths[0]
 
         self.stem: nn.Module = UNetBlock(spatial_dims, in_channels, widths[0], norm, dropout, residual)
         self.full_resolution: nn.Module = nn.Identity()
