@@ -78,6 +78,10 @@ def check_series(folder: Path) -> dict[str, object]:
     _check_slices(headers)
     if len(headers) == 1:
         return info
+    several = [path for path, h in headers if _frames(path, h) > 1]
+    if several:
+        raise SegpipeError(f"{several[0]}: a file of several frames beside {len(headers) - 1} other file(s) of the "
+                           "series; ITK would stack the files as channels (put each multi-frame file in its own folder)")
     try:
         orient = np.array([float(v) for v in first.ImageOrientationPatient], dtype=float)
         normal = np.cross(orient[:3], orient[3:])

@@ -337,6 +337,8 @@ def _multi_frame(folder: Path, **extra) -> Path:
 
 
 def test_dicom_multi_frame_needs_its_frame_spacing(tmp_path):
+    import pydicom
+
     _multi_frame(tmp_path / "ok" / "s", SpacingBetweenSlices=2.5)
     ds = read_dataset(tmp_path / "ok")
     image = load_case(ds, ds.test[0], with_label=False)["image"]
@@ -344,6 +346,13 @@ def test_dicom_multi_frame_needs_its_frame_spacing(tmp_path):
     legacy = _multi_frame(tmp_path / "legacy" / "s")  # ITK would take 1 mm between its frames
     with pytest.raises(SegpipeError, match=rf"{legacy}: 4 frames without per-frame positions or SpacingBetweenSlices"):
         read_dataset(tmp_path / "legacy")
+    stacked = write_dicom_series(tmp_path / "stacked" / "s", n=2)  # two files of 4 frames: ITK made 2 channels
+    for path in sorted(stacked.iterdir()):
+        ds = pydicom.dcmread(path)
+        ds.NumberOfFrames, ds.SpacingBetweenSlices, ds.PixelData = 4, 2.0, np.zeros(4 * 8 * 6, np.int16).tobytes()
+        ds.save_as(path)
+    with pytest.raises(SegpipeError, match=r"a file of several frames beside 1 other file\(s\) of the series"):
+        read_dataset(tmp_path / "stacked")
     odd = _multi_frame(tmp_path / "odd" / "s", NumberOfFrames="4.5")
     with pytest.raises(SegpipeError, match=rf"{odd}: NumberOfFrames '4.5' is not a whole number"):
         read_dataset(tmp_path / "odd")
