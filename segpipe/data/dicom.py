@@ -179,8 +179,12 @@ def _check_frames(path: Path, h: object) -> None:
     if gap is None:
         raise SegpipeError(f"{path}: {frames} frames without per-frame positions or SpacingBetweenSlices: the "
                            "distance between frames is unknown (ITK would take 1 mm)")
-    if not 0 < float(gap) < float("inf"):
-        raise SegpipeError(f"{path}: SpacingBetweenSlices {float(gap)} is not a positive distance in mm")
+    try:
+        distance = float(gap)
+    except (TypeError, ValueError):
+        distance = float("nan")
+    if not 0 < distance < float("inf"):
+        raise SegpipeError(f"{path}: SpacingBetweenSlices {str(gap)[:40]} is not a positive distance in mm")
 
 
 def _check_pixel_data(path: Path, h: object) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -353,6 +354,11 @@ def test_dicom_multi_frame_needs_its_frame_spacing(tmp_path):
         ds.save_as(path)
     with pytest.raises(SegpipeError, match=r"a file of several frames beside 1 other file\(s\) of the series"):
         read_dataset(tmp_path / "stacked")
+    for gap in ("-2", ["1", "2"]):
+        shutil.rmtree(tmp_path / "gap", ignore_errors=True)
+        _multi_frame(tmp_path / "gap" / "s", SpacingBetweenSlices=gap)
+        with pytest.raises(SegpipeError, match=r"SpacingBetweenSlices .* is not a positive distance in mm"):
+            read_dataset(tmp_path / "gap")
     odd = _multi_frame(tmp_path / "odd" / "s", NumberOfFrames="4.5")
     with pytest.raises(SegpipeError, match=rf"{odd}: NumberOfFrames '4.5' is not a whole number"):
         read_dataset(tmp_path / "odd")
