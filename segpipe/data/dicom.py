@@ -82,18 +82,16 @@ def check_series(folder: Path) -> dict[str, object]:
     if several:
         raise SegpipeError(f"{several[0]}: a file of several frames beside {len(headers) - 1} other file(s) of the "
                            "series; ITK would stack the files as channels (put each multi-frame file in its own folder)")
-    try:
-        orient = np.array([float(v) for v in first.ImageOrientationPatient], dtype=float)
-        normal = np.cross(orient[:3], orient[3:])
-        positions = sorted(
-            (float(np.dot(normal, [float(v) for v in h.ImagePositionPatient])), p.name) for p, h in headers
-        )
-    except Exception:
+    orient = _numbers(headers[0][0], first, "ImageOrientationPatient")
+    points = [_numbers(p, h, "ImagePositionPatient") for p, h in headers]
+    if orient is None or any(point is None for point in points):
         raise SegpipeError(
             f"{folder}: slices lack ImagePositionPatient / ImageOrientationPatient; cannot order the series"
-        ) from None
+        )
+    normal = np.cross(orient[:3], orient[3:])
+    positions = sorted((float(np.dot(normal, point)), p.name) for point, (p, _) in zip(points, headers))
     z = np.array([p for p, _ in positions])
-    _check_not_sheared(folder, normal, headers)
+    _check_not_sheared(folder, normal, np.array(points))
     gaps = np.diff(z)
     if np.any(gaps < 1e-4):
         i = int(np.argmin(gaps))
@@ -112,11 +110,10 @@ def check_series(folder: Path) -> dict[str, object]:
     return info
 
 
-def _check_not_sheared(folder: Path, normal: np.ndarray, headers: list) -> None:
-    """Slice origins on one line along the slice normal: a tilted gantry shifts each slice in
-    its own plane, and ITK would read the series on an unsheared grid, with the slice gap
-    taken as the distance between origins (too long) and the shear lost."""
-    points = np.array([[float(v) for v in h.ImagePositionPatient] for _, h in headers])
+def _check_not_sheared(folder: Path, normal: np.ndarray, points: np.ndarray) -> None:
+    """Slice origins (`points`, one row a slice) on one line along the slice normal: a tilted
+    gantry shifts each slice in its own plane, and ITK would read the series on an unsheared
+    grid, with the slice gap taken as the distance between origins (too long) and the shear lost."""
     along = points @ normal
     order = np.argsort(along)
     if len(points) < 2 or np.ptp(along) <= 0:
@@ -137,28 +134,46 @@ def _check_slices(headers: list) -> None:
     gap), stack other orientations on the first's, and read a zero spacing as 1 mm."""
     first_path, first = headers[0]
     size = (first.get("Rows"), first.get("Columns"))
-    orient = first.get("ImageOrientationPatient")
+    orient = _numbers(first_path, first, "ImageOrientationPatient")
     for path, h in headers:
         if not any(k in h for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
             raise SegpipeError(f"{path}: slice has no pixel data")
         _check_pixel_data(path, h)
         for key in ("ImageOrientationPatient", "ImagePositionPatient"):
-            if h.get(key) is not None and not np.all(np.isfinite(np.asarray(h.get(key), dtype=float))):
-                raise SegpipeError(f"{path}: {key} {list(map(float, h.get(key)))} is not finite")
+            values = _numbers(path, h, key)
+            if values is not None and not np.all(np.isfinite(values)):
+                raise SegpipeError(f"{path}: {key} {values.tolist()} is not finite")
         if (h.get("Rows"), h.get("Columns")) != size:
             raise SegpipeError(f"{path}: slice of {h.get('Rows')} x {h.get('Columns')} pixels, the series' "
                                f"{first_path.name} has {size[0]} x {size[1]}")
-        theirs = h.get("ImageOrientationPatient")
-        if orient is not None and theirs is not None and not np.allclose(
-                np.asarray(theirs, dtype=float), np.asarray(orient, dtype=float), atol=1e-4):
-            raise SegpipeError(f"{path}: ImageOrientationPatient {list(map(float, theirs))} differs from the series' "
-                               f"{first_path.name} ({list(map(float, orient))})")
+        theirs = _numbers(path, h, "ImageOrientationPatient")
+        if orient is not None and theirs is not None and not np.allclose(theirs, orient, atol=1e-4):
+            raise SegpipeError(f"{path}: ImageOrientationPatient {theirs.tolist()} differs from the series' "
+                               f"{first_path.name} ({orient.tolist()})")
         _check_frames(path, h)
-        spacing = h.get("PixelSpacing")
-        if spacing is not None:
-            values = np.asarray(spacing, dtype=float).ravel()
-            if values.size != 2 or not np.all(np.isfinite(values)) or np.any(values <= 0):
-                raise SegpipeError(f"{path}: PixelSpacing {list(map(float, values))} is not two positive sizes in mm")
+        spacing = _numbers(path, h, "PixelSpacing")
+        if spacing is not None and (not np.all(np.isfinite(spacing)) or np.any(spacing <= 0)):
+            raise SegpipeError(f"{path}: PixelSpacing {spacing.tolist()} is not two positive sizes in mm")
+
+
+_COUNTS = {"ImageOrientationPatient": 6, "ImagePositionPatient": 3, "PixelSpacing": 2, "SpacingBetweenSlices": 1}
+
+
+def _numbers(path: Path, h: object, key: str) -> np.ndarray | None:
+    """A numeric header value (`_COUNTS[key]` numbers) as floats, None when absent, or one line
+    naming a value that is not numbers or has another count."""
+    value = h.get(key)  # type: ignore[attr-defined]
+    if value is None or value == "":
+        return None
+    items = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
+    try:
+        numbers = np.array([float(v) for v in items], dtype=float)
+    except (TypeError, ValueError):
+        numbers = None
+    if numbers is None or numbers.size != _COUNTS[key]:
+        shown = "\\".join(str(v) for v in items)[:80]
+        raise SegpipeError(f"{path}: {key} '{shown}' is not {_COUNTS[key]} number(s)")
+    return numbers
 
 
 def _frames(path: Path, h: object) -> int:
@@ -175,16 +190,12 @@ def _check_frames(path: Path, h: object) -> None:
     frames = _frames(path, h)
     if frames < 2 or "PerFrameFunctionalGroupsSequence" in h:  # type: ignore[operator]
         return
-    gap = h.get("SpacingBetweenSlices")  # type: ignore[attr-defined]
+    gap = _numbers(path, h, "SpacingBetweenSlices")
     if gap is None:
         raise SegpipeError(f"{path}: {frames} frames without per-frame positions or SpacingBetweenSlices: the "
                            "distance between frames is unknown (ITK would take 1 mm)")
-    try:
-        distance = float(gap)
-    except (TypeError, ValueError):
-        distance = float("nan")
-    if not 0 < distance < float("inf"):
-        raise SegpipeError(f"{path}: SpacingBetweenSlices {str(gap)[:40]} is not a positive distance in mm")
+    if not 0 < gap[0] < float("inf"):
+        raise SegpipeError(f"{path}: SpacingBetweenSlices {gap[0]:g} is not a positive distance in mm")
 
 
 def _check_pixel_data(path: Path, h: object) -> None:

@@ -354,14 +354,37 @@ def test_dicom_multi_frame_needs_its_frame_spacing(tmp_path):
         ds.save_as(path)
     with pytest.raises(SegpipeError, match=r"a file of several frames beside 1 other file\(s\) of the series"):
         read_dataset(tmp_path / "stacked")
-    for gap in ("-2", ["1", "2"]):
+    for gap, words in (("-2", r"SpacingBetweenSlices -2 is not a positive distance in mm"),
+                       (["1", "2"], r"SpacingBetweenSlices '1\\2' is not 1 number\(s\)")):
         shutil.rmtree(tmp_path / "gap", ignore_errors=True)
         _multi_frame(tmp_path / "gap" / "s", SpacingBetweenSlices=gap)
-        with pytest.raises(SegpipeError, match=r"SpacingBetweenSlices .* is not a positive distance in mm"):
+        with pytest.raises(SegpipeError, match=words):
             read_dataset(tmp_path / "gap")
     odd = _multi_frame(tmp_path / "odd" / "s", NumberOfFrames="4.5")
     with pytest.raises(SegpipeError, match=rf"{odd}: NumberOfFrames '4.5' is not a whole number"):
         read_dataset(tmp_path / "odd")
+
+
+@pytest.mark.parametrize("key, value, written, words", [
+    ("PixelSpacing", [1.25, 1.25], b"abcd\\efgh", r"PixelSpacing 'abcd\\efgh' is not 2 number\(s\)"),
+    ("ImageOrientationPatient", [1.0, 0.0, 0.0, 0.0, 1.0, 0.125], b"1\\0\\0\\0\\1", r"is not 6 number\(s\)"),
+    ("ImagePositionPatient", [0.0, 0.0, 7.375], b"0\\0\\zzzzz", r"ImagePositionPatient '0\\0\\zzzzz' is not 3"),
+])
+def test_dicom_header_numbers_that_are_not_numbers(tmp_path, key, value, written, words):
+    """A numeric header field holding text or the wrong count is named in one line (it was an internal error)."""
+    import pydicom
+
+    series = write_dicom_series(tmp_path / "d" / "s", n=3)
+    for path in series.iterdir():
+        ds = pydicom.dcmread(path)
+        setattr(ds, key, value)
+        ds.save_as(path)
+        stored = "\\".join(str(v) for v in ds[key].value).encode()  # as pydicom wrote it
+        raw = path.read_bytes()
+        assert stored in raw, stored
+        path.write_bytes(raw.replace(stored, written.ljust(len(stored))))
+    with pytest.raises(SegpipeError, match=rf"IM\d+: {key} .*{words}" if not words.startswith(key) else words):
+        read_dataset(tmp_path / "d")
 
 
 def test_dicom_missing_slice_and_mixed_series(tmp_path):
