@@ -1160,6 +1160,16 @@ def _(root: Path, fx: Fixtures) -> Kind:
                 ("pixel data is cut short (100 of 512 bytes)",))
 
 
+@kind(4, "dicom-frames-not-a-number-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    from tests.builders import write_dicom_series
+
+    series = _edit_series(write_dicom_series(root / "in" / "s1", n=2, shape=(16, 16)),
+                          lambda ds, _i: setattr(ds, "NumberOfFrames", "4.5"))
+    return Kind(["infer", "-m", fx.model, "-i", series, "-o", root / "out"], root / "out",
+                ("NumberOfFrames '4.5' is not a whole number of frames",))
+
+
 @kind(4, "dicom-gantry-tilt-preprocess")
 def _(root: Path, fx: Fixtures) -> Kind:
     from tests.builders import write_dicom_series

@@ -78,7 +78,7 @@ def check_series(folder: Path) -> dict[str, object]:
     _check_slices(headers)
     if len(headers) == 1:
         return info
-    several = [path for path, h in headers if _frames(path, h) > 1]
+    several = [path for path, h in headers if frame_count(path, h) > 1]
     if several:
         raise SegpipeError(f"{several[0]}: a file of several frames beside {len(headers) - 1} other file(s) of the "
                            "series; ITK would stack the files as channels (put each multi-frame file in its own folder)")
@@ -176,7 +176,7 @@ def _numbers(path: Path, h: object, key: str) -> np.ndarray | None:
     return numbers
 
 
-def _frames(path: Path, h: object) -> int:
+def frame_count(path: Path, h: object) -> int:
     """NumberOfFrames (1 when absent)."""
     text = str(h.get("NumberOfFrames", 1) or 1).strip() or "1"  # type: ignore[attr-defined]
     if not text.isdigit() or int(text) < 1:
@@ -187,7 +187,7 @@ def _frames(path: Path, h: object) -> int:
 def _check_frames(path: Path, h: object) -> None:
     """A file of several frames says how far apart they lie: per-frame positions (an enhanced
     image's functional groups) or SpacingBetweenSlices. Without either, ITK takes 1 mm."""
-    frames = _frames(path, h)
+    frames = frame_count(path, h)
     if frames < 2 or "PerFrameFunctionalGroupsSequence" in h:  # type: ignore[operator]
         return
     gap = _numbers(path, h, "SpacingBetweenSlices")
@@ -221,7 +221,7 @@ def _check_pixel_data(path: Path, h: object) -> None:
         return
     get = h.get  # type: ignore[attr-defined]
     rows, cols, samples = int(get("Rows", 0) or 0), int(get("Columns", 0) or 0), int(get("SamplesPerPixel", 1) or 1)
-    frames = _frames(path, h)
+    frames = frame_count(path, h)
     check_image_size(path, (cols, rows, frames))
     need = (rows * cols * samples * frames * int(get("BitsAllocated", 16) or 16) + 7) // 8
     if length < need:

@@ -363,6 +363,8 @@ def _check_series(given: Path, folder: Path, files: list[Path] | None = None) ->
         import pydicom
     except ImportError:
         return
+    from segpipe.data.dicom import frame_count
+
     rows = cols = 0
     frames = 0
     for p in files:
@@ -374,7 +376,7 @@ def _check_series(given: Path, folder: Path, files: list[Path] | None = None) ->
         except Exception:
             continue  # the DICOM reader names unreadable files itself
         r, c = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-        n = int(str(ds.get("NumberOfFrames", 1) or 1).strip() or 1) * int(ds.get("SamplesPerPixel", 1) or 1)
+        n = frame_count(p, ds) * int(ds.get("SamplesPerPixel", 1) or 1)
         rows, cols, frames = max(rows, r), max(cols, c), frames + n
     if frames:
         check_image_size(given, (cols, rows, frames))
