@@ -109,6 +109,15 @@ def _labels(value: Any, _cfg: Any) -> str | None:
     return f"label values must be between 0 and {MAX_LABEL_VALUE}, got {bad[0]}" if bad else None
 
 
+def _region_names(value: Any, cfg: Any) -> str | None:
+    """Region names become report columns (`dice_<name>`): letters, digits, `_` and `-`."""
+    bad = [name for name in value or {} if not re.fullmatch(r"[\w-]{1,64}", str(name))]
+    if bad:
+        return (f"region name {str(bad[0])[:80]!r} must be 1 to 64 letters, digits, '_' or '-' "
+                "(it names report columns)")
+    return _labels(value, cfg)
+
+
 def _fractions(value: Any, _cfg: Any) -> str | None:
     bad = [v for v in value or [] if not 0 < v < 1]
     return f"values must lie between 0 and 1 (exclusive), got {bad}" if bad else None
@@ -183,7 +192,7 @@ RULES: dict[str, Rule] = {
     "infer.threshold": _num(0, 1, low_open=True, high_open=True),
     "train.threshold_grid": _fractions,
     "train.augment": _unique,
-    "evaluate.regions": _labels,
+    "evaluate.regions": _region_names,
     "evaluate.patient_pattern": _regex(need_patient=True),
 }
 

@@ -1317,6 +1317,26 @@ def _(root: Path, fx: Fixtures) -> Kind:
                  "evaluate.regions={core: [1, 9]}"], root / "out", ("evaluate.regions", "region 'core'", "[9]"))
 
 
+@kind(8, "evaluate-region-named-like-a-label")
+def _(root: Path, fx: Fixtures) -> Kind:
+    label = load(mask_in(root / "ref"))[0]
+    label[9:12, 9:12, 9:12] = 2
+    for folder in ("pred", "ref"):
+        (root / folder).mkdir(exist_ok=True)
+        save(root / folder / "a.nii.gz", label)
+    return Kind(["evaluate", "-p", root / "pred", "-l", root / "ref", "-o", root / "out", "--set",
+                 "evaluate.regions={label_1: [1, 2]}"], root / "out",
+                ("region 'label_1' [1, 2] is named like label 1 and would replace its scores",))
+
+
+@kind(8, "evaluate-region-name-not-a-column")
+def _(root: Path, fx: Fixtures) -> Kind:
+    mask_in(root / "pred")
+    mask_in(root / "ref")
+    return Kind(["evaluate", "-p", root / "pred", "-l", root / "ref", "-o", root / "out", "--set",
+                 "evaluate.regions={'../x': [1]}"], root / "out", ("region name '../x' must be 1 to 64 letters",))
+
+
 @kind(2, "fit-refused-leaves-no-folder")
 def _(root: Path, fx: Fixtures) -> Kind:
     return Kind(["fit", "-d", fx.prepared, "-o", root / "model", "--init-from", root / "no-such-model"], None,

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from segpipe.errors import SegpipeError
 from segpipe.metrics.overlap import OverlapTally
 
 
@@ -23,9 +24,14 @@ def label_structures(label_ids: Sequence[int], names: dict[int, str]) -> list[st
 def structures(label_ids: Sequence[int], names: dict[int, str], regions: dict[str, list[int]]) -> dict[str, list[int]]:
     """Scored structures: each label alone (by its name), then each region (a union of labels).
 
-    A region named like a label (MSD's "enhancing tumour" = region [3]) holds the same voxels.
+    A region named like a label (MSD's "enhancing tumour" = region [3]) must hold that label
+    alone: it would replace the label's columns.
     """
     out = {name: [k] for name, k in zip(label_structures(label_ids, names), label_ids)}
+    for name, members in regions.items():
+        if name in out and sorted(set(members)) != out[name]:
+            raise SegpipeError(f"config key 'evaluate.regions': region '{name}' {sorted(set(members))} is named like "
+                               f"label {out[name][0]} and would replace its scores; name the region otherwise")
     out.update(regions)
     return out
 
