@@ -3,9 +3,12 @@ so `segpipe --help` is instant."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +20,46 @@ from segpipe.data.layouts import describe_layouts, layout_names
 from segpipe.errors import SegpipeError
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, `docker stop`, `kill`): unwound like Ctrl-C, so that the output
+    guard removes what the run made."""
+
+
+def _terminate(pid: int) -> Callable[[int, Any], None]:
+    def handler(signum: int, _frame: Any) -> None:
+        if os.getpid() != pid:  # a worker forked with this handler dies as it would have
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated
+
+    return handler
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Within the block, SIGTERM raises `Terminated` in this process (main thread only)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate(os.getpid()))
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class SegpipeGroup(click.Group):
     """A group that turns user errors into one line and a non-zero exit."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with _sigterm_unwinds():
+                return super().invoke(ctx)
+        except Terminated:
+            click.echo("terminated", err=True)
+            ctx.exit(143)
         except SegpipeError as exc:
             if ctx.meta.get("segpipe.debug"):
                 raise

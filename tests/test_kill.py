@@ -242,6 +242,31 @@ def test_infer_killed_at_random_moments_then_rerun_equals_uninterrupted(data: di
     assert alive >= TRIALS // 2, f"only {alive} of {TRIALS} kills landed while infer was running"
 
 
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")],
+                         ids=["SIGTERM", "SIGINT"])
+def test_infer_stopped_by_a_signal_cleans_up(data: dict[str, Path], tmp_path: Path, sig: int, code: int,
+                                             word: str) -> None:
+    """SIGTERM (schedulers, `docker stop`) unwinds as Ctrl-C does: one word, no temporary file,
+    no lock; the masks written before it are whole."""
+    out = tmp_path / "pred"
+    proc = subprocess.Popen([sys.executable, "-m", "segpipe", "infer", "-m", str(data["model"]), "-i",
+                             str(data["raw"] / "imagesTs"), "-o", str(out), "-q", "--threads", "1",
+                             "--probabilities", "--uncertainty"], env=env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < end and not list(out.glob("[!.]*.nii.gz")):
+        time.sleep(0.01)
+    assert proc.poll() is None, "infer ended before the signal"
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr
+    assert stderr.strip().splitlines()[-1] == word
+    assert_no_partials(out)
+    assert not (out / LOCK_NAME).exists()
+    for mask in out.glob("[!.]*.nii.gz"):
+        nib.load(str(mask)).get_fdata()
+
+
 def test_infer_rerun_removes_the_temporary_a_killed_write_left(data: dict[str, Path], tmp_path: Path) -> None:
     """What SIGKILL during a mask's write leaves: `.<name>.<dead pid>.<random>.partial.nii.gz`."""
     out = tmp_path / "pred"
