@@ -1337,6 +1337,25 @@ def _(root: Path, fx: Fixtures) -> Kind:
                  "evaluate.regions={'../x': [1]}"], root / "out", ("region name '../x' must be 1 to 64 letters",))
 
 
+@kind(2, "infer-over-a-users-cases-csv")
+def _(root: Path, fx: Fixtures) -> Kind:
+    image_in(root / "in")
+    (root / "out").mkdir()
+    (root / "out" / "cases.csv").write_text("patient,age,diagnosis\nP1,54,GBM\n")  # the user's own table
+    return Kind(["infer", "-m", fx.model, "-i", root / "in", "-o", root / "out"], None,
+                (str(root / "out" / "cases.csv"), "was not written by segpipe infer"))
+
+
+@kind(2, "evaluate-over-a-users-summary-csv")
+def _(root: Path, fx: Fixtures) -> Kind:
+    mask_in(root / "pred")
+    mask_in(root / "ref")
+    (root / "out").mkdir()
+    (root / "out" / "summary.csv").write_text("cohort,n\nA,12\n")
+    return Kind(["evaluate", "-p", root / "pred", "-l", root / "ref", "-o", root / "out"], None,
+                (str(root / "out" / "summary.csv"), "was not written by segpipe evaluate"))
+
+
 @kind(2, "fit-refused-leaves-no-folder")
 def _(root: Path, fx: Fixtures) -> Kind:
     return Kind(["fit", "-d", fx.prepared, "-o", root / "model", "--init-from", root / "no-such-model"], None,

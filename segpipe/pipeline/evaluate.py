@@ -18,6 +18,7 @@ from segpipe.data.validate import label_values
 from segpipe.errors import SegpipeError
 from segpipe.metrics.overlap import EMPTY_CONVENTION
 from segpipe.metrics.patients import PatientScores, label_structures, structures
+from segpipe.own_files import check_own, csv_with, text_with
 from segpipe.progress import progress
 from segpipe.reports.figures import overlay, training_curves
 from segpipe.reports.masks import is_mask_file, load_display_slice, load_mask_grid, masks_by_case, on_reference_grid
@@ -86,6 +87,7 @@ def evaluate(
 
         require_panoptica()  # before any work: a missing extra is named at once
     pred_dir, out = existing_folder(pred_dir, "predictions folder"), Path(output_dir)
+    check_own(out, REPORT_FILES, "evaluate")
     references = read_references(Path(labels), ecfg.patient_pattern, images)
     model_names = model_label_names(model_dir) if model_dir is not None and label_names is None else None
     curves = Path(model_dir) / "metrics.csv" if model_dir is not None else None
@@ -197,6 +199,12 @@ def evaluate(
     return EvaluateResult(per_patient=per_patient, per_case=per_case, summary=summary, files=files,
                           references={"path": str(references.source), "layout": references.layout, "matched_splits": splits},
                           warnings=warnings)
+
+
+# what evaluate replaces in its output folder, recognised by what it writes there
+REPORT_FILES = {"per_patient.csv": csv_with("patient", "slices_or_volumes"), "per_case.csv": csv_with("case", "patient"),
+                "summary.csv": csv_with("metric", "mean"), "summary.json": text_with('"empty_mask_convention"'),
+                "report.html": text_with("<title>segpipe evaluation</title>")}
 
 
 def _lesion_rule(ecfg: EvaluateConfig) -> dict[str, object]:

@@ -20,8 +20,10 @@ from segpipe.data.inputs import discover_inputs
 from segpipe.errors import SegpipeError, reader_error
 from segpipe.networks.inference import optimize_for_inference
 from segpipe.networks.layers import channels_last_format
+from segpipe.own_files import check_own, csv_with
 from segpipe.prediction import labels_of, mean_probabilities
 from segpipe.progress import progress
+from segpipe.qc.casetable import cases_file
 from segpipe.qc.session import InferQC, Refused, uncertainty_name
 from segpipe.reports.references import patient_of, patient_regex
 from segpipe.runtime.allocator import keep_freed_memory
@@ -217,6 +219,7 @@ def infer(
     found = discover_inputs(inputs)
     cases = found[index::count]
     out = Path(output_dir)
+    check_own(out, {cases_file(index, count): csv_with("case", "status")}, "infer")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".segpipe-write-test-{os.getpid()}"

@@ -81,6 +81,12 @@ def case_row(case_id: str, source: Path, *, mask: Path | None, status: str, seco
     return row
 
 
+def cases_file(index: int = 0, count: int = 1) -> str:
+    """The table's name: cases.csv, or cases_shard<i>of<n>.csv for shard i of n, so that
+    processes writing one folder never overwrite each other's rows."""
+    return CASES_CSV if count == 1 else f"cases_shard{index}of{count}.csv"
+
+
 def write_cases(path: Path, rows: list[dict[str, Any]]) -> Path:
     """Write the rows as CSV (atomically); rows of an earlier run for other cases are kept."""
     import pandas as pd

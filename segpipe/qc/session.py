@@ -13,7 +13,7 @@ import torch
 
 from segpipe.artifacts.plan import Plan
 from segpipe.errors import SegpipeError
-from segpipe.qc.casetable import CASES_CSV, case_row, structures_of, write_cases
+from segpipe.qc.casetable import case_row, cases_file, structures_of, write_cases
 from segpipe.qc.confidence import entropy_map, expected_dice, expected_dice_terms, region_terms
 from segpipe.qc.ood import Flag, check_case
 
@@ -160,16 +160,11 @@ class InferQC:
         ))
 
     def write(self, folder: Path, shard: tuple[int, int] = (0, 1)) -> Path | None:
-        """Write cases.csv into the predictions folder (nothing when no case was processed).
-
-        A shard i/n of a run split over processes writes cases_shard<i>of<n>.csv, so that
-        processes writing the same folder never overwrite each other's rows.
-        """
+        """Write cases.csv (`cases_file` of the shard) into the predictions folder (nothing when
+        no case was processed)."""
         if not self.rows:
             return None
-        index, count = shard
-        name = CASES_CSV if count == 1 else f"cases_shard{index}of{count}.csv"
-        return write_cases(Path(folder) / name, self.rows)
+        return write_cases(Path(folder) / cases_file(*shard), self.rows)
 
 
 def uncertainty_name(case_id: str, layout: str) -> str:
