@@ -45,7 +45,11 @@ def rebuild_report(reports: Path, quiet: bool = True) -> None:
     from segpipe.reports.reopen import recorded_inputs
 
     inputs, ecfg = recorded_inputs(reports)
-    read = [inputs["pred"], inputs["labels"], inputs.get("images"), inputs.get("model")]
-    with guard_outputs("report", [reports], read):  # evaluate's own guard: apart from its inputs, locked
+    pred = Path(inputs["pred"])
+    # `infer --labels` writes its reports inside its predictions: rebuilt as infer made them, the
+    # predictions folder is the output (locked), the other inputs stay apart
+    inside = reports.resolve().is_relative_to(pred.resolve())
+    read = [None if inside else pred, inputs["labels"], inputs.get("images"), inputs.get("model")]
+    with guard_outputs("report", [pred if inside else reports], read):  # evaluate's guard: apart, locked
         evaluate(inputs["pred"], inputs["labels"], reports, ecfg, images=inputs.get("images"),
                  model_dir=inputs.get("model"), quiet=quiet, lesion_wise=bool(inputs.get("lesion_wise")))

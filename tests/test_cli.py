@@ -119,6 +119,11 @@ def test_json_summaries_are_machine_readable(synthetic_dataset, tiny_model, tmp_
     assert 0.0 <= summary["evaluation"]["mean"]["dice_mean"] <= 1.0
     ev = json.loads(run("evaluate", "-p", tmp_path / "pred", "-l", synthetic_dataset / "labelsTs", "-o", tmp_path / "rep", "--json").output)
     assert ev["patients"] == 2 and any(str(f).endswith("per_patient.csv") for f in ev["files"])
+    # the reports infer --labels wrote inside its predictions are rebuilt where they are
+    (tmp_path / "pred" / "evaluation" / "report.html").unlink()
+    rebuilt = run("report", tmp_path / "pred" / "evaluation", "--rebuild", "--json")
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert json.loads(rebuilt.output)["rebuilt"] and (tmp_path / "pred" / "evaluation" / "report.html").is_file()
 
 
 def test_fewer_patients_than_folds_is_noted(synthetic_dataset, tmp_path):
