@@ -1356,6 +1356,41 @@ def _(root: Path, fx: Fixtures) -> Kind:
                 (str(root / "out" / "summary.csv"), "was not written by segpipe evaluate"))
 
 
+def _model_with_plan(root: Path, fx: Fixtures, edit: Callable[[dict], None]) -> Path:
+    model = copy_model(fx, root / "model")
+    edit_json(model / "plan.json", edit)
+    image_in(root / "in")
+    return model
+
+
+@kind(7, "model-plan-qc-reference-lacks-a-field")
+def _(root: Path, fx: Fixtures) -> Kind:
+    model = _model_with_plan(root, fx, lambda p: p["qc_reference"].pop("spacing_min"))
+    return Kind(["infer", "-m", model, "-i", root / "in", "-o", root / "out"], root / "out",
+                (str(model / "plan.json"), "qc_reference 'spacing_min' must hold 2 or 3 numbers"))
+
+
+@kind(7, "model-plan-qc-template-not-a-cube")
+def _(root: Path, fx: Fixtures) -> Kind:
+    model = _model_with_plan(root, fx, lambda p: p["qc_reference"].update(template=[1, 2]))
+    return Kind(["infer", "-m", model, "-i", root / "in", "-o", root / "out"], root / "out",
+                (str(model / "plan.json"), "qc_reference 'template' must hold n^3 numbers"))
+
+
+@kind(7, "model-plan-orientation-not-axis-codes")
+def _(root: Path, fx: Fixtures) -> Kind:
+    model = _model_with_plan(root, fx, lambda p: p["preprocess"].update(orientation="XYZ"))
+    return Kind(["infer", "-m", model, "-i", root / "in", "-o", root / "out"], root / "out",
+                (str(model / "plan.json"), "'preprocess.orientation' must be three axis codes"))
+
+
+@kind(7, "model-plan-negative-spacing")
+def _(root: Path, fx: Fixtures) -> Kind:
+    model = _model_with_plan(root, fx, lambda p: p["preprocess"].update(target_spacing=[-1, 1, 1]))
+    return Kind(["infer", "-m", model, "-i", root / "in", "-o", root / "out"], root / "out",
+                (str(model / "plan.json"), "'preprocess.target_spacing'"))
+
+
 @kind(2, "fit-refused-leaves-no-folder")
 def _(root: Path, fx: Fixtures) -> Kind:
     return Kind(["fit", "-d", fx.prepared, "-o", root / "model", "--init-from", root / "no-such-model"], None,

@@ -186,6 +186,22 @@ def default_regions(label_ids: list[int]) -> dict[str, list[int]]:
     return {}
 
 
+def _check_preprocess(data: dict[str, Any], source: str | Path) -> None:
+    """plan.json's recorded preprocessing, checked by the config's own rules (an orientation
+    of three axis codes, finite positive spacings of the plan's rank, ...)."""
+    import dataclasses
+
+    from segpipe.config import PreprocessConfig, config_from_dict
+
+    recorded = data["preprocess"]
+    if not isinstance(recorded, dict):
+        raise SegpipeError(f"{source}: 'preprocess' must be a mapping")
+    keys = {f.name for f in dataclasses.fields(PreprocessConfig)}
+    section = {k: v for k, v in recorded.items() if k in keys and v is not None}  # None: not used (2D orientation)
+    dims = recorded.get("spatial_dims", data.get("spatial_dims", 3))
+    config_from_dict({"model": {"spatial_dims": dims}, "preprocess": section}, f"{source} (preprocess)")
+
+
 class Plan(dict):
     """plan.json as read: the JSON object itself (written back unchanged), with typed accessors.
 
@@ -203,6 +219,12 @@ class Plan(dict):
                 check_label_value(int(value), source)
             except (TypeError, ValueError):
                 raise SegpipeError(f"{source}: label value {value!r} is not an integer") from None
+        if "preprocess" in data:
+            _check_preprocess(data, source)
+        if data.get("qc_reference"):
+            from segpipe.qc.reference import check_reference
+
+            check_reference(data["qc_reference"], source)
         return cls(data)
 
     @property
