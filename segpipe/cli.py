@@ -114,9 +114,12 @@ def _parse_ints(value: str | None, option: str, example: str = "96,96,96") -> li
     if value is None:
         return None
     try:
-        return [int(v) for v in value.replace("x", ",").split(",") if v.strip()]
+        numbers = [int(v) for v in value.replace("x", ",").split(",") if v.strip()]
     except ValueError:
-        raise SegpipeError(f"option {option}: expected integers like {example}, got {value!r}") from None
+        numbers = None
+    if numbers is None or (not numbers and value.strip()):  # "x" or "," alone holds no integer
+        raise SegpipeError(f"option {option}: expected integers like {example}, got {value!r}")
+    return numbers
 
 
 @click.group(cls=SegpipeGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -348,7 +351,8 @@ def fit(prepared_dir: Path, model_dir: Path, fold: str | None, all_cases: bool |
               help="For DICOM series inputs, also write an RT Structure Set (<case>_rtstruct.dcm), one ROI per label and "
                    "region, for radiotherapy planning systems (needs rt-utils: pip install 'segpipe[rtstruct]').")
 @click.option("--keep-largest", default=None, metavar="LABEL,...",
-              help="Keep only the largest connected component of these labels.")
+              help="Keep only the largest connected component of these labels (\"\" keeps none, overriding the "
+                   "model's infer.keep_largest).")
 @click.option("--min-size", type=click.IntRange(min=0), default=None,
               help="Remove connected components smaller than this many voxels. [default: 0]")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,

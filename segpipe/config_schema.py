@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from segpipe.errors import SegpipeError, shown
-from segpipe.limits import MAX_EPOCH_ITERATIONS, MAX_LABEL_VALUE, MAX_ROI_SIDE, MAX_THREADS
+from segpipe.limits import MAX_EPOCH_ITERATIONS, MAX_EPOCHS, MAX_LABEL_VALUE, MAX_ROI_SIDE, MAX_THREADS
 
 Rule = Callable[[Any, Any], str | None]  # (value, whole config) -> problem or None
 
@@ -147,7 +147,7 @@ RULES: dict[str, Rule] = {
     "model.filters": _num(1, 4096),
     "model.depth": _num(1, 10),
     "model.dropout": _num(0, 1, high_open=True),
-    "train.epochs": _num(1),
+    "train.epochs": _num(1, MAX_EPOCHS),
     "train.iterations_per_epoch": _num(1, MAX_EPOCH_ITERATIONS),
     "train.batch_size": _num(1, MAX_THREADS),
     "train.samples_per_volume": _num(1, MAX_THREADS),
