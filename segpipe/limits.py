@@ -19,6 +19,7 @@ MAX_LABEL_VALUE = 255  # labels are cached as uint8; a label value is also an ou
 MAX_ROI_SIDE = 4096  # one side of a sliding window or patch, in voxels
 MAX_THREADS = 1024  # torch threads, loader workers, windows per batch
 MAX_EPOCH_ITERATIONS = 100_000  # training steps in one epoch: its sample draws are made as one list
+MAX_WINDOWS = 100_000  # sliding windows over one image: a 512^3 volume in 96^3 windows at overlap 0.5 takes 1000
 MAX_EPOCHS = 1_000_000  # nnU-Net trains 1000; a count past this is a typo that would train for ever
 MAX_JSON_BYTES = 256 * 1024**2  # a dataset.json, summary.json or splits.json: read and parsed whole
 MAX_YAML_BYTES = 1024**2  # a config: YAML parses ~0.15 MB/s, and ready configs are ~4 KB

@@ -82,6 +82,7 @@ def window_logits(net: torch.nn.Module, x: torch.Tensor, roi: Sequence[int], icf
         if model_dims == image_dims:
             return predictor(x).float()
         return torch.cat([predictor(x[..., z : z + 1]) for z in range(x.shape[-1])], dim=-1).float()
+    check_window_count(x, roi, icfg.overlap)
     check_window_memory(x, roi, out_channels, icfg.sw_batch_size)
     check_activations(net, icfg.sw_batch_size * math.prod(roi), x.shape[1] + out_channels, device or x.device,
                       f"infer.roi_size {list(roi)} with infer.sw_batch_size {icfg.sw_batch_size}",
@@ -91,6 +92,21 @@ def window_logits(net: torch.nn.Module, x: torch.Tensor, roi: Sequence[int], icf
         x, roi_size=roi, sw_batch_size=icfg.sw_batch_size, predictor=predictor, overlap=icfg.overlap,
         mode=icfg.mode, sw_device=device, device=device,
     ).float()
+
+
+def check_window_count(x: torch.Tensor, roi: Sequence[int], overlap: float) -> None:
+    """Refuse a sweep of more than `MAX_WINDOWS` windows over one image, counted as MONAI places
+    them (a step of roi x (1 - overlap) per axis): an overlap of 0.99 or a window of a few voxels
+    turns a second's work into hours, without a word."""
+    from segpipe.limits import MAX_WINDOWS
+
+    windows = 1
+    for side, size in zip(roi, x.shape[2:]):
+        step = max(int(int(side) * (1 - overlap)), 1)
+        windows *= 1 if int(size) <= int(side) else math.ceil((int(size) - int(side)) / step) + 1
+    if windows > MAX_WINDOWS:
+        raise SegpipeError(f"infer.roi_size {list(roi)} with infer.overlap {overlap:g}: {windows} windows over an image "
+                           f"of {list(x.shape[2:])}, more than {MAX_WINDOWS}; lower infer.overlap or raise infer.roi_size")
 
 
 def check_window_memory(x: torch.Tensor, roi: Sequence[int], out_channels: int, sw_batch_size: int) -> None:

@@ -91,3 +91,14 @@ def test_windows_whose_activations_exceed_the_device_memory_are_refused(monkeypa
     with torch.no_grad():
         logits = window_logits(net, x, [16, 16, 16], icfg, 3, 2, False, sliding_window=sliding)
     assert logits.shape == (1, 2, 24, 24, 16)
+
+
+def test_a_sweep_of_too_many_windows_is_refused():
+    """An overlap of 0.99 over 16-voxel windows: 426465 windows of a 96 x 96 x 80 volume."""
+    net = build_network("unet", spatial_dims=3, in_channels=1, out_channels=2, filters=4, depth=2).eval()
+    x = torch.zeros(1, 1, 96, 96, 80)
+    with pytest.raises(SegpipeError, match=r"infer.roi_size \[16, 16, 16\] with infer.overlap 0.99: 426465 windows over "
+                                           r"an image of \[96, 96, 80\], more than 100000"):
+        window_logits(net, x, [16, 16, 16], InferConfig(overlap=0.99), 3, 2, False)
+    with torch.no_grad():
+        assert window_logits(net, x, [16, 16, 16], InferConfig(overlap=0.5), 3, 2, False).shape == (1, 2, 96, 96, 80)
