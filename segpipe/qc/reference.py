@@ -90,8 +90,9 @@ def check_reference(reference: Any, source: object) -> None:
         raise SegpipeError(f"{source}: qc_reference '{field}' {what} (rebuild it: python -m segpipe.qc.reference)")
 
     if not isinstance(reference, dict):
-        refuse("", "is not a mapping")
-    dims = len(reference.get("spacing_min") or [])
+        raise SegpipeError(f"{source}: qc_reference is not a mapping (rebuild it: python -m segpipe.qc.reference)")
+    spacing = reference.get("spacing_min")
+    dims = len(spacing) if isinstance(spacing, list) else 0
     if dims not in (2, 3):
         refuse("spacing_min", "must hold 2 or 3 numbers")
     for field in ("spacing_min", "spacing_max", "box_mm_low", "box_mm_high"):

@@ -541,3 +541,29 @@ def test_confidence_figure_of_patients_all_scored_alike_warns_nothing(tmp_path):
         warnings.simplefilter("error")
         path = confidence_figure(frame, tmp_path / "confidence_vs_dice.png")
     assert path.stat().st_size > 1000
+
+
+_GOOD_REFERENCE = {"spacing_min": [1, 1, 1], "spacing_max": [1, 1, 1], "box_mm_low": [1, 1, 1], "box_mm_high": [2, 2, 2],
+                   "channels": 1, "intensity": [{"median": [0.0], "scale": [1.0], "limit": 2.0}], "template": [0.5] * 8,
+                   "orientation_candidates": ["axes(0, 1, 2)flip(0,)"], "orientation_limits": [0.05]}
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda r: r.update(spacing_min=5), "'spacing_min' must hold 2 or 3 numbers"),
+    (lambda r: r.update(box_mm_high=[1, "x", 2]), "'box_mm_high' must hold 3 finite numbers"),
+    (lambda r: r["intensity"][0].pop("limit"), "'intensity' must list per channel"),
+    (lambda r: r.update(contrast=[{"median": 0.1}]), "'contrast' must list per channel"),
+    (lambda r: r.update(template=[1, 2]), r"'template' must hold n\^3 numbers"),
+    (lambda r: r.update(orientation_limits=[]), "'orientation_limits' must hold one number or more"),
+    (lambda r: r.update(channels=True), "'channels' must be a whole number"),
+])
+def test_a_damaged_qc_reference_is_named_field_by_field(edit, words):
+    """What check_case reads of a plan's qc_reference is checked when the plan is loaded."""
+    from segpipe.artifacts.plan import Plan
+    from segpipe.errors import SegpipeError
+
+    reference = json.loads(json.dumps(_GOOD_REFERENCE))
+    Plan.from_dict({"labels": {"0": "background", "1": "tumour"}, "qc_reference": reference}, "plan.json")
+    edit(reference)
+    with pytest.raises(SegpipeError, match=rf"^plan.json: qc_reference {words}"):
+        Plan.from_dict({"labels": {"0": "background", "1": "tumour"}, "qc_reference": reference}, "plan.json")
