@@ -222,7 +222,7 @@ class Plan(dict):
         if "preprocess" in data:
             _check_preprocess(data, source)
         if data.get("qc_reference"):
-            from segpipe.qc.reference import check_reference
+            from segpipe.qc.reference_fields import check_reference
 
             check_reference(data["qc_reference"], source)
         return cls(data)

@@ -18,6 +18,7 @@ import numpy as np
 from segpipe.data.build import build_dataset
 from segpipe.data.case import Case
 from segpipe.data.dataset import Dataset
+from segpipe.data.headers import frame_count
 from segpipe.data.layout import Layout, every_case
 from segpipe.data.paths import is_dicom_file, visible_dirs, visible_files
 from segpipe.errors import SegpipeError
@@ -174,14 +175,6 @@ def _numbers(path: Path, h: object, key: str) -> np.ndarray | None:
         shown = "\\".join(str(v) for v in items)[:80]
         raise SegpipeError(f"{path}: {key} '{shown}' is not {_COUNTS[key]} number(s)")
     return numbers
-
-
-def frame_count(path: Path, h: object) -> int:
-    """NumberOfFrames (1 when absent)."""
-    text = str(h.get("NumberOfFrames", 1) or 1).strip() or "1"  # type: ignore[attr-defined]
-    if not text.isdigit() or int(text) < 1:
-        raise SegpipeError(f"{path}: NumberOfFrames {text[:40]!r} is not a whole number of frames")
-    return int(text)
 
 
 def _check_frames(path: Path, h: object) -> None:

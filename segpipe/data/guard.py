@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from segpipe.data.headers import check_data, read_metaimage, read_nrrd
+from segpipe.data.headers import check_data, frame_count, read_metaimage, read_nrrd
 from segpipe.errors import SegpipeError
 from segpipe.limits import check_image_size
 
@@ -363,8 +363,6 @@ def _check_series(given: Path, folder: Path, files: list[Path] | None = None) ->
         import pydicom
     except ImportError:
         return
-    from segpipe.data.dicom import frame_count
-
     rows = cols = 0
     frames = 0
     for p in files:

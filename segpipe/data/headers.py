@@ -1,4 +1,5 @@
-"""NRRD and MetaImage headers read as ITK reads them, for the read guard.
+"""NRRD and MetaImage headers read as ITK reads them, for the read guard (and a DICOM
+header's frame count, which the guard and the DICOM reader share).
 
 Both formats are text headers that may name other files and may hold the image data
 after them. The guard needs what ITK will use: every field (NRRD fields may follow
@@ -230,4 +231,14 @@ def _inflate(source: Path, start: int, length: int, expected: int) -> tuple[int,
     return total, False
 
 
-__all__ = ["Header", "HEADER_LIMIT", "read_nrrd", "read_metaimage", "check_data", "expand", "nrrd_itemsize"]
+def frame_count(path: Path, h: object) -> int:
+    """A DICOM header's NumberOfFrames (1 when absent), read the same way by the DICOM reader
+    and the read guard."""
+    text = str(h.get("NumberOfFrames", 1) or 1).strip() or "1"  # type: ignore[attr-defined]
+    if not text.isdigit() or int(text) < 1:
+        raise SegpipeError(f"{path}: NumberOfFrames {text[:40]!r} is not a whole number of frames")
+    return int(text)
+
+
+__all__ = ["Header", "HEADER_LIMIT", "read_nrrd", "read_metaimage", "check_data", "expand", "nrrd_itemsize", "frame_count"]
+
