@@ -13,8 +13,7 @@ from typing import Any
 import yaml
 
 from segpipe.errors import SegpipeError
-
-PARTIAL = ".partial"  # marks a temporary file: `.<name>.<pid>.<random>.partial<suffixes>`
+from segpipe.outputs import PARTIAL, check_target, partial_writer, pid_alive
 
 
 @contextlib.contextmanager
@@ -25,8 +24,6 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     format from the extension still work. On any error the temporary file is removed and
     `path` is left as it was.
     """
-    from segpipe.outputs import check_target
-
     path = Path(path)
     check_target(path)  # never onto or inside an input of the running verb
     suffix = "".join(path.suffixes) if path.suffixes else ""
@@ -79,13 +76,9 @@ def remove_stale_partials(folder: str | Path) -> list[Path]:
 
 def _writer_alive(path: Path) -> bool:
     """Whether the process named in a temporary file's name is running (False if none is named)."""
-    parts = path.name.split(".")
-    where = parts.index(PARTIAL[1:]) if PARTIAL[1:] in parts else -1
-    pid = int(parts[where - 2]) if where >= 3 and parts[where - 2].isdigit() else None
+    pid = partial_writer(path)
     if pid is None or pid == os.getpid():
         return False
-    from segpipe.outputs import pid_alive
-
     return pid_alive(pid)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from segpipe.errors import SegpipeError
 
 LOCK_NAME = ".segpipe.lock"
+PARTIAL = ".partial"  # marks a temporary file (segpipe.atomic): `.<name>.<pid>.<random>.partial<suffixes>`
 _ACTIVE: contextvars.ContextVar[tuple[Path, ...] | None] = contextvars.ContextVar("segpipe_inputs", default=None)
 
 
@@ -79,6 +80,22 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def partial_writer(path: Path) -> int | None:
+    """The PID a temporary file's name holds (None if it names none)."""
+    parts = path.name.split(".")
+    where = parts.index(PARTIAL[1:]) if PARTIAL[1:] in parts else -1
+    return int(parts[where - 2]) if where >= 3 and parts[where - 2].isdigit() else None
+
+
+def remove_own_partials(folder: Path) -> None:
+    """Delete this process's temporary files under `folder`: an interrupt that lands between
+    a temporary's creation and the block that removes it would leave one behind."""
+    if folder.is_dir():
+        for path in folder.rglob(f".*.{os.getpid()}.*{PARTIAL}*"):
+            if path.is_file() and partial_writer(path) == os.getpid():
+                path.unlink(missing_ok=True)
 
 
 def _read_lock(path: Path) -> tuple[int, str]:
@@ -169,6 +186,7 @@ def guard(verb: str, outputs: Iterable[str | Path], inputs: Iterable[str | Path 
                 stack.callback(_remove_if_empty, folder)
             if is_main_process():  # under torchrun only rank 0 writes, so only it locks
                 stack.enter_context(folder_lock(folder, verb))
+            stack.callback(remove_own_partials, folder)  # before the lock goes: nothing half-written stays
         stack.enter_context(reading_inside(*ins, *folders))  # a verb may read what it wrote (infer --labels)
         token = _ACTIVE.set(tuple(_resolve(i) for i in ins))
         stack.callback(_ACTIVE.reset, token)

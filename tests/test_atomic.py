@@ -34,3 +34,28 @@ def test_a_long_legal_name_is_written_and_its_stale_temporary_found(tmp_path):
         stale.write_bytes(b"half")
     assert target.read_bytes() == b"mask"
     assert remove_stale_partials(tmp_path) == [stale] and os.listdir(tmp_path) == [target.name]
+
+
+def test_the_output_guard_removes_this_process_s_temporaries_on_the_way_out(tmp_path):
+    """An interrupt between a temporary's creation and the block that removes it leaves one;
+    the guard removes this process's (in sub-folders too) and keeps a live writer's."""
+    import subprocess
+    import sys
+
+    from segpipe.outputs import guard
+
+    out = tmp_path / "out"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with pytest.raises(KeyboardInterrupt), guard("infer", [out], []):
+            (out / "evaluation").mkdir(parents=True)
+            mine = [out / f".a.nii.gz.{os.getpid()}.k1ll3d00.partial.nii.gz",
+                    out / "evaluation" / f".per_case.csv.{os.getpid()}.abcdefgh.partial.csv"]
+            theirs = out / f".b.nii.gz.{other.pid}.abcdefgh.partial.nii.gz"
+            for path in (*mine, theirs):
+                path.write_bytes(b"half")
+            raise KeyboardInterrupt
+        assert not any(p.exists() for p in mine) and theirs.exists()
+    finally:
+        other.kill()
+        other.wait()
