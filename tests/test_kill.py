@@ -242,6 +242,12 @@ def test_infer_killed_at_random_moments_then_rerun_equals_uninterrupted(data: di
     assert alive >= TRIALS // 2, f"only {alive} of {TRIALS} kills landed while infer was running"
 
 
+def _default_signals() -> None:
+    """A job started in the background without job control (a CI runner, `cmd &` in a script)
+    ignores SIGINT, and so would its children; Ctrl-C's default is what is tested."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")],
                          ids=["SIGTERM", "SIGINT"])
 def test_infer_stopped_by_a_signal_cleans_up(data: dict[str, Path], tmp_path: Path, sig: int, code: int,
@@ -252,7 +258,7 @@ def test_infer_stopped_by_a_signal_cleans_up(data: dict[str, Path], tmp_path: Pa
     proc = subprocess.Popen([sys.executable, "-m", "segpipe", "infer", "-m", str(data["model"]), "-i",
                              str(data["raw"] / "imagesTs"), "-o", str(out), "-q", "--threads", "1",
                              "--probabilities", "--uncertainty"], env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
     end = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < end and not list(out.glob("[!.]*.nii.gz")):
         time.sleep(0.01)
