@@ -132,8 +132,8 @@ def check_activations(net: torch.nn.Module, voxels: int, channels: int, device: 
     from segpipe.limits import device_memory, human
 
     per_voxel = getattr(net, "peak_per_voxel", None)
-    total = device_memory(device)
-    if not per_voxel or not total:
+    total = device_memory(device) if per_voxel else None
+    if not total:
         return
     need = 4 * voxels * (channels + per_voxel)
     if need > total:

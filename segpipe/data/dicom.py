@@ -11,6 +11,7 @@ wrong volume.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -76,15 +77,13 @@ def check_series(folder: Path) -> dict[str, object]:
         "slices": len(headers),
         "spacing": None,
     }
-    _check_slices(headers)
+    orient, points = _check_slices(headers)
     if len(headers) == 1:
         return info
     several = [path for path, h in headers if frame_count(path, h) > 1]
     if several:
         raise SegpipeError(f"{several[0]}: a file of several frames beside {len(headers) - 1} other file(s) of the "
                            "series; ITK would stack the files as channels (put each multi-frame file in its own folder)")
-    orient = _numbers(headers[0][0], first, "ImageOrientationPatient")
-    points = [_numbers(p, h, "ImagePositionPatient") for p, h in headers]
     if orient is None or any(point is None for point in points):
         raise SegpipeError(
             f"{folder}: slices lack ImagePositionPatient / ImageOrientationPatient; cannot order the series"
@@ -129,25 +128,28 @@ def _check_not_sheared(folder: Path, normal: np.ndarray, points: np.ndarray) -> 
                            "(resample it first, e.g. with dcm2niix)")
 
 
-def _check_slices(headers: list) -> None:
+def _check_slices(headers: list) -> tuple[np.ndarray | None, list[np.ndarray | None]]:
     """Each slice holds pixels of the first slice's size and orientation, at a positive pixel
     spacing: ITK would drop a slice without pixels or of another size (stretching the slice
-    gap), stack other orientations on the first's, and read a zero spacing as 1 mm."""
+    gap), stack other orientations on the first's, and read a zero spacing as 1 mm.
+
+    Returns:
+        The first slice's ImageOrientationPatient and each slice's ImagePositionPatient
+        (None where absent).
+    """
     first_path, first = headers[0]
     size = (first.get("Rows"), first.get("Columns"))
     orient = _numbers(first_path, first, "ImageOrientationPatient")
+    positions = []
     for path, h in headers:
         if not any(k in h for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
             raise SegpipeError(f"{path}: slice has no pixel data")
         _check_pixel_data(path, h)
-        for key in ("ImageOrientationPatient", "ImagePositionPatient"):
-            values = _numbers(path, h, key)
-            if values is not None and not np.all(np.isfinite(values)):
-                raise SegpipeError(f"{path}: {key} {values.tolist()} is not finite")
+        theirs = _finite(path, h, "ImageOrientationPatient")
+        positions.append(_finite(path, h, "ImagePositionPatient"))
         if (h.get("Rows"), h.get("Columns")) != size:
             raise SegpipeError(f"{path}: slice of {h.get('Rows')} x {h.get('Columns')} pixels, the series' "
                                f"{first_path.name} has {size[0]} x {size[1]}")
-        theirs = _numbers(path, h, "ImageOrientationPatient")
         if orient is not None and theirs is not None and not np.allclose(theirs, orient, atol=1e-4):
             raise SegpipeError(f"{path}: ImageOrientationPatient {theirs.tolist()} differs from the series' "
                                f"{first_path.name} ({orient.tolist()})")
@@ -155,6 +157,7 @@ def _check_slices(headers: list) -> None:
         spacing = _numbers(path, h, "PixelSpacing")
         if spacing is not None and (not np.all(np.isfinite(spacing)) or np.any(spacing <= 0)):
             raise SegpipeError(f"{path}: PixelSpacing {spacing.tolist()} is not two positive sizes in mm")
+    return orient, positions
 
 
 _COUNTS = {"ImageOrientationPatient": 6, "ImagePositionPatient": 3, "PixelSpacing": 2, "SpacingBetweenSlices": 1}
@@ -166,7 +169,7 @@ def _numbers(path: Path, h: object, key: str) -> np.ndarray | None:
     value = h.get(key)  # type: ignore[attr-defined]
     if value is None or value == "":
         return None
-    items = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
+    items = list(value) if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else [value]
     try:
         numbers = np.array([float(v) for v in items], dtype=float)
     except (TypeError, ValueError):
@@ -175,6 +178,14 @@ def _numbers(path: Path, h: object, key: str) -> np.ndarray | None:
         shown = "\\".join(str(v) for v in items)[:80]
         raise SegpipeError(f"{path}: {key} '{shown}' is not {_COUNTS[key]} number(s)")
     return numbers
+
+
+def _finite(path: Path, h: object, key: str) -> np.ndarray | None:
+    """`_numbers`, refusing a value that is not finite."""
+    values = _numbers(path, h, key)
+    if values is not None and not np.all(np.isfinite(values)):
+        raise SegpipeError(f"{path}: {key} {values.tolist()} is not finite")
+    return values
 
 
 def _check_frames(path: Path, h: object) -> None:

@@ -240,5 +240,5 @@ def frame_count(path: Path, h: object) -> int:
     return int(text)
 
 
-__all__ = ["Header", "HEADER_LIMIT", "read_nrrd", "read_metaimage", "check_data", "expand", "nrrd_itemsize", "frame_count"]
-
+__all__ = ["Header", "HEADER_LIMIT", "read_nrrd", "read_metaimage", "check_data", "expand", "nrrd_itemsize",
+           "frame_count"]
