@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from segpipe.metrics.patients import PatientScores, label_structures, structures
 from segpipe.own_files import check_own, csv_with, text_with
 from segpipe.progress import progress
 from segpipe.reports.figures import overlay, training_curves
+from segpipe.reports.mask_store import MaskStore
 from segpipe.reports.masks import is_mask_file, load_display_slice, load_mask_grid, masks_by_case, on_reference_grid
 from segpipe.reports.references import Reference, matched_splits, model_label_names, no_match_error, read_references
 from segpipe.reports.report import html_report
@@ -103,7 +105,7 @@ def evaluate(
     missing = sorted(set(refs) - set(preds))
     unmatched = sorted(set(preds) - set(refs))
 
-    loaded = {}
+    loaded = MaskStore()  # compressed: a whole dataset's masks stay at hand for lesions, overlays and views
     predicted: dict[str, set[int]] = {}
     label_ids: set[int] = {k for k in names if k != 0}
     for cid in progress(matched, desc="evaluate", unit="case", quiet=quiet):
@@ -116,7 +118,7 @@ def evaluate(
         predicted[cid] = {int(v) for v in label_values(pred)[0]}
         if not names:
             label_ids |= {int(v) for v in label_values(ref)[0]}
-        loaded[cid] = (pred, ref, spacing)
+        loaded.add(cid, pred, ref, spacing)
     # a predicted value the references lack is doubtful (another label set): with declared labels it
     # is scored as background, without them as a label of its own that no reference holds
     known = (set(names) if names else label_ids) | {0}
@@ -266,7 +268,7 @@ def summarise(per_patient: pd.DataFrame) -> pd.DataFrame:
     ).rename_axis("metric").reset_index()
 
 
-def _overlays(per_patient: pd.DataFrame, per_case: pd.DataFrame, loaded: dict, refs: dict[str, Reference],
+def _overlays(per_patient: pd.DataFrame, per_case: pd.DataFrame, loaded: Mapping, refs: dict[str, Reference],
               names: dict[int, str], out: Path) -> tuple[dict[str, Path], list[str], list[Path]]:
     """Overlay PNGs of the best, median and worst patients by mean label Dice, the cases drawn
     without an image (none was found) and the images found but not drawn (unreadable, or of

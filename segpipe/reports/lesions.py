@@ -28,7 +28,7 @@ NaN (segpipe's empty-mask convention; the BraTS scripts score such a case 1 and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -226,7 +226,7 @@ class LesionScorer:
         return tally
 
 
-def lesion_columns(per_case, per_patient, loaded: dict, structures: dict[str, list[int]], ecfg, quiet: bool = True):
+def lesion_columns(per_case, per_patient, loaded: Mapping, structures: dict[str, list[int]], ecfg, quiet: bool = True):
     """Add lesion-wise columns (`lesion_dice_<region>`, ..., `pq_<region>`) to the case and patient tables.
 
     Args:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,7 +126,7 @@ def _natural(name: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def patient_views(per_case, loaded: dict, images: dict[str, Path | None], max_slices: int) -> list[PatientView]:
+def patient_views(per_case, loaded: Mapping, images: dict[str, Path | None], max_slices: int) -> list[PatientView]:
     """One view per patient from evaluate's loaded masks.
 
     Args:
