@@ -63,7 +63,7 @@ class TrainConfig:
     batch_size: int = 2
     samples_per_volume: int = 2
     patch_size: list[int] | None = None  # None: the plan's patch size
-    cache_rate: float = 1.0  # share of training cases held in memory
+    cache_rate: float | str = "auto"  # share of training cases held in memory; auto: those that fit in half the RAM
     optimizer: str = "adam"  # adam | adamw | sgd
     lr: float = 1e-3
     momentum: float = 0.99  # sgd only (Nesterov)

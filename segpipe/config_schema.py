@@ -152,7 +152,7 @@ RULES: dict[str, Rule] = {
     "train.batch_size": _num(1, MAX_THREADS),
     "train.samples_per_volume": _num(1, MAX_THREADS),
     "train.patch_size": _sides(_dims),
-    "train.cache_rate": _num(0, 1),
+    "train.cache_rate": _auto_or(_num(0, 1)),
     "train.optimizer": _choice("adam", "adamw", "sgd"),
     "train.lr": _num(0, 10, low_open=True),
     "train.momentum": _num(0, 1),

@@ -45,6 +45,7 @@ from segpipe.runtime.precision import ARITHMETIC, resolve_precision
 from segpipe.runtime.workers import loader_workers
 from segpipe.training import finetune
 from segpipe.training.budget import BudgetPlan, BudgetSchedule, TimeBudget, plan_budget
+from segpipe.training.caching import cases_to_cache
 from segpipe.training.handlers import Checkpointer, EarlyStopping, ModelSelection, console_line
 from segpipe.training.losses import deep_supervised_loss, make_loss
 from segpipe.training.steps import (
@@ -369,7 +370,10 @@ def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.de
     _record(run)
     t = run.cfg.train
     chain = with_prepared_loading(training_chain(t.patch_size, t.samples_per_volume, t.pos_neg_ratio, t.augment))
-    dataset = CacheDataset(run.train_cases, transform=chain, cache_rate=t.cache_rate, progress=False, num_workers=None)
+    cached, note = cases_to_cache(run.train_cases, t.cache_rate, d.world)
+    if note and not quiet and d.main:
+        tqdm.write(note)
+    dataset = CacheDataset(run.train_cases, transform=chain, cache_num=cached, progress=False, num_workers=None)
     volumes_per_batch = max(1, math.ceil(t.batch_size / t.samples_per_volume))
     sampler = ListSampler()
     loader_cls = ThreadDataLoader if t.thread_loader else DataLoader

@@ -314,3 +314,15 @@ def test_compiled_training_matches_eager(prepared_dataset, tmp_path):
     assert compiled["train_loss"].to_numpy() == pytest.approx(eager["train_loss"].to_numpy(), rel=1e-3)
     state = load_checkpoint(tmp_path / "compiled" / "checkpoints" / "last.pt")["model"]
     assert not any(k.startswith("_orig_mod.") for k in state)  # loadable without compiling
+
+
+def test_cases_read_from_disk_train_as_cached_ones(prepared_dataset, tmp_path, monkeypatch, capsys):
+    settings = {**DETERMINISTIC, "train.epochs": "2"}
+    fit(prepared_dataset, tmp_path / "cached", tiny_config(**settings, **{"train.cache_rate": "1"}), quiet=True)
+    monkeypatch.setattr("segpipe.training.caching.device_memory", lambda device: 1)  # nothing fits: auto caches none
+    fit(prepared_dataset, tmp_path / "on_disk", tiny_config(**settings), quiet=False)
+    captured = capsys.readouterr()
+    assert "train.cache_rate auto: 0 of " in captured.out + captured.err
+    a, b = _weights(tmp_path / "cached"), _weights(tmp_path / "on_disk")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7, msg=key)
