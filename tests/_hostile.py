@@ -575,6 +575,56 @@ def _(root: Path, fx: Fixtures) -> Kind:
     return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", (str(bad), "all zeros"))
 
 
+@kind(3, "label-of-two-channels-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds, path = _decathlon_with_label(root, fx, lambda lab: np.stack([lab, np.zeros_like(lab)], -1))
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", (str(path), "label has 2 channels"))
+
+
+@kind(3, "label-within-float32-of-integers-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    # float32 would round 1.00000001 to 1: the label is checked as stored
+    ds, path = _decathlon_with_label(root, fx, lambda lab: np.where(lab > 0, lab + 1e-8, 0).astype(np.float64))
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
+                (str(path), "non-integer values", "1.00000001"))
+
+
+@kind(3, "label-spacing-off-by-a-tenth-far-from-the-origin-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    far = AFFINE.copy()
+    far[:3, 3] = [120.0, 120.0, -70.0]  # a tolerance relative to the origin let 0.1 mm a voxel through
+    ds = Path(shutil.copytree(fx.base, root / "ds"))
+    for sub in ("imagesTr", "labelsTr"):
+        for path in sorted((ds / sub).glob("*.nii.gz")):
+            data, _ = load(path)
+            save(path, data, far)
+    bad = ds / "labelsTr" / "SYN_001.nii.gz"
+    wider = far.copy()
+    wider[0, 0] = 1.1
+    save(bad, load(bad)[0], wider)
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", (str(bad), "spacing (1.1, 1, 1.2) differs"))
+
+
+@kind(3, "decathlon-image-of-two-axes-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = Path(shutil.copytree(fx.base, root / "ds"))
+    for sub in ("imagesTr", "labelsTr"):
+        for path in sorted((ds / sub).glob("*.nii.gz")):
+            data, affine = load(path)
+            save(path, data[:, :, 5] if data.ndim == 3 else data[:, :, 5, 0], affine)
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
+                ("SYN_000.nii.gz", "2 spatial axes (16 x 16)", "16 x 16 x 1"))
+
+
+@kind(3, "slices-image-one-row-high-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = slices_dataset(root / "ds")
+    for sub in ("training_images", "training_labels"):
+        Image.fromarray(np.ones((1, 16), np.uint8)).save(ds / sub / "BRATS_002_z20.png")
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
+                ("BRATS_002_z20.png", "16 x 1", "too small"))
+
+
 # ---------------------------------------------------------------- 4. wrong pixel meaning
 
 

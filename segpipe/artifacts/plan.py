@@ -19,12 +19,12 @@ PATCH_MULTIPLE = 16
 def header_geometry(path: Path) -> tuple[list[int], list[float]]:
     """Spatial shape and spacing of a NIfTI file, in RAS axis order (as after Orientationd)."""
     from segpipe.data.guard import check_read
-    from segpipe.data.validate import affine_problem
+    from segpipe.data.validate import affine_problem, dims_problem
 
     check_read(path)
     try:
         img = nib.load(str(path))
-        problem = affine_problem(img.affine)
+        problem = dims_problem(img.shape[:3], 3) or affine_problem(img.affine)
         if problem:
             raise SegpipeError(f"{path}: {problem}")
         shape = img.shape[:3]
@@ -54,12 +54,12 @@ def case_geometry(dataset: Any, case: Any) -> tuple[list[int], list[float]]:
         return header_geometry(first)
     from segpipe.data.loading import load_case
 
-    from segpipe.data.validate import affine_problem
+    from segpipe.data.validate import affine_problem, dims_problem
 
     image = load_case(dataset, case, with_label=False)["image"]
     shape = [int(v) for v in image.shape[1:]]
     affine = np.asarray(image.affine, dtype=float)
-    problem = affine_problem(affine)
+    problem = dims_problem(shape, dataset.spatial_dims) or affine_problem(affine)
     if problem:
         raise SegpipeError(f"{first}: {problem}")
     spacing = np.sqrt((affine[:-1, :-1] ** 2).sum(0)).tolist()

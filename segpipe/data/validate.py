@@ -33,7 +33,8 @@ def label_values(label: np.ndarray) -> tuple[set[float], bool]:
 
 def shown_values(values: list[float]) -> str:
     """Up to five values for a message, whole numbers in full."""
-    shown = [str(int(v)) if float(v).is_integer() else f"{v:g}" for v in values[:5]]  # 4294967297 in full
+    # 4294967297 in full, 1.00000001 not as 1
+    shown = [str(int(v)) if float(v).is_integer() else f"{float(v):.10g}" for v in values[:5]]
     return ", ".join(shown) + (", ..." if len(values) > 5 else "")
 
 
@@ -76,11 +77,20 @@ def image_problem(image: np.ndarray) -> str | None:
     line-sized grid, or no non-zero voxel at all (nothing to crop to or segment)."""
     arr = np.asarray(image)
     spatial = arr.shape[1:]
-    if arr.size == 0 or sum(side < 2 for side in spatial) > 1:
+    if arr.size == 0 or sum(side >= 2 for side in spatial) < 2:  # a point or a line, in 2D and 3D
         return f"image of {' x '.join(map(str, spatial))} voxels is too small to segment"
     if not arr.any():
         return "image is all zeros (nothing to segment)"
     return None
+
+
+def dims_problem(spatial: tuple[int, ...] | list[int], spatial_dims: int) -> str | None:
+    """A grid of another number of spatial axes than the layout reads, or None."""
+    if len(spatial) == spatial_dims:
+        return None
+    shown = " x ".join(map(str, spatial))
+    hint = f" (store a slice as {shown} x 1)" if len(spatial) == 2 and spatial_dims == 3 else ""
+    return f"image has {len(spatial)} spatial axes ({shown}); this layout reads {spatial_dims}D images{hint}"
 
 
 def affine_problem(affine: np.ndarray) -> str | None:
@@ -97,12 +107,21 @@ def affine_problem(affine: np.ndarray) -> str | None:
     return None
 
 
-GRID_RTOL = 1e-3  # affines this close (relative to their largest entry) are one grid
+GRID_RTOL = 1e-3  # spacing and direction this close (relative to the largest voxel side) are one grid
+ORIGIN_VOXELS = 0.05  # origins this close (in voxels of the smallest side) are one grid
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> bool:
-    scale = max(1.0, float(np.abs(a).max()), float(np.abs(b).max()))
-    return a.shape == b.shape and bool(np.allclose(a, b, rtol=GRID_RTOL, atol=GRID_RTOL * scale))
+    """One grid: the axes agree relative to the voxel size, the origins within a twentieth of a
+    voxel (a tolerance relative to the origin itself would let a 1.5 mm shift pass at 1500 mm)."""
+    if a.shape != b.shape or a.ndim != 2:
+        return False
+    la, lb = a[:-1, :-1], b[:-1, :-1]
+    scale = max(float(np.abs(la).max()), float(np.abs(lb).max()))
+    if not np.allclose(la, lb, rtol=0, atol=GRID_RTOL * scale):
+        return False
+    voxel = float(min(np.linalg.norm(la, axis=0).min(), np.linalg.norm(lb, axis=0).min()))
+    return bool(np.allclose(a[:-1, -1], b[:-1, -1], rtol=0, atol=ORIGIN_VOXELS * voxel))
 
 
 def grid_problem(a: np.ndarray, b: np.ndarray) -> str | None:
@@ -111,7 +130,7 @@ def grid_problem(a: np.ndarray, b: np.ndarray) -> str | None:
         return None
     sa = np.linalg.norm(a[:-1, :-1], axis=0)
     sb = np.linalg.norm(b[:-1, :-1], axis=0)
-    if not _close(sa, sb):
+    if sa.shape != sb.shape or not np.allclose(sa, sb, rtol=GRID_RTOL, atol=0):
         return f"spacing {_fmt(sa)} differs from {_fmt(sb)}"
     return f"affine differs (origin {_fmt(a[:-1, -1])} vs {_fmt(b[:-1, -1])}, or direction)"
 
@@ -120,4 +139,4 @@ def _fmt(v: np.ndarray) -> str:
     return "(" + ", ".join(f"{x:.4g}" for x in np.ravel(v)) + ")"
 
 
-__all__ = ["label_values", "label_problem", "image_problem", "affine_problem", "grid_problem"]
+__all__ = ["label_values", "label_problem", "image_problem", "dims_problem", "affine_problem", "grid_problem"]

@@ -24,7 +24,7 @@ from segpipe.data.case import Case
 from segpipe.data.dataset import Dataset
 from segpipe.data.guard import check_channel_grids, check_read
 from segpipe.data.loading import load_case
-from segpipe.data.validate import affine_problem, grid_problem, image_problem, label_problem, label_values
+from segpipe.data.validate import affine_problem, dims_problem, grid_problem, image_problem, label_problem, label_values
 from segpipe.errors import SegpipeError
 
 
@@ -157,7 +157,8 @@ def _check_case(dataset: Dataset, case: Case, report: VerifyReport, channel_coun
         return
 
     image_name = Path(case.images[0])
-    problem = image_problem(np.stack(volume.channels)) or affine_problem(volume.affine)
+    problem = (dims_problem(volume.shape, dataset.spatial_dims) or image_problem(np.stack(volume.channels))
+               or affine_problem(volume.affine))
     if problem:
         report.errors.append(Finding(image_name, problem))
         return

@@ -66,14 +66,12 @@ class CheckCased(Transform):
     checks of `segpipe.data.validate`). Runs right after loading, before any rounding or
     casting, so the message names the file as the user has it and the values as stored."""
 
-    def __init__(self, affine_tolerance: float = 1e-3, labels: dict[int, str] | None = None,
-                 label_mapping: dict[int, int] | None = None) -> None:
-        self.affine_tolerance = affine_tolerance
+    def __init__(self, labels: dict[int, str] | None = None, label_mapping: dict[int, int] | None = None) -> None:
         self.labels = labels
         self.label_mapping = label_mapping
 
     def __call__(self, data: Mapping[Hashable, Any]) -> Mapping[Hashable, Any]:
-        from segpipe.data.validate import affine_problem, image_problem, label_problem
+        from segpipe.data.validate import affine_problem, grid_problem, image_problem, label_problem
 
         image = data["image"]
         problem = image_problem(torch.as_tensor(image).numpy()) or affine_problem(np.asarray(getattr(image, "affine", np.eye(4))))
@@ -86,14 +84,16 @@ class CheckCased(Transform):
             raise SegpipeError(f"{_source(image)}: image has {nan} NaN and {inf} Inf voxel(s)")
         label = data.get("label")
         if label is not None and not isinstance(label, str):
+            if label.shape[0] != 1:
+                raise SegpipeError(f"{_source(label)}: label has {label.shape[0]} channels (a label map has one)")
             if tuple(label.shape[1:]) != tuple(image.shape[1:]):
                 raise SegpipeError(
                     f"{_source(label)}: label shape {tuple(label.shape[1:])} differs from image shape {tuple(image.shape[1:])}"
                 )
             a, b = np.asarray(getattr(label, "affine", np.eye(4))), np.asarray(getattr(image, "affine", np.eye(4)))
-            scale = max(float(np.abs(b).max()), 1.0)
-            if a.shape == b.shape and not np.allclose(a, b, atol=self.affine_tolerance * scale):
-                raise SegpipeError(f"{_source(label)}: label affine differs from the image's ({_source(image)})")
+            problem = grid_problem(np.asarray(a, dtype=float), np.asarray(b, dtype=float)) if a.shape == b.shape else None
+            if problem:  # verify's words
+                raise SegpipeError(f"{_source(label)}: label {problem} of image {Path(_source(image)).name}")
             if self.labels is not None:
                 problem = label_problem(np.asarray(torch.as_tensor(label).numpy()), self.labels, self.label_mapping)
                 if problem:

@@ -69,9 +69,10 @@ def preprocessing_chain(
     modes = ["bilinear", "nearest"] if with_label else ["bilinear"]
     steps: list = [GuardFilesd(keys), LoadImaged("image", reader=image_reader, image_only=True)]
     if with_label:
-        steps.append(LoadImaged("label", reader=label_reader, image_only=True))
-    steps += [EnsureChannelFirstd(keys), EnsureTyped(keys, dtype=torch.float32, track_meta=True),
-              CheckCased(labels=labels, label_mapping=label_mapping or None)]
+        # the label as stored (LoadImaged's float32 would round 1.00000001 to 1 before CheckCased sees it)
+        steps.append(LoadImaged("label", reader=label_reader, image_only=True, dtype=None))
+    steps += [EnsureChannelFirstd(keys), CheckCased(labels=labels, label_mapping=label_mapping or None),
+              EnsureTyped(keys, dtype=torch.float32, track_meta=True)]
     if with_label and label_mapping:
         src = sorted(label_mapping)
         steps.append(MapLabelValued("label", orig_labels=src, target_labels=[label_mapping[k] for k in src], dtype=np.float32))
