@@ -1,5 +1,5 @@
-"""JSON and YAML text read and parsed with one-line errors: not UTF-8, malformed, a YAML key
-given twice, or nested past Python's recursion limit."""
+"""JSON and YAML text read and parsed with one-line errors: not UTF-8, malformed, a key given
+twice, or nested past Python's recursion limit."""
 
 from __future__ import annotations
 
@@ -49,10 +49,23 @@ class _Twice(Exception):
         self.key, self.line = key, line
 
 
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _Twice(key, 0)
+        seen[key] = value
+    return seen
+
+
 def parse_json(text: str, source: object) -> Any:
-    """JSON text parsed, or one line naming `source`: malformed, or nested past Python's recursion limit."""
+    """JSON text parsed, or one line naming `source`: malformed, a key given twice in one object,
+    or nested past Python's recursion limit."""
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_pairs)
+    except _Twice as twice:
+        raise SegpipeError(f"{source}: key '{twice.key}' given twice in one object; the first would be dropped "
+                           "silently") from None
     except json.JSONDecodeError as exc:
         raise SegpipeError(f"{source}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
     except RecursionError:

@@ -625,6 +625,66 @@ def _(root: Path, fx: Fixtures) -> Kind:
                 ("BRATS_002_z20.png", "16 x 1", "too small"))
 
 
+@kind(8, "dataset-json-key-given-twice")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = Path(shutil.copytree(fx.base, root / "ds"))
+    text = (ds / "dataset.json").read_text().rstrip()
+    # a second 'training' list: json.loads kept the last, and the first list's cases were dropped
+    (ds / "dataset.json").write_text(text[:-1] + ', "training": []}')
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
+                (str(ds / "dataset.json"), "key 'training' given twice"))
+
+
+@kind(8, "dataset-json-label-index-given-twice")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = Path(shutil.copytree(fx.base, root / "ds"))
+    edit_json(ds / "dataset.json", lambda m: m["labels"].update({"01": "tumour"}))
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
+                (str(ds / "dataset.json"), "gives index 1 twice ('1' and '01')"))
+
+
+@kind(8, "dataset-json-two-cases-share-a-label")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = Path(shutil.copytree(fx.base, root / "ds"))
+    edit_json(ds / "dataset.json", lambda m: m["training"][1].update(label=m["training"][0]["label"]))
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
+                (str(ds / "dataset.json"), "training[1] and training[0] share the label"))
+
+
+@kind(8, "dataset-json-entry-of-dot-dot-verify")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = Path(shutil.copytree(fx.base, root / "ds"))
+    # named '..', the entry was taken for a hidden file and skipped: verify checked the others only
+    edit_json(ds / "dataset.json", lambda m: m["training"][1].update(image="./imagesTr/.."))
+    return Kind(["preprocess", "-i", ds, "--verify-only"], None, ("training[1].image", "a folder, not a file"))
+
+
+@kind(9, "nifti-in-metres-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    path = image_in(root / "in")
+    img = nib.load(str(path))
+    metres = nib.Nifti1Image(np.asarray(img.dataobj), np.diag([0.001, 0.001, 0.0012, 1.0]))
+    metres.header.set_xyzt_units("meter")
+    nib.save(metres, str(path))
+    return Kind(["infer", "-m", fx.model, "-i", root / "in", "-o", root / "out"], root / "out",
+                (str(path), "spatial unit 'meter'"))
+
+
+@kind(9, "evaluate-reference-shifted-a-millimetre-far-from-the-origin")
+def _(root: Path, fx: Fixtures) -> Kind:
+    far = AFFINE.copy()
+    far[:3, 3] = -1000.0  # a tolerance relative to the origin let 1 mm through
+    label = np.zeros(SHAPE, np.uint8)
+    label[4:8, 4:8, 4:8] = 1
+    (root / "pred").mkdir()
+    (root / "ref").mkdir()
+    save(root / "pred" / "a.nii.gz", label, far)
+    far[0, 3] += 1.0
+    save(root / "ref" / "a.nii.gz", label, far)
+    return Kind(["evaluate", "-p", root / "pred", "-l", root / "ref", "-o", root / "out"], root / "out",
+                (str(root / "pred" / "a.nii.gz"), "origin"))
+
+
 # ---------------------------------------------------------------- 4. wrong pixel meaning
 
 
@@ -1440,6 +1500,16 @@ def _(root: Path, fx: Fixtures) -> Kind:
     model = _model_with_plan(root, fx, lambda p: p["preprocess"].update(target_spacing=[-1, 1, 1]))
     return Kind(["infer", "-m", model, "-i", root / "in", "-o", root / "out"], root / "out",
                 (str(model / "plan.json"), "'preprocess.target_spacing'"))
+
+
+@kind(7, "infer-folds-prepared-by-two-plans")
+def _(root: Path, fx: Fixtures) -> Kind:
+    copy_model(fx, root / "cv" / "fold_0")
+    other = copy_model(fx, root / "cv" / "fold_1")
+    edit_json(other / "plan.json", lambda p: p["preprocess"].update(target_spacing=[2.0, 2.0, 2.4]))
+    image_in(root / "in")
+    return Kind(["infer", "-m", root / "cv", "-i", root / "in", "-o", root / "out"], root / "out",
+                (str(other / "plan.json"), "differ in preprocessing", "target_spacing"))
 
 
 @kind(2, "fit-refused-leaves-no-folder")

@@ -32,11 +32,17 @@ def _index_map(raw: Any, key: str, source: Path) -> dict[int, str]:
     if not isinstance(raw, dict) or not raw:
         raise SegpipeError(f"{source}: '{key}' must be a non-empty mapping of index to name")
     out: dict[int, str] = {}
+    given: dict[int, str] = {}
     for k, v in raw.items():
         try:
-            out[int(k)] = str(v)
+            index = int(k)
         except (TypeError, ValueError):
             raise SegpipeError(f"{source}: '{key}' has a non-integer index {k!r}") from None
+        if index in given:
+            raise SegpipeError(f"{source}: '{key}' gives index {index} twice ({given[index]!r} and {k!r})")
+        if not isinstance(v, str):
+            raise SegpipeError(f"{source}: '{key}' index {k!r} names {v!r}; a name is a string")
+        given[index], out[index] = str(k), v
     if key == "labels":  # names are the report's columns: two labels under one name would be merged
         seen: dict[str, int] = {}
         for index, name in sorted(out.items()):
@@ -51,7 +57,8 @@ def _existing(root: Path, rel: Any, where: str, source: Path) -> Path:
         raise SegpipeError(f"{source}: {where} must be a relative path string")
     path = inside(root, rel, f"{source} {where}")
     if not path.is_file():
-        raise SegpipeError(f"{path}: listed in {source.name} ({where}) but missing")
+        what = "a folder, not a file" if path.is_dir() else "missing"
+        raise SegpipeError(f"{path}: listed in {source.name} ({where}) as {rel!r}, but {what}")
     return path
 
 
@@ -83,6 +90,7 @@ def read_decathlon(root: str | Path) -> Dataset:
 
     training: list[Case] = []
     seen: set[str] = set()
+    labels_of: dict[Path, int] = {}
     for i, entry in enumerate(meta["training"]):
         if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
             raise SegpipeError(f"{source}: training[{i}] must have 'image' and 'label'")
@@ -93,7 +101,11 @@ def read_decathlon(root: str | Path) -> Dataset:
         cid = case_id_of(image)
         if cid in seen:
             raise SegpipeError(f"{source}: duplicate case id '{cid}' (training[{i}])")
+        if label.resolve() in labels_of:
+            raise SegpipeError(f"{source}: training[{i}] and training[{labels_of[label.resolve()]}] share the label "
+                               f"{entry['label']!r}; each case has its own")
         seen.add(cid)
+        labels_of[label.resolve()] = i
         training.append(Case(case_id=cid, patient=cid, images=[image], label=label))
 
     test: list[Case] = []

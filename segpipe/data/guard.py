@@ -280,6 +280,9 @@ def _check_nifti(path: Path) -> None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SegpipeError(f"{path}: cannot read image header ({first})") from None
     _refuse_complex(path, dtype)
+    unit = img.header.get_xyzt_units()[0]
+    if unit not in ("mm", "unknown"):  # nibabel's affine is in the file's own unit; every other reader's in mm
+        raise SegpipeError(f"{path}: NIfTI spatial unit '{unit}'; segpipe reads voxel sizes in mm (store them in mm)")
     if dtype.names is not None:
         raise SegpipeError(f"{path}: NIfTI of a structured type ({dtype}); segpipe needs one real value per voxel")
     if len(img.shape) > 4:  # readers would take the 4th and later axes as space or channels, each its own way

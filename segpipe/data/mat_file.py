@@ -24,6 +24,7 @@ not import MONAI.
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,11 @@ def _text(ds: Any, path: Path, name: str) -> str:
     codes = np.asarray(ds[()]).ravel()
     if codes.dtype.kind not in "iu" or codes.size == 0 or codes.min() < 0 or codes.max() > 0x10FFFF:
         raise _fail(path, f"cjdata.{name} is not a MATLAB char array")
-    return "".join(chr(int(c)) for c in codes).strip()
+    # MATLAB pads char arrays with NULs; one patient's PID must read the same whatever the padding
+    text = unicodedata.normalize("NFC", "".join(chr(int(c)) for c in codes).replace("\x00", " ").strip())
+    if any(unicodedata.category(ch) == "Cc" for ch in text):
+        raise _fail(path, f"cjdata.{name} holds control characters ({text!r})")
+    return text
 
 
 def _scalar(ds: Any, path: Path, name: str) -> float:

@@ -20,7 +20,7 @@ def case_id_of(path: Path) -> str:
 
 def is_hidden_or_resource(path: Path) -> bool:
     """True for dot files, including the macOS `._*` resource files in MSD archives."""
-    return path.name.startswith(".")
+    return path.name.startswith(".") and path.name not in (".", "..")  # a path ending in '..' names a folder, not a dot file
 
 
 def is_image_file(path: Path) -> bool:

@@ -49,6 +49,11 @@ class InferResult:
     cases_csv: Path | None = None
 
 
+def _first_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
+    key = next(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+    return f"{key}: {a.get(key)!r} against {b.get(key)!r}"
+
+
 class Segmenter:
     """One model folder, or an ensemble of fold models, with the inference settings applied."""
 
@@ -67,6 +72,9 @@ class Segmenter:
         for m in models[1:]:
             if m.network != first.network or m.plan.label_names != first.plan.label_names:
                 raise SegpipeError(f"{m.root}: fold models differ in architecture or labels from {first.root}")
+            if m.plan.preprocess != first.plan.preprocess:  # every fold's input is prepared by the first's plan
+                raise SegpipeError(f"{m.root / 'plan.json'}: fold models differ in preprocessing from {first.root} "
+                                   f"({_first_difference(m.plan.preprocess, first.plan.preprocess)})")
         self.nets = []
         for m in models:
             net = m.net.to(self.device).eval()
@@ -144,6 +152,8 @@ def segment_case(segmenter: Segmenter, case: Case, sliding_window: bool, with_pr
     inverted_probs = None
     if with_probabilities and probs is not None:
         inverted_probs = invert_to_input(chain, data, probs, nearest=False).numpy()
+        if segmenter.regions is None:  # softmax: voxels outside the foreground crop come back all 0, and are background
+            inverted_probs[0] += np.clip(1.0 - inverted_probs.sum(axis=0), 0.0, 1.0)
         inverted_probs = np.moveaxis(inverted_probs, 0, -1)
     return labels, data["image"].meta.get("original_affine"), inverted_probs
 

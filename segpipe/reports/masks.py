@@ -100,8 +100,9 @@ def load_mask_grid(path: str | Path) -> tuple[np.ndarray, tuple[float, ...], np.
 
             img = nib.load(str(path))
             data = np.asanyarray(img.dataobj)
-            spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
             affine = np.asarray(img.affine, dtype=float)
+            # the affine's voxel sides, as the grid check and every reader use (pixdim may disagree with the sform)
+            spacing = tuple(float(z) for z in np.linalg.norm(affine[:3, :3], axis=0))
         else:
             import itk
 

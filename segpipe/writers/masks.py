@@ -23,15 +23,30 @@ def output_name(case_id: str, layout: str, source: Path) -> str:
     return f"{case_id}.nii.gz"
 
 
-def write_nifti_like(reference: Path, labels: np.ndarray, path: Path) -> None:
-    """NIfTI mask with the reference's affine, sform/qform codes and units."""
+def nifti_like(reference: Path, data: np.ndarray) -> nib.Nifti1Image:
+    """`data` (spatial..., [C]) as a NIfTI with the reference's sform and qform, their codes as
+    they are, and its voxel sizes and units.
+
+    A code of 0 stays 0: turned into 1, other tools (ITK) would read a geometry the input lacks,
+    and with both 0 every reader falls back to the voxel sizes, as it does for the input.
+    """
     ref = nib.load(str(reference))
-    out = nib.Nifti1Image(labels.astype(np.uint8), ref.affine)
+    out = nib.Nifti1Image(data, None)  # no affine: nibabel would write it as an sform of code 2
     out.header.set_xyzt_units(*ref.header.get_xyzt_units())
+    spatial = min(3, len(ref.shape), data.ndim)
+    out.header.set_zooms((*(float(z) for z in ref.header.get_zooms()[:spatial]), *(1.0,) * (data.ndim - spatial)))
     sform, scode = ref.header.get_sform(coded=True)
     qform, qcode = ref.header.get_qform(coded=True)
-    out.header.set_sform(ref.affine if sform is None else sform, code=int(scode) or 1)
-    out.header.set_qform(ref.affine if qform is None else qform, code=int(qcode) or 1)
+    if sform is not None:
+        out.header.set_sform(sform, code=int(scode))
+    if qform is not None:
+        out.header.set_qform(qform, code=int(qcode))
+    return out
+
+
+def write_nifti_like(reference: Path, labels: np.ndarray, path: Path) -> None:
+    """NIfTI mask on the reference's grid, with its header's geometry (`nifti_like`)."""
+    out = nifti_like(reference, labels.astype(np.uint8))
     write_with(path, lambda tmp: nib.save(out, str(tmp)))
 
 
@@ -99,9 +114,8 @@ def write_probabilities(layout: str, source: Path, probs: np.ndarray, path: Path
         probs = rows_first(layout, probs)
         write_with(path, lambda tmp: np.save(tmp, probs))
         return
-    name = source.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
-        affine = nib.load(str(source)).affine
+    if source.name.lower().endswith((".nii", ".nii.gz")):
+        image = nifti_like(source, probs)
     else:
-        affine = original_affine if original_affine is not None else np.eye(4)
-    write_with(path, lambda tmp: nib.save(nib.Nifti1Image(probs, affine), str(tmp)))
+        image = nib.Nifti1Image(probs, original_affine if original_affine is not None else np.eye(4))
+    write_with(path, lambda tmp: nib.save(image, str(tmp)))

@@ -80,3 +80,10 @@ def test_fold_folders(tiny_model, tmp_path):
     assert first_model_folder(tmp_path) == tmp_path / "fold_0"
     with pytest.raises(SegpipeError, match="has no fold_7"):
         fold_folders(tmp_path, "1,7")
+
+
+def test_fold_folders_are_fold_and_a_number_in_numeric_order(tiny_model, tmp_path):
+    for name in ("fold_10", "fold_2", "fold_0_old", "fold_x", "fold_1"):
+        shutil.copytree(tiny_model, tmp_path / name)  # complete model folders, backups among them
+    assert fold_folders(tmp_path) == [tmp_path / "fold_1", tmp_path / "fold_2", tmp_path / "fold_10"]
+    assert first_model_folder(tmp_path) == tmp_path / "fold_1"

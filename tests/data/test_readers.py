@@ -137,6 +137,18 @@ def test_figshare_reader_header_pid_type_and_transpose(tmp_path):
     np.testing.assert_array_equal(read_mat_field(root / "1.mat", "tumorBorder"), [3, 2, 5, 2, 5, 3])
 
 
+def test_a_pid_padded_with_nuls_or_spelt_decomposed_is_the_same_patient(tmp_path):
+    root = tmp_path / "f"
+    root.mkdir()
+    image, mask = np.ones((6, 6), np.int16), np.eye(6, dtype=bool)
+    for name, pid in (("1", "Zoë"), ("2", "Zoë\x00\x00"), ("3", "Zoe\u0308")):  # MATLAB pads with NULs
+        write_figshare_mat(root / f"{name}.mat", image, mask, pid=pid)
+    assert {c.patient for c in read_dataset(root).training} == {"Zoë"}
+    write_figshare_mat(root / "4.mat", image, mask, pid="Zo\x07e")
+    with pytest.raises(SegpipeError, match="4.mat.*PID holds control characters"):
+        read_dataset(root)
+
+
 @pytest.mark.parametrize("name", ["9.mat", "9.nii.gz", "9.png"])
 def test_a_missing_file_is_named_missing_not_corrupt(tmp_path, name):
     """The read guard words a file that is not there before any reader calls it corrupt."""

@@ -114,8 +114,11 @@ def test_tta_ensemble_shards_and_probabilities(tiny_model, synthetic_dataset, pr
     src = nib.load(str(synthetic_dataset / "imagesTs" / "SYN_006.nii.gz"))
     assert probs.shape == (*src.shape[:3], 4) and np.allclose(probs.affine, src.affine)
     p = np.asarray(probs.dataobj)
-    inside = np.asarray(src.dataobj)[..., 0] > 0
-    assert np.allclose(p[inside].sum(-1), 1.0, atol=1e-3)
+    assert np.allclose(p.sum(-1), 1.0, atol=1e-3)  # outside the foreground crop too: background there
+    lo, hi = np.argwhere(np.asarray(src.dataobj).any(-1)).min(0), np.argwhere(np.asarray(src.dataobj).any(-1)).max(0)
+    outside = np.ones(src.shape[:3], bool)
+    outside[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = False
+    assert outside.any() and np.all(p[outside, 0] == 1.0)
     # shards split the cohort without overlap
     a = infer(tiny_model, [synthetic_dataset], tmp_path / "s", quiet=True, shard="0/2").written
     b = infer(tiny_model, [synthetic_dataset], tmp_path / "s", quiet=True, shard="1/2").written
