@@ -140,7 +140,7 @@ def evaluate(
 
         lesion_structures = {k: v for k, v in scored.items() if k in regions} if regions else scored
         per_case, per_patient = lesion_columns(per_case, per_patient, loaded, lesion_structures, ecfg, quiet)
-    from segpipe.qc.evaluation import add_qc_columns, confidence_figure
+    from segpipe.qc.evaluation import FAILED_FLAG, add_qc_columns, confidence_figure
 
     per_case, per_patient, with_qc = add_qc_columns(per_case, per_patient, pred_dir)  # from pred_dir/cases.csv
     summary = summarise(per_patient.drop(columns=["slices_or_volumes", "needs_review"], errors="ignore"))
@@ -184,6 +184,10 @@ def evaluate(
     stray = [cid for cid in unmatched if not cid.endswith(INFER_SIDE_OUTPUTS)]
     itself = [cid for cid in matched if preds[cid].resolve() == refs[cid].mask.resolve()]
     warnings = references.notes + _warnings(undeclared, missing, names, sorted(known), stray, itself)
+    stale = sorted(per_case.loc[per_case["flags"].str.contains(FAILED_FLAG, na=False), "case"]) if with_qc else []
+    if stale:
+        warnings.append(f"{len(stale)} scored prediction(s) are listed as failed in {pred_dir / 'cases.csv'} (e.g. case "
+                        f"{stale[0]}): their masks are an earlier run's; marked needs_review (flag {FAILED_FLAG})")
     notes += warnings
     if without_image:
         notes.append(f"No image found for case(s) {', '.join(without_image)}: their overlays show the masks only "

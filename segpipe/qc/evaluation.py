@@ -10,6 +10,8 @@ from segpipe.atomic import write_with
 from segpipe.qc.casetable import read_cases
 from segpipe.qc.confidence import REVIEW_THRESHOLD, expected_dice
 
+FAILED_FLAG = "infer_failed"  # cases.csv says the run that wrote this folder failed on the case
+
 
 def add_qc_columns(per_case: pd.DataFrame, per_patient: pd.DataFrame, pred_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
     """Join confidence, needs_review and flags of pred_dir/cases.csv onto the tables.
@@ -25,6 +27,10 @@ def add_qc_columns(per_case: pd.DataFrame, per_patient: pd.DataFrame, pred_dir: 
     qc = cases[["case", "confidence", "needs_review", "flags", *soft]].copy()
     qc["flags"] = ["" if pd.isna(v) else str(v) for v in qc["flags"]]
     qc["needs_review"] = qc["needs_review"].astype(str).str.lower().isin(("true", "1"))
+    if "status" in cases:  # the run's last word on the case is a failure: a mask there is an earlier run's
+        failed = ~cases["status"].astype(str).isin(("ok", "skipped"))
+        qc.loc[failed, "flags"] = [";".join(filter(None, (f, FAILED_FLAG))) for f in qc.loc[failed, "flags"]]
+        qc.loc[failed, "needs_review"] = True
     merged = per_case.merge(qc, on="case", how="left")
     per_case = merged.drop(columns=soft)
     grouped = merged.groupby("patient", sort=False)

@@ -459,6 +459,23 @@ def test_evaluate_joins_confidence_and_plots_it(tiny_model, synthetic_dataset, t
     assert "confidence_vs_dice.png" in (rep / "report.html").read_text()
 
 
+def test_a_mask_the_last_run_failed_on_is_scored_with_a_warning_and_marked(tiny_model, synthetic_dataset, tmp_path):
+    pred, rep = tmp_path / "pred", tmp_path / "rep"
+    assert run("infer", "-m", tiny_model, "-i", synthetic_dataset, "-o", pred, "-q").exit_code == 0
+    table = pd.read_csv(pred / "cases.csv")
+    failed = table["case"].iloc[0]
+    # as a rerun with --overwrite that failed on the case leaves it: the earlier run's mask, a failed row
+    table.loc[0, ["status", "mask", "confidence"]] = ["failed", "", float("nan")]
+    table.to_csv(pred / "cases.csv", index=False)
+    result = run("evaluate", "-p", pred, "-l", synthetic_dataset / "labelsTs", "-o", rep)
+    assert result.exit_code == 0, result.output
+    assert f"listed as failed in {pred / 'cases.csv'} (e.g. case {failed})" in result.output
+    per_patient = pd.read_csv(rep / "per_patient.csv").set_index("patient")
+    assert bool(per_patient.loc[failed, "needs_review"]) and "infer_failed" in per_patient.loc[failed, "flags"]
+    others = per_patient.drop(index=failed)
+    assert not others["flags"].fillna("").str.contains("infer_failed").any()
+
+
 def test_patient_confidence_pools_its_slices(tmp_path):
     from segpipe.qc.evaluation import add_qc_columns
 
