@@ -685,6 +685,59 @@ def _(root: Path, fx: Fixtures) -> Kind:
                 (str(root / "pred" / "a.nii.gz"), "origin"))
 
 
+def _brats(root: Path, cases: tuple[str, ...] = ("BraTS2021_00001", "BraTS2021_00002", "BraTS2021_00003")) -> Path:
+    from tests.builders import make_brats
+
+    return make_brats(root / "brats", cases=cases, shape=SHAPE)
+
+
+@kind(8, "brats-cohort-folder-holding-a-case-of-its-own")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = _brats(root)
+    for path in (ds / "BraTS2021_00003").iterdir():  # the cohort folder was read as that one case
+        shutil.move(str(path), str(ds / path.name))
+    (ds / "BraTS2021_00003").rmdir()
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
+                (str(ds), "beside BraTS case folders"))
+
+
+@kind(8, "brats-case-folder-with-its-seg-only")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = _brats(root)
+    for path in (ds / "BraTS2021_00002").iterdir():
+        if "_seg" not in path.name:
+            path.unlink()
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
+                (str(ds / "BraTS2021_00002"), "missing channel file(s)"))
+
+
+@kind(8, "brats-case-folder-one-level-down")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = _brats(root)
+    (ds / "more").mkdir()
+    shutil.move(str(ds / "BraTS2021_00002"), str(ds / "more" / "BraTS2021_00002"))
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
+                (str(ds / "more" / "BraTS2021_00002"), "inside more/"))
+
+
+@kind(8, "brats-channel-of-another-case")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = _brats(root)
+    own = ds / "BraTS2021_00001" / "BraTS2021_00001_t1.nii.gz"
+    own.unlink()
+    shutil.copy(ds / "BraTS2021_00002" / "BraTS2021_00002_t1.nii.gz", ds / "BraTS2021_00001")
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
+                (str(ds / "BraTS2021_00001"), "more than one case"))
+
+
+@kind(8, "brats-case-folder-copied")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = _brats(root)
+    shutil.copytree(ds / "BraTS2021_00003", ds / "BraTS2021_00003 (copy)")
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
+                ("BraTS2021_00003", "holds case BraTS2021_00003, as"))
+
+
 # ---------------------------------------------------------------- 4. wrong pixel meaning
 
 

@@ -72,14 +72,19 @@ def read_brats_case(folder: Path, *, need_label: bool = False) -> tuple[Case, st
         SegpipeError: a missing or doubled channel file, or mixed 2021/2023 naming.
     """
     found: dict[str, Path] = {}
+    prefixes: dict[str, Path] = {}
     for path in visible_files(folder):
         parts = _split(path.name)
         if parts is None:
             continue
-        _, suffix = parts
+        prefix, suffix = parts
         if suffix in found:
             raise SegpipeError(f"{path}: a second '{suffix}' file in case folder {folder} (also {found[suffix].name})")
         found[suffix] = path
+        prefixes.setdefault(prefix, path)
+    if len(prefixes) > 1:  # another patient's channel copied in
+        (a, first), (b, second) = sorted(prefixes.items())[:2]
+        raise SegpipeError(f"{folder}: holds the files of more than one case ({first.name} of {a}, {second.name} of {b})")
     namings = {n for n, (chans, seg) in NAMINGS.items() if any(s in found for s in (*chans, seg))}
     if not namings:
         raise SegpipeError(f"{folder}: no BraTS channel files (*_flair, *_t1, *_t1ce, *_t2 or *-t2f, *-t1n, *-t1c, *-t2w)")
@@ -97,7 +102,7 @@ def read_brats_case(folder: Path, *, need_label: bool = False) -> tuple[Case, st
     m = re.fullmatch(r"(BraTS-[A-Za-z]+-\d+)-\d+", case_id)
     patient = m.group(1) if m else case_id
     case = Case(case_id=case_id, patient=patient, images=[found[s] for s in channels], label=found.get(seg),
-                attrs={"brats_naming": naming})
+                attrs={"brats_naming": naming, "brats_prefix": next(iter(prefixes))})
     return case, naming
 
 
@@ -118,15 +123,19 @@ def read_brats(root: str | Path, label_set: str = "msd") -> Dataset:
         raise SegpipeError(f"label_set {label_set!r} unknown; choose one of {', '.join(LABEL_SETS)}")
     if not root.is_dir():
         raise SegpipeError(f"{root}: expected a BraTS dataset folder")
-    folders = [root] if is_brats_case_folder(root) else [d for d in visible_dirs(root) if is_brats_case_folder(d)]
+    folders = _case_folders(root)
     if not folders:
         raise SegpipeError(f"{root}: no BraTS case folders (folders with *_flair ... *_seg.nii.gz files)")
     training: list[Case] = []
     test: list[Case] = []
     namings: dict[str, Path] = {}
+    prefixes: dict[str, Path] = {}
     for folder in folders:
         case, naming = read_brats_case(folder)
         namings.setdefault(naming, folder)
+        twin = prefixes.setdefault(case.attrs["brats_prefix"], folder)
+        if twin != folder:  # a copied case folder: one patient in training and validation
+            raise SegpipeError(f"{folder}: holds case {case.attrs['brats_prefix']}, as {twin.name} does")
         (training if case.label is not None else test).append(case)
     if len(namings) > 1:
         raise SegpipeError(
@@ -138,6 +147,40 @@ def read_brats(root: str | Path, label_set: str = "msd") -> Dataset:
         root, "brats", training=training, test=test, labels=LABEL_SETS[label_set],
         modalities=MODALITIES, label_mapping=MAPPINGS[(label_set, naming)],
     )
+
+
+def _holds_brats_files(folder: Path) -> bool:
+    return any(_split(p.name) for p in visible_files(folder))
+
+
+def _case_folders(root: Path) -> list[Path]:
+    """`root` itself when it is a case folder, else its case folders.
+
+    Raises:
+        SegpipeError: a root holding channel files beside case folders, or a sub-folder that
+            holds BraTS files without being a case (a seg file alone, channels missing) or a
+            case folder one level further down: either would drop cases without a word.
+    """
+    subs = visible_dirs(root)
+    if is_brats_case_folder(root):
+        inner = next((d for d in subs if is_brats_case_folder(d)), None)
+        if inner is not None:
+            raise SegpipeError(f"{root}: holds BraTS channel files beside BraTS case folders ({inner.name}); give the "
+                               "cohort folder of case folders, or one case folder")
+        return [root]
+    folders = []
+    for sub in subs:
+        if is_brats_case_folder(sub):
+            folders.append(sub)
+        elif _holds_brats_files(sub):
+            read_brats_case(sub)  # names what is missing
+            raise SegpipeError(f"{sub}: holds BraTS files but no channel files")
+        else:
+            nested = next((d for d in visible_dirs(sub) if is_brats_case_folder(d)), None)
+            if nested is not None:
+                raise SegpipeError(f"{nested}: a BraTS case folder inside {sub.name}/; case folders sit directly in "
+                                   f"the cohort folder {root}")
+    return folders
 
 
 def is_brats_folder(root: Path) -> bool:
