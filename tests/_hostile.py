@@ -738,6 +738,24 @@ def _(root: Path, fx: Fixtures) -> Kind:
                 ("BraTS2021_00003", "holds case BraTS2021_00003, as"))
 
 
+@kind(8, "slices-jpeg-pair-among-the-pngs")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = slices_dataset(root / "ds")
+    for sub in ("training_images", "training_labels"):  # the pair was left out without a word
+        Image.fromarray(np.ones((16, 16), np.uint8)).save(ds / sub / "BRATS_009_z1.jpg")
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
+                ("BRATS_009_z1.jpg", "among the PNG slices"))
+
+
+@kind(4, "animated-png-slice")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = slices_dataset(root / "ds")
+    path = ds / "training_images" / "BRATS_002_z20.png"
+    first = Image.open(path).copy()
+    first.save(path, save_all=True, append_images=[Image.fromarray(np.full(first.size[::-1], 77, np.uint8))])
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", (str(path), "animated PNG of 2 frames"))
+
+
 # ---------------------------------------------------------------- 4. wrong pixel meaning
 
 

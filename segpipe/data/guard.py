@@ -299,11 +299,14 @@ def _check_png(path: Path) -> None:
             width, height = img.size
             bands = len(img.getbands())
             coloured = img.mode in ("P", "PA") and _coloured_palette(img)
+            frames = int(getattr(img, "n_frames", 1))
     except Image.DecompressionBombError:
         raise SegpipeError(f"{path}: PNG declares an image too large to decode safely") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise SegpipeError(f"{path}: not a readable PNG ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     check_image_size(path, (width, height, bands))
+    if frames > 1:
+        raise SegpipeError(f"{path}: animated PNG of {frames} frames; a slice is one image (only the first would be read)")
     if coloured:
         raise SegpipeError(f"{path}: palette PNG with coloured entries; its pixels are colours, not intensities or "
                            "labels (store grayscale, e.g. PIL.Image.open(path).convert('L'))")

@@ -36,7 +36,14 @@ def is_slices_folder(root: Path) -> bool:
     return (root / "training_images").is_dir() or (root / "test_images").is_dir()
 
 
+OTHER_IMAGES = (".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".jp2")  # would be left out without a word
+
+
 def _pngs(folder: Path) -> list[Path]:
+    other = next((p for p in sorted(folder.iterdir()) if p.suffix.lower() in OTHER_IMAGES and not p.name.startswith(".")), None)
+    if other is not None:
+        raise SegpipeError(f"{other}: a {other.suffix} file among the PNG slices; segpipe reads PNG slices only "
+                           "(convert it to PNG, or move it out)")
     return sorted((p for p in folder.iterdir() if is_png_file(p)), key=lambda p: p.name)
 
 
