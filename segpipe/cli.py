@@ -200,7 +200,8 @@ def preprocess(input_dir: Path, output_dir: Path | None, workers: int | None, la
     if emit_json({"output": result.output, "cases": result.cases, "reused": result.reused,
                    "seconds": round(time.perf_counter() - started, 2), "target_spacing": result.plan["target_spacing"],
                    "patch_size": result.plan["patch_size"], "normalization": result.plan["normalization_choice"],
-                   "folds": result.folds, "failed": [{"case": c, "error": e} for c, e in result.failed]}):
+                   "folds": result.folds, "notes": result.notes,
+                   "failed": [{"case": c, "error": e} for c, e in result.failed]}):
         pass
     elif not quiet:
         from segpipe.artifacts.normalization import describe as describe_normalization
@@ -214,7 +215,9 @@ def preprocess(input_dir: Path, output_dir: Path | None, workers: int | None, la
             f"  plan:     {output_dir / 'plan.json'}\n  splits:   {output_dir / 'splits.json'}\n"
             f"  manifest: {output_dir / 'manifest.json'}"
         )
-        if result.folds != cfg.preprocess.folds:
+        for note in result.notes:
+            click.echo(f"note: {note}", err=True)
+        if result.folds != cfg.preprocess.folds and not result.notes:
             click.echo(f"note: splits.json holds {result.folds} fold(s), not the {cfg.preprocess.folds} of "
                        "preprocess.folds (fewer patients than folds, or the dataset's own folds)", err=True)
     _report_failures(result.failed)

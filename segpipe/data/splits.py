@@ -43,21 +43,27 @@ def patient_folds(cases: list[Case], folds: int = 5, seed: int = 0) -> list[dict
     return splits
 
 
-def dataset_folds(dataset: Any) -> list[dict[str, list[str]]] | None:
-    """Folds the dataset itself defines (figshare `cvind.mat`), if they keep patients whole.
-
-    Returns None when the dataset defines none, or when its folds would put one patient's
-    cases in two folds (then patient-grouped folds are made instead).
-    """
-    assignment: dict[str, int] | None = getattr(dataset, "folds", None)
-    if not assignment:
-        return None
+def dataset_folds_problem(dataset: Any) -> str | None:
+    """Why the folds a dataset defines itself (figshare `cvind.mat`) cannot be used, or None:
+    a case they leave out, or a patient whose cases they put in two folds."""
+    assignment: dict[str, int] = getattr(dataset, "folds", None) or {}
     fold_of_patient: dict[str, set[int]] = defaultdict(set)
     for case in dataset.training:
         if case.case_id not in assignment:
-            return None
+            return f"they give no fold for case {case.case_id}"
         fold_of_patient[case.patient].add(assignment[case.case_id])
-    if any(len(f) > 1 for f in fold_of_patient.values()):
+    split = next((p for p, f in fold_of_patient.items() if len(f) > 1), None)
+    return f"they put patient {split}'s cases in folds {sorted(fold_of_patient[split])}" if split is not None else None
+
+
+def dataset_folds(dataset: Any) -> list[dict[str, list[str]]] | None:
+    """Folds the dataset itself defines (figshare `cvind.mat`), if they keep patients whole.
+
+    Returns None when the dataset defines none, or when `dataset_folds_problem` finds one
+    (then patient-grouped folds are made instead).
+    """
+    assignment: dict[str, int] | None = getattr(dataset, "folds", None)
+    if not assignment or dataset_folds_problem(dataset):
         return None
     folds = sorted(set(assignment[c.case_id] for c in dataset.training))
     return [

@@ -25,7 +25,7 @@ from segpipe.data import Case, read_dataset
 from segpipe.data.dataset import Dataset
 from segpipe.data.guard import input_roots
 from segpipe.data.loading import layout_of
-from segpipe.data.splits import dataset_folds, patient_folds
+from segpipe.data.splits import dataset_folds, dataset_folds_problem, patient_folds
 from segpipe.errors import SegpipeError, reader_error
 from segpipe.progress import progress
 from segpipe.qc.features import VERSION as QC_VERSION
@@ -43,6 +43,7 @@ class PreprocessResult:
     plan: dict[str, Any]
     failed: list[tuple[str, str]] = field(default_factory=list)  # with keep_going: (case id, error)
     folds: int = 0  # folds in splits.json: fewer than preprocess.folds with fewer patients than that
+    notes: list[str] = field(default_factory=list)  # doubtful choices, one line each, for the console
 
 
 def file_digest(paths: list[Path]) -> str:
@@ -387,8 +388,14 @@ def preprocess(
     if failed:
         dataset.training = survivors
     splits = dataset_folds(dataset) or patient_folds(survivors, cfg.preprocess.folds, cfg.preprocess.seed)
+    notes = []
+    why = dataset_folds_problem(dataset) if getattr(dataset, "folds", None) else None
+    if why:
+        notes.append(f"{dataset.root}: the dataset's own folds are not used ({why}); splits.json holds "
+                     f"{len(splits)} patient-grouped folds instead")
     write_json(out / "splits.json", splits)
-    return PreprocessResult(output=out, cases=len(entries), reused=reused, plan=plan, failed=failed, folds=len(splits))
+    return PreprocessResult(output=out, cases=len(entries), reused=reused, plan=plan, failed=failed, folds=len(splits),
+                            notes=notes)
 
 
 def _remove_orphans(out: Path, entries: dict[str, dict[str, Any]]) -> None:

@@ -104,3 +104,25 @@ def test_keep_going_leaves_bad_cases_out(synthetic_dataset, tmp_path):
     assert sorted(p.name for p in (tmp_path / "p2" / "cases").iterdir()) == sorted(
         f"{c}_{k}.npy" for c in manifest["cases"] for k in ("image", "label")
     )
+
+
+@pytest.mark.parametrize("cvind, why", [([1, 2, 2, 3], "they put patient P1's cases in folds [1, 2]"),
+                                        ([1, 1, 2, 2], "they give no fold for case 4b")])
+def test_the_datasets_own_folds_left_unused_are_named(tmp_path, cvind, why):
+    import h5py
+    from click.testing import CliRunner
+
+    from segpipe.cli import cli
+    from tests.builders import make_figshare
+
+    root = make_figshare(tmp_path / "f")  # 1.mat, 2.mat of patient P1; 3.mat, 4.mat of P2
+    with h5py.File(root / "cvind.mat", "w", userblock_size=512) as fh:
+        fh["cvind"] = np.array([cvind], dtype=float)
+    if "4b" in why:  # a file renamed: cvind.mat's index i is the slice (i + 1).mat
+        (root / "4.mat").rename(root / "4b.mat")
+    result = CliRunner().invoke(cli, ["preprocess", "-i", str(root), "-o", str(tmp_path / "p"), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert f"note: {root}: the dataset's own folds are not used ({why})" in result.output
+    summary = json.loads(CliRunner().invoke(cli, ["preprocess", "-i", str(root), "-o", str(tmp_path / "j"), "--json",
+                                                  "--workers", "1"]).output)
+    assert len(summary["notes"]) == 1 and "patient-grouped folds instead" in summary["notes"][0]
