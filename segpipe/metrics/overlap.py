@@ -45,6 +45,16 @@ def _edges(mask: np.ndarray) -> np.ndarray:
     return mask ^ ndimage.binary_erosion(mask)
 
 
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """The box around a non-empty mask, one voxel wider on each side, from per-axis projections
+    (np.nonzero would list every voxel of it: a seventh of evaluate's time on BraTS volumes)."""
+    box = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(max(int(hits[0]) - 1, 0), int(hits[-1]) + 2))
+    return tuple(box)
+
+
 def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Distances (mm) from each surface voxel of `pred` to the surface of `ref`, and back.
 
@@ -54,9 +64,7 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float
     union = pred | ref
     if not union.any():
         return np.empty(0), np.empty(0)
-    box = tuple(
-        slice(max(int(idx.min()) - 1, 0), int(idx.max()) + 2) for idx in np.nonzero(union)
-    )
+    box = _bounding_box(union)
     p, r = pred[box], ref[box]
     if not p.any() or not r.any():
         return np.empty(0), np.empty(0)

@@ -11,9 +11,13 @@ out-of-distribution flag, is marked `needs_review`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from scipy import ndimage
+
+if TYPE_CHECKING:  # torch's import costs a second, and evaluate reads REVIEW_THRESHOLD only
+    import torch
 
 REVIEW_THRESHOLD = 0.5  # expected Dice under this: needs review (see docs/user-guide.md)
 MIN_MASS = 1.0  # a label counts for a case if it is predicted or holds this many voxels of probability
@@ -49,6 +53,8 @@ def entropy_map(probs: torch.Tensor, sigmoid: bool = False) -> torch.Tensor:
 
 def region_terms(probs: torch.Tensor, labels: torch.Tensor, members: list[list[int]]) -> list[tuple[float, float]]:
     """Expected Dice terms of sigmoid region outputs: channel r against the labels in region r."""
+    import torch
+
     out = []
     for r, values in enumerate(members):
         hard = torch.isin(labels, torch.tensor(values, dtype=labels.dtype))

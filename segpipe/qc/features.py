@@ -15,7 +15,8 @@ import torch
 from monai.transforms import MapTransform
 from scipy import ndimage
 
-VERSION = 2  # of the features below; a reference built from other features is not compared with them
+from segpipe.qc.feature_version import VERSION
+
 QUANTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 MAP_GRID = 16  # side of the coarse brain map used for the orientation check
 MAP_BACKGROUND = -3.0  # value of the map outside the brain (z units): the silhouette weighs as much as the content

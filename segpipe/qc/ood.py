@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from segpipe.qc import reference as ref
-from segpipe.qc.features import VERSION
+from segpipe.qc.feature_version import VERSION
 
 FLAGS = ("channels", "spacing", "shape", "intensity", "not_skull_stripped", "orientation")
 

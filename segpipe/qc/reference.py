@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from segpipe.qc.features import VERSION
+from segpipe.qc.feature_version import VERSION
 
 SPACING_SLACK = 1.25  # spacing may differ from the training range by this factor
 BOX_SLACK = 1.3  # the non-zero box may be this much smaller or larger than in training

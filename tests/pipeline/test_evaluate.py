@@ -228,3 +228,23 @@ def test_an_nrrd_prediction_on_a_nifti_reference_s_grid_is_accepted(tmp_path):
     itk.imwrite(image, str(tmp_path / "preds" / "a.nrrd"))
     result = evaluate(tmp_path / "preds", tmp_path / "refs", tmp_path / "out")
     assert result.per_patient["dice_mean"].iloc[0] == pytest.approx(1.0) and ref.any()
+
+
+def test_evaluate_does_not_import_torch_or_monai(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, nibabel as nib\n"
+        "from segpipe.pipeline.evaluate import evaluate\n"
+        f"root = {str(tmp_path)!r}\n"
+        "mask = np.zeros((8, 8, 8), np.uint8); mask[2:5, 2:5, 2:5] = 1\n"
+        "for side in ('p', 'l'):\n"
+        "    import os; os.makedirs(f'{root}/{side}')\n"
+        "    nib.save(nib.Nifti1Image(mask, np.eye(4)), f'{root}/{side}/a.nii.gz')\n"
+        "evaluate(f'{root}/p', f'{root}/l', f'{root}/r')\n"
+        "bad = [m for m in ('torch', 'monai') if m in sys.modules]\n"
+        "assert not bad, bad"  # seconds of imports for a verb that reads masks and writes tables
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
