@@ -68,7 +68,8 @@ def remove_stale_partials(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         return removed
     for path in folder.glob(f".*{PARTIAL}*"):
-        if path.is_file() and not _writer_alive(path):
+        # a name without a writer's PID is not a segpipe temporary (a user's `.draft.partial.md`)
+        if path.is_file() and partial_writer(path) is not None and not _writer_alive(path):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

@@ -447,6 +447,8 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
             pass
         elif not quiet:
             click.echo(report.matched_line())
+            for line in report.warnings:
+                click.echo(f"warning: {line}", err=True)
             _print_summary(report.per_patient)
             click.echo(f"reports in {output_dir / 'evaluation'}")
 

@@ -1538,6 +1538,52 @@ def _(root: Path, fx: Fixtures) -> Kind:
                 (str(root / "out" / "summary.csv"), "was not written by segpipe evaluate"))
 
 
+@kind(2, "preprocess-over-a-users-npy-in-cases")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "out" / "cases").mkdir(parents=True)
+    np.save(root / "out" / "cases" / "my_data.npy", np.arange(10))  # deleted as an orphan before
+    return Kind(["preprocess", "-i", fx.base, "-o", root / "out", "-j", "1"], None,
+                (str(root / "out" / "cases" / "my_data.npy"), "was not written by segpipe preprocess"))
+
+
+@kind(2, "preprocess-over-a-users-manifest")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "out").mkdir()
+    (root / "out" / "manifest.json").write_text('{"shipment": 3}')
+    return Kind(["preprocess", "-i", fx.base, "-o", root / "out", "-j", "1"], None,
+                (str(root / "out" / "manifest.json"), "was not written by segpipe preprocess"))
+
+
+@kind(2, "preprocess-into-a-model-folder")
+def _(root: Path, fx: Fixtures) -> Kind:
+    model = copy_model(fx, root / "model")  # its plan.json would have been replaced
+    return Kind(["preprocess", "-i", fx.base, "-o", model, "-j", "1"], None, (str(model), "is a model folder"))
+
+
+@kind(2, "fit-over-a-users-files")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "model").mkdir()
+    (root / "model" / "metrics.csv").write_text("week,weight\n1,70\n")
+    return Kind(["fit", "-d", fx.prepared, "-o", root / "model", "--epochs", "1"], None,
+                (str(root / "model" / "metrics.csv"), "was not written by segpipe fit"))
+
+
+@kind(2, "fit-into-a-prepared-folder")
+def _(root: Path, fx: Fixtures) -> Kind:
+    prepared = Path(shutil.copytree(fx.prepared, root / "prepared"))
+    return Kind(["fit", "-d", fx.prepared, "-o", prepared, "--epochs", "1"], None, (str(prepared), "is a prepared dataset"))
+
+
+@kind(2, "evaluate-over-a-users-figure")
+def _(root: Path, fx: Fixtures) -> Kind:
+    mask_in(root / "pred")
+    mask_in(root / "ref")
+    (root / "out").mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(root / "out" / "overlay_best.png")  # the user's own figure
+    return Kind(["evaluate", "-p", root / "pred", "-l", root / "ref", "-o", root / "out"], None,
+                (str(root / "out" / "overlay_best.png"), "was not written by segpipe evaluate"))
+
+
 def _model_with_plan(root: Path, fx: Fixtures, edit: Callable[[dict], None]) -> Path:
     model = copy_model(fx, root / "model")
     edit_json(model / "plan.json", edit)

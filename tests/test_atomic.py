@@ -59,3 +59,13 @@ def test_the_output_guard_removes_this_process_s_temporaries_on_the_way_out(tmp_
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_dot_file_named_partial_without_a_writer_is_the_users_and_kept(tmp_path):
+    from segpipe.atomic import remove_stale_partials
+
+    draft = tmp_path / ".draft.partial.md"  # no PID in its name: not a segpipe temporary
+    draft.write_text("notes")
+    stale = tmp_path / ".mask.nii.gz.999999999.abcd1234.partial.nii.gz"
+    stale.write_bytes(b"half")
+    assert remove_stale_partials(tmp_path) == [stale] and draft.read_text() == "notes"

@@ -11,6 +11,11 @@ from segpipe.artifacts.files import read_json
 from segpipe.artifacts.plan import Plan
 from segpipe.data.paths import existing_folder
 from segpipe.errors import SegpipeError, shown
+from segpipe.own_files import text_with
+
+# the files of a prepared folder, recognised by what segpipe writes into them (segpipe.own_files)
+PREPARED_FILES = {"plan.json": text_with('"target_spacing"', '"preprocess"'), "splits.json": text_with('"fold"', '"train"'),
+                  "manifest.json": text_with('"settings"', '"cases"')}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from segpipe.config import load_config
 from segpipe.configs import resolve_config
 from segpipe.data.synthetic import LABELS, make_synthetic_dataset
 from segpipe.errors import SegpipeError
+from segpipe.outputs import LOCK_NAME
 from segpipe.pipeline.evaluate import evaluate
 from segpipe.pipeline.fit import fit
 from segpipe.pipeline.infer import infer
@@ -32,12 +33,22 @@ class DemoResult:
     paths: dict[str, Path]
 
 
+PARTS = ("dataset", "prepared", "model", "predictions", "reports")  # what the demo makes in its folder
+
+
 def _fresh_folder(root: Path) -> None:
-    """Create `root`, replacing an earlier demo's folder but never the user's own files."""
+    """Create `root`, replacing an earlier demo's parts (`PARTS`, whole) but never the user's own files:
+    a folder holding anything else beside them is refused."""
     if root.exists() and any(root.iterdir()):
         if not (root / MARKER).is_file():
             raise SegpipeError(f"{root}: exists and is not a segpipe demo folder; choose another --output")
-        shutil.rmtree(root)
+        foreign = sorted(p.name for p in root.iterdir() if p.name not in (*PARTS, MARKER, LOCK_NAME))
+        if foreign:
+            raise SegpipeError(f"{root / foreign[0]}: not made by segpipe demo, which replaces its folder's "
+                               f"{', '.join(PARTS)}; move it or choose another --output")
+        for part in PARTS:
+            if (root / part).exists():
+                shutil.rmtree(root / part)
     root.mkdir(parents=True, exist_ok=True)
     (root / MARKER).write_text("made by segpipe demo; safe to delete\n")
 

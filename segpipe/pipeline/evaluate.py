@@ -19,7 +19,7 @@ from segpipe.data.validate import label_values
 from segpipe.errors import SegpipeError
 from segpipe.metrics.overlap import EMPTY_CONVENTION
 from segpipe.metrics.patients import PatientScores, label_structures, structures
-from segpipe.own_files import check_own, csv_with, text_with
+from segpipe.own_files import beside, check_own, csv_with, either, figure, text_with
 from segpipe.progress import progress
 from segpipe.reports.figures import overlay, training_curves
 from segpipe.reports.mask_store import MaskStore
@@ -89,7 +89,7 @@ def evaluate(
 
         require_panoptica()  # before any work: a missing extra is named at once
     pred_dir, out = existing_folder(pred_dir, "predictions folder"), Path(output_dir)
-    check_own(out, REPORT_FILES, "evaluate")
+    check_report_folder(out)
     references = read_references(Path(labels), ecfg.patient_pattern, images)
     model_names = model_label_names(model_dir) if model_dir is not None and label_names is None else None
     curves = Path(model_dir) / "metrics.csv" if model_dir is not None else None
@@ -140,7 +140,7 @@ def evaluate(
 
         lesion_structures = {k: v for k, v in scored.items() if k in regions} if regions else scored
         per_case, per_patient = lesion_columns(per_case, per_patient, loaded, lesion_structures, ecfg, quiet)
-    from segpipe.qc.evaluation import FAILED_FLAG, add_qc_columns, confidence_figure
+    from segpipe.qc.evaluation import FAILED_FLAG, UNLISTED_FLAG, add_qc_columns, confidence_figure
 
     per_case, per_patient, with_qc = add_qc_columns(per_case, per_patient, pred_dir)  # from pred_dir/cases.csv
     summary = summarise(per_patient.drop(columns=["slices_or_volumes", "needs_review"], errors="ignore"))
@@ -184,10 +184,12 @@ def evaluate(
     stray = [cid for cid in unmatched if not cid.endswith(INFER_SIDE_OUTPUTS)]
     itself = [cid for cid in matched if preds[cid].resolve() == refs[cid].mask.resolve()]
     warnings = references.notes + _warnings(undeclared, missing, names, sorted(known), stray, itself)
-    stale = sorted(per_case.loc[per_case["flags"].str.contains(FAILED_FLAG, na=False), "case"]) if with_qc else []
-    if stale:
-        warnings.append(f"{len(stale)} scored prediction(s) are listed as failed in {pred_dir / 'cases.csv'} (e.g. case "
-                        f"{stale[0]}): their masks are an earlier run's; marked needs_review (flag {FAILED_FLAG})")
+    for flag, why in ((FAILED_FLAG, "are listed as failed in {table}: their masks are an earlier run's"),
+                      (UNLISTED_FLAG, "have no row in {table}: no infer run there wrote them")):
+        doubtful = sorted(per_case.loc[per_case["flags"].str.contains(flag, na=False), "case"]) if with_qc else []
+        if doubtful:
+            warnings.append(f"{len(doubtful)} scored prediction(s) {why.format(table=pred_dir / 'cases.csv')} (e.g. case "
+                            f"{doubtful[0]}); marked needs_review (flag {flag})")
     notes += warnings
     if without_image:
         notes.append(f"No image found for case(s) {', '.join(without_image)}: their overlays show the masks only "
@@ -208,9 +210,20 @@ def evaluate(
 
 
 # what evaluate replaces in its output folder, recognised by what it writes there
+_SUMMARY = text_with('"empty_mask_convention"')
 REPORT_FILES = {"per_patient.csv": csv_with("patient", "slices_or_volumes"), "per_case.csv": csv_with("case", "patient"),
-                "summary.csv": csv_with("metric", "mean"), "summary.json": text_with('"empty_mask_convention"'),
-                "report.html": text_with("<title>segpipe evaluation</title>")}
+                "summary.csv": csv_with("metric", "mean"), "summary.json": _SUMMARY,
+                "report.html": text_with("<title>segpipe evaluation</title>"),
+                "report_files/patient_*.js": text_with("window.segpipeLoaded("),
+                **{name: figure() for name in ("overlay_best.png", "overlay_median.png", "overlay_worst.png", "curves.png",
+                                               "confidence_vs_dice.png")}}
+
+
+def check_report_folder(out: Path) -> None:
+    """Refuse before any work when `out` holds a file evaluate would replace that it did not write
+    (figures drawn before they carried segpipe's mark count as its own beside its summary.json)."""
+    check_own(out, {name: either(recognise, beside(out / "summary.json", _SUMMARY)) if name.endswith(".png") else recognise
+                    for name, recognise in REPORT_FILES.items()}, "evaluate")
 
 
 def _lesion_rule(ecfg: EvaluateConfig) -> dict[str, object]:

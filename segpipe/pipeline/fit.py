@@ -26,7 +26,7 @@ from tqdm import tqdm
 from segpipe.artifacts.checkpoints import load_checkpoint, non_finite, rng_state, set_rng_state
 from segpipe.artifacts.files import read_table
 from segpipe.artifacts.plan import Plan
-from segpipe.artifacts.prepared import load_prepared
+from segpipe.artifacts.prepared import PREPARED_FILES, load_prepared
 from segpipe.atomic import remove_stale_partials, write_json, write_yaml
 from segpipe.config import Config, TrainConfig
 from segpipe.config_schema import check_device
@@ -36,6 +36,7 @@ from segpipe.metrics.patients import label_structures, structures
 from segpipe.networks.layers import channels_last_format
 from segpipe.networks.spec import build_from_spec, network_spec, size_multiple
 from segpipe.outputs import LOCK_NAME
+from segpipe.own_files import beside, check_own, csv_with, either, figure, text_with
 from segpipe.progress import progress
 from segpipe.qc.reference import with_reference
 from segpipe.reports.figures import training_curves
@@ -118,6 +119,24 @@ def _can_resume(model_dir: Path, resume: bool) -> bool:
             return False
         raise SegpipeError(f"{last}: nothing to resume from")
     return resume
+
+
+_METRICS = csv_with("epoch", "train_loss")
+MODEL_FILES = {"config.yaml": text_with("model:", "train:"), "metrics.csv": _METRICS, "plan.json": PREPARED_FILES["plan.json"],
+               "network.json": text_with('"spatial_dims"', '"in_channels"'), "init.json": text_with('"source"'),
+               "checkpoints/best.pt": text_with("data.pkl"), "checkpoints/last.pt": text_with("data.pkl"),
+               "curves.png": figure()}  # or beside the folder's own metrics.csv (check_model_output)
+
+
+def check_model_output(model_dir: Path) -> None:
+    """Refuse, before any work, an output folder holding files of a model folder that segpipe
+    did not write (a user's config.yaml, metrics.csv, checkpoints, ...), or a prepared dataset."""
+    if (model_dir / "manifest.json").is_file() or (model_dir / "splits.json").is_file():
+        raise SegpipeError(f"{model_dir}: is a prepared dataset (manifest.json, splits.json); fit writes a model folder "
+                           "of its own: choose another --output")
+    files = dict(MODEL_FILES)
+    files["curves.png"] = either(figure(), beside(model_dir / "metrics.csv", _METRICS))
+    check_own(model_dir, files, "fit")
 
 
 def _prepare_model_dir(model_dir: Path, resume: bool) -> None:
@@ -265,6 +284,7 @@ class Run:
 
 def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.device, resume: bool, quiet: bool) -> Run:
     """Resolve the config, prepare the folder, build the network, optimiser and loss, load a resumed state."""
+    check_model_output(model_dir)
     data = load_prepared(prepared)
     plan, splits, manifest = data.plan, data.splits, data.manifest
     t = cfg.train

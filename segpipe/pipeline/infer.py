@@ -263,8 +263,11 @@ def _segment_all(segmenter: Segmenter, cases: list[Case], out: Path, result: Inf
     for case in progress(cases, desc="infer", unit="case", quiet=quiet):
         layout = str(case.attrs.get("layout", "generic"))
         target = out / output_name(case.case_id, layout, case.images[0])
-        if target.exists() and not overwrite:
-            result.skipped.append(target)
+        sides = [out / probability_name(case.case_id, layout)] if probabilities else []
+        sides += [out / uncertainty_name(case.case_id, layout)] if qc.uncertainty else []
+        existing = next((p for p in (target, *sides) if p.exists()), None)
+        if existing is not None and not overwrite:  # a file of the case's that this run would replace
+            result.skipped.append(existing)
             continue
         qc.start()
         try:

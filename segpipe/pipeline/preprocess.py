@@ -19,7 +19,8 @@ import numpy as np
 from segpipe.artifacts.normalization import crop_share
 from segpipe.artifacts.normalization import resolve as resolve_normalization
 from segpipe.artifacts.plan import build_plan, case_geometry, median_spacing
-from segpipe.atomic import write_json, write_with
+from segpipe.artifacts.prepared import PREPARED_FILES
+from segpipe.atomic import remove_stale_partials, write_json, write_with
 from segpipe.config import Config
 from segpipe.data import Case, read_dataset
 from segpipe.data.dataset import Dataset
@@ -27,6 +28,7 @@ from segpipe.data.guard import input_roots
 from segpipe.data.loading import layout_of
 from segpipe.data.splits import dataset_folds, dataset_folds_problem, patient_folds
 from segpipe.errors import SegpipeError, reader_error
+from segpipe.own_files import check_own
 from segpipe.progress import progress
 from segpipe.qc.features import VERSION as QC_VERSION
 
@@ -213,12 +215,26 @@ def _die_with_parent() -> None:
 
 
 def _remove_partials(out: Path) -> None:
-    """Delete temporary files a killed run left behind (see `segpipe.atomic.atomic_path`)."""
+    """Delete temporary files a killed run left behind (see `segpipe.atomic.atomic_path`): only
+    segpipe's, named with a writer that is no longer running."""
     for folder in (out, out / CASES_DIR):
-        if folder.is_dir():
-            for path in folder.glob(".*.partial*"):
-                if path.is_file():
-                    path.unlink(missing_ok=True)
+        remove_stale_partials(folder)
+
+
+def check_output(out: Path, case_ids: list[str]) -> None:
+    """Refuse, before any work, an output folder holding files of the prepared layout that
+    segpipe did not write: a user's plan, splits or manifest, a `cases/*.npy` that neither the
+    folder's own manifest lists nor one of `case_ids` is named by (a run killed before its
+    manifest named a case leaves one; any other would be deleted as an orphan), or a model folder."""
+    if (out / "config.yaml").is_file() or (out / "network.json").is_file():
+        raise SegpipeError(f"{out}: is a model folder (config.yaml, network.json); preprocess writes a prepared "
+                           "dataset of its own: choose another output")
+    check_own(out, PREPARED_FILES, "preprocess")
+    cases = _load_manifest(out / "manifest.json").get("cases")
+    listed = {str(e.get(k)) for e in (cases.values() if isinstance(cases, dict) else ()) if isinstance(e, dict)
+              for k in ("image", "label")}
+    listed |= {f"{CASES_DIR}/{cid}_{kind}.npy" for cid in case_ids for kind in ("image", "label")}
+    check_own(out, {f"{CASES_DIR}/*.npy": lambda path: f"{CASES_DIR}/{path.name}" in listed}, "preprocess")
 
 
 def _load_manifest(path: Path) -> dict[str, Any]:
@@ -272,6 +288,7 @@ def preprocess(
     if not dataset.training:
         raise SegpipeError(f"{dataset_dir}: lists no training cases with labels to preprocess")
     out = Path(output_dir)
+    check_output(out, [case.case_id for case in dataset.training])
     out.mkdir(parents=True, exist_ok=True)
     if not os.access(out, os.W_OK):
         raise SegpipeError(f"{out}: output folder is not writable")

@@ -8,9 +8,11 @@ import pandas as pd
 
 from segpipe.atomic import write_with
 from segpipe.qc.casetable import read_cases
+from segpipe.own_files import FIGURE_METADATA
 from segpipe.qc.confidence import REVIEW_THRESHOLD, expected_dice
 
 FAILED_FLAG = "infer_failed"  # cases.csv says the run that wrote this folder failed on the case
+UNLISTED_FLAG = "not_in_cases_csv"  # the folder's cases.csv has no row for the mask: not an infer run's
 
 
 def add_qc_columns(per_case: pd.DataFrame, per_patient: pd.DataFrame, pred_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
@@ -31,7 +33,11 @@ def add_qc_columns(per_case: pd.DataFrame, per_patient: pd.DataFrame, pred_dir: 
         failed = ~cases["status"].astype(str).isin(("ok", "skipped"))
         qc.loc[failed, "flags"] = [";".join(filter(None, (f, FAILED_FLAG))) for f in qc.loc[failed, "flags"]]
         qc.loc[failed, "needs_review"] = True
-    merged = per_case.merge(qc, on="case", how="left")
+    merged = per_case.merge(qc.assign(_row=True), on="case", how="left")
+    unlisted = merged["_row"].isna()  # a mask in the folder that no infer run there wrote (a copy, a user's file)
+    merged.loc[unlisted, "flags"] = UNLISTED_FLAG
+    merged.loc[unlisted, "needs_review"] = True
+    merged = merged.drop(columns="_row")
     per_case = merged.drop(columns=soft)
     grouped = merged.groupby("patient", sort=False)
     patient_qc = pd.DataFrame({
@@ -74,6 +80,6 @@ def confidence_figure(per_patient: pd.DataFrame, path: str | Path) -> Path:
            title=f"Confidence against Dice: Spearman rho {rho:.2f}, {len(frame)} patients", xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, metadata=FIGURE_METADATA))
     plt.close(fig)
     return Path(path)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from segpipe.atomic import write_with
+from segpipe.own_files import FIGURE_METADATA
 
 
 def training_curves(metrics: pd.DataFrame, path: str | Path) -> Path:
@@ -28,7 +29,7 @@ def training_curves(metrics: pd.DataFrame, path: str | Path) -> Path:
     if dice_cols:
         ax_dice.legend(fontsize=8)
     fig.tight_layout()
-    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, metadata=FIGURE_METADATA))
     plt.close(fig)
     return Path(path)
 
@@ -71,6 +72,6 @@ def overlay(image: np.ndarray | None, ref: np.ndarray, pred: np.ndarray, title: 
     handles = [Patch(color=LABEL_COLOURS[min(k, len(LABEL_COLOURS) - 1)][:3], label=v) for k, v in labels.items() if k]
     fig.legend(handles=handles, loc="lower center", ncol=max(len(handles), 1), fontsize=8)
     fig.suptitle(title)
-    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90, metadata=FIGURE_METADATA))
     plt.close(fig)
     return Path(path)

@@ -37,3 +37,19 @@ def test_demo_json_is_one_json_document_on_standard_output(tmp_path):
     table = pd.read_csv(summary["paths"]["per_patient"])
     assert summary["mean_dice"] == pytest.approx(table["dice_mean"].mean(), abs=1e-5)  # the CSV keeps 6 decimals
     assert [row["patient"] for row in summary["per_patient"]] == table["patient"].tolist()
+
+
+def test_a_demo_folder_holding_a_users_file_is_refused_and_kept(tmp_path):
+    from segpipe.errors import SegpipeError
+    from segpipe.pipeline.demo import MARKER, _fresh_folder
+
+    root = tmp_path / "demo"
+    (root / "model").mkdir(parents=True)
+    (root / MARKER).write_text("made by segpipe demo")
+    (root / "thesis.tex").write_text("precious")
+    with pytest.raises(SegpipeError, match="thesis.tex: not made by segpipe demo"):
+        _fresh_folder(root)
+    assert (root / "thesis.tex").read_text() == "precious" and (root / "model").is_dir()
+    (root / "thesis.tex").unlink()
+    _fresh_folder(root)  # an earlier demo's parts alone are replaced
+    assert not (root / "model").exists() and (root / MARKER).is_file()

@@ -336,3 +336,13 @@ def test_bf16_speed_probe_and_resolution(tmp_path, monkeypatch):
         assert precision_module.resolve_precision(name, cpu) == name
     assert precision_module.resolve_precision("auto", cpu) in ("fp32", "bf16")
     assert precision_module.resolve_precision("auto", torch.device("meta")) == "fp32"
+
+
+def test_a_side_map_of_a_case_is_not_replaced_without_overwrite(tiny_model, synthetic_dataset, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    users = out / "SYN_006_probabilities.nii.gz"
+    users.write_bytes(b"the user's own map")
+    result = infer(tiny_model, [synthetic_dataset], out, quiet=True, probabilities=True)
+    assert users.read_bytes() == b"the user's own map" and users in result.skipped
+    assert not (out / "SYN_006.nii.gz").exists() and (out / "SYN_007_probabilities.nii.gz").is_file()

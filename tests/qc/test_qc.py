@@ -469,7 +469,7 @@ def test_a_mask_the_last_run_failed_on_is_scored_with_a_warning_and_marked(tiny_
     table.to_csv(pred / "cases.csv", index=False)
     result = run("evaluate", "-p", pred, "-l", synthetic_dataset / "labelsTs", "-o", rep)
     assert result.exit_code == 0, result.output
-    assert f"listed as failed in {pred / 'cases.csv'} (e.g. case {failed})" in result.output
+    assert f"listed as failed in {pred / 'cases.csv'}: their masks are an earlier run's (e.g. case {failed})" in result.output
     per_patient = pd.read_csv(rep / "per_patient.csv").set_index("patient")
     assert bool(per_patient.loc[failed, "needs_review"]) and "infer_failed" in per_patient.loc[failed, "flags"]
     others = per_patient.drop(index=failed)
