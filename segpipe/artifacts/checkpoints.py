@@ -44,7 +44,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 
 
 KEYS: dict[str, type | tuple[type, ...]] = {"model": dict}
-TYPED: dict[str, type | tuple[type, ...]] = {"network": dict, "labels": dict, "threshold": (int, float)}  # checked where present
+TYPED: dict[str, type | tuple[type, ...]] = {"network": dict, "labels": dict, "threshold": (int, float),
+                                             "split": dict}  # checked where present
 RESUME_KEYS: dict[str, type | tuple[type, ...]] = {
     "optimizer": dict, "scheduler": dict, "epoch": int, "best_metric": (int, float), "best_epoch": int, "rng": dict,
 }

@@ -265,3 +265,9 @@ class Plan(dict):
     @property
     def preprocess(self) -> dict[str, Any]:
         return self["preprocess"]
+
+
+def first_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """The first key (in order) whose value differs between two mappings, as `key: a against b`."""
+    key = next((k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)), None)
+    return "none" if key is None else f"{key}: {a.get(key)!r} against {b.get(key)!r}"

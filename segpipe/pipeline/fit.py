@@ -24,8 +24,8 @@ from monai.data import CacheDataset, DataLoader, ThreadDataLoader
 from tqdm import tqdm
 
 from segpipe.artifacts.checkpoints import load_checkpoint, non_finite, rng_state, set_rng_state
-from segpipe.artifacts.files import read_table
-from segpipe.artifacts.plan import Plan
+from segpipe.artifacts.files import read_json, read_table
+from segpipe.artifacts.plan import Plan, first_difference
 from segpipe.artifacts.prepared import PREPARED_FILES, load_prepared
 from segpipe.atomic import remove_stale_partials, write_json, write_yaml
 from segpipe.config import Config, TrainConfig
@@ -128,13 +128,14 @@ MODEL_FILES = {"config.yaml": text_with("model:", "train:"), "metrics.csv": _MET
                "curves.png": figure()}  # or beside the folder's own metrics.csv (check_model_output)
 
 
-def check_model_output(model_dir: Path) -> None:
+def check_model_output(model_dir: Path, resume: bool = False) -> None:
     """Refuse, before any work, an output folder holding files of a model folder that segpipe
-    did not write (a user's config.yaml, metrics.csv, checkpoints, ...), or a prepared dataset."""
+    did not write (a user's config.yaml, metrics.csv, checkpoints, ...), or a prepared dataset.
+    A resumed run reads init.json back (and checks it) rather than replacing it."""
     if (model_dir / "manifest.json").is_file() or (model_dir / "splits.json").is_file():
         raise SegpipeError(f"{model_dir}: is a prepared dataset (manifest.json, splits.json); fit writes a model folder "
                            "of its own: choose another --output")
-    files = dict(MODEL_FILES)
+    files = {name: recognise for name, recognise in MODEL_FILES.items() if not (resume and name == "init.json")}
     files["curves.png"] = either(figure(), beside(model_dir / "metrics.csv", _METRICS))
     check_own(model_dir, files, "fit")
 
@@ -284,7 +285,7 @@ class Run:
 
 def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.device, resume: bool, quiet: bool) -> Run:
     """Resolve the config, prepare the folder, build the network, optimiser and loss, load a resumed state."""
-    check_model_output(model_dir)
+    check_model_output(model_dir, resume)
     data = load_prepared(prepared)
     plan, splits, manifest = data.plan, data.splits, data.manifest
     t = cfg.train
@@ -356,10 +357,48 @@ def _check_resumable(ckpt: dict[str, Any], t: TrainConfig, last: Path) -> None:
                                "value would not apply (fine-tune into a new --output with --init-from instead)")
 
 
+def _split_of(run: Run) -> dict[str, list[str]]:
+    return {"train": sorted(c["id"] for c in run.train_cases), "val": sorted(c["id"] for c in run.val_cases)}
+
+
+def _check_same_data(run: Run, ckpt: dict[str, Any], last: Path) -> None:
+    """Refuse to resume on a prepared folder other than the one the model was trained on: other
+    preprocessing would train the same weights on other inputs (and record the new plan), other
+    fold cases would validate on cases it trained on."""
+    recorded = run.model_dir / "plan.json"
+    if recorded.is_file():
+        old = Plan.from_dict(read_json(recorded, "missing"), recorded)
+        if old.preprocess != run.plan.preprocess:
+            raise SegpipeError(f"{recorded}: the model was trained on data prepared otherwise "
+                               f"({first_difference(run.plan.preprocess, old.preprocess)}); resume with the prepared "
+                               "folder it was trained on, or train into a new --output")
+    split = ckpt.get("split")
+    if split is not None and split != _split_of(run):
+        raise SegpipeError(f"{last}: was trained on other cases than this prepared folder's fold "
+                           f"{run.cfg.train.fold} holds; resuming would validate on cases it trained on "
+                           "(train into a new --output)")
+
+
+def _check_progress(ckpt: dict[str, Any], last: Path, validated: bool) -> None:
+    """The training state's numbers are ones fit writes: the epoch's index from 0, the best epoch
+    one of those done (numbered from 1; -1, none yet), and a best metric that a validation can
+    beat (NaN never is)."""
+    epoch, best = ckpt["epoch"], ckpt["best_epoch"]
+    if epoch < 0:
+        raise SegpipeError(f"{last}: checkpoint key 'epoch' is {epoch}; epochs count from 0")
+    if not (best == -1 or 1 <= best <= epoch + 1):
+        raise SegpipeError(f"{last}: checkpoint key 'best_epoch' is {best}, not one of the {epoch + 1} epochs done")
+    if validated and math.isnan(ckpt["best_metric"]) and best != -1:
+        raise SegpipeError(f"{last}: checkpoint key 'best_metric' is NaN with validation cases; no validation could "
+                           "improve on it, and best.pt would never change")
+
+
 def _load_state(run: Run) -> None:
     last = run.model_dir / "checkpoints" / "last.pt"
     ckpt = run.ckpt = load_checkpoint(last, resume=True)  # keys and their types checked
     _check_resumable(ckpt, run.cfg.train, last)
+    _check_same_data(run, ckpt, last)
+    _check_progress(ckpt, last, validated=bool(run.val_cases))
     try:
         run.model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
@@ -373,7 +412,12 @@ def _load_state(run: Run) -> None:
     run.threshold = ckpt.get("threshold")
     run.selection = ModelSelection(ckpt["best_metric"], ckpt["best_epoch"], ckpt.get("stale_validations", 0))
     if (run.model_dir / "metrics.csv").is_file():
-        run.rows = read_table(run.model_dir / "metrics.csv").to_dict("records")[: run.start_epoch]
+        table = read_table(run.model_dir / "metrics.csv")
+        numeric = all(c in table and pd.api.types.is_numeric_dtype(table[c]) for c in ("epoch", "train_loss"))
+        if not numeric or len(table) < run.start_epoch:  # the curves and the budget are drawn from it
+            raise SegpipeError(f"{run.model_dir / 'metrics.csv'}: not the table fit wrote for the {run.start_epoch} "
+                               "epoch(s) of the checkpoint (numeric epoch and train_loss columns, a row per epoch)")
+        run.rows = table.to_dict("records")[: run.start_epoch]
 
 
 def _record(run: Run) -> None:
@@ -518,7 +562,7 @@ def _checkpoint_state(run: Run, epoch: int) -> dict[str, Any]:
         "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
         "scaler": run.precision.state_dict(), "epoch": epoch, "best_metric": s.best_metric, "best_epoch": s.best_epoch,
         "stale_validations": s.stale, "rng": rng_state(), "network": run.spec, "labels": run.labels,
-        "config": run.cfg.to_dict(),
+        "config": run.cfg.to_dict(), "split": _split_of(run),
     }
     if run.budget:
         state["budget"] = run.budget

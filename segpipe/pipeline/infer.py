@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from segpipe.artifacts.model_folder import TrainedModel, fold_folders, load_model_folder, region_chain_of, tuned_threshold
+from segpipe.artifacts.plan import first_difference
 from segpipe.atomic import remove_stale_partials
 from segpipe.config import InferConfig, merge_dict
 from segpipe.config_schema import check_device
@@ -49,11 +50,6 @@ class InferResult:
     cases_csv: Path | None = None
 
 
-def _first_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
-    key = next(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
-    return f"{key}: {a.get(key)!r} against {b.get(key)!r}"
-
-
 class Segmenter:
     """One model folder, or an ensemble of fold models, with the inference settings applied."""
 
@@ -74,7 +70,7 @@ class Segmenter:
                 raise SegpipeError(f"{m.root}: fold models differ in architecture or labels from {first.root}")
             if m.plan.preprocess != first.plan.preprocess:  # every fold's input is prepared by the first's plan
                 raise SegpipeError(f"{m.root / 'plan.json'}: fold models differ in preprocessing from {first.root} "
-                                   f"({_first_difference(m.plan.preprocess, first.plan.preprocess)})")
+                                   f"({first_difference(m.plan.preprocess, first.plan.preprocess)})")
         self.nets = []
         for m in models:
             net = m.net.to(self.device).eval()

@@ -2,6 +2,7 @@
 crash-safe checkpoints, optimisers, schedules, precision and early stopping."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -326,3 +327,47 @@ def test_cases_read_from_disk_train_as_cached_ones(prepared_dataset, tmp_path, m
     a, b = _weights(tmp_path / "cached"), _weights(tmp_path / "on_disk")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7, msg=key)
+
+
+def test_resume_on_another_prepared_folder_is_refused(prepared_dataset, synthetic_dataset, tmp_path):
+    """The same fold number of a folder prepared otherwise, or split otherwise, is other data:
+    the weights would go on training on other inputs, or validate on cases they trained on."""
+    import json
+
+    from segpipe.pipeline.preprocess import preprocess
+
+    out = tmp_path / "m"
+    fit(prepared_dataset, out, tiny_config(**{"train.epochs": "1"}), quiet=True)
+    before = (out / "checkpoints" / "last.pt").read_bytes()
+    coarser = tmp_path / "coarser"
+    preprocess(synthetic_dataset, coarser, tiny_config(**{"preprocess.target_spacing": "[2.0, 2.0, 2.4]"}), quiet=True)
+    with pytest.raises(SegpipeError, match=r"plan.json: the model was trained on data prepared otherwise \(target_spacing"):
+        fit(coarser, out, tiny_config(**{"train.epochs": "2"}), resume=True, quiet=True)
+    resplit = Path(shutil.copytree(prepared_dataset, tmp_path / "resplit"))
+    splits = json.loads((resplit / "splits.json").read_text())
+    splits[0]["train"], splits[0]["val"] = splits[1]["train"], splits[1]["val"]
+    (resplit / "splits.json").write_text(json.dumps(splits))
+    with pytest.raises(SegpipeError, match="was trained on other cases than this prepared folder's fold 0 holds"):
+        fit(resplit, out, tiny_config(**{"train.epochs": "2"}), resume=True, quiet=True)
+    assert (out / "checkpoints" / "last.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("edit, words", [({"epoch": -5}, "'epoch' is -5"), ({"best_epoch": 99}, "'best_epoch' is 99"),
+                                         ({"best_metric": float("nan"), "best_epoch": 1}, "'best_metric' is NaN")])
+def test_resume_refuses_a_training_state_fit_does_not_write(prepared_dataset, tmp_path, edit, words):
+    out = tmp_path / "m"
+    fit(prepared_dataset, out, tiny_config(**{"train.epochs": "1"}), quiet=True)
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    save_checkpoint(out / "checkpoints" / "last.pt", {**state, **edit})
+    with pytest.raises(SegpipeError, match=words):
+        fit(prepared_dataset, out, tiny_config(**{"train.epochs": "2"}), resume=True, quiet=True)
+
+
+def test_resume_refuses_a_metrics_table_fit_did_not_write_before_training(prepared_dataset, tmp_path):
+    out = tmp_path / "m"
+    fit(prepared_dataset, out, tiny_config(**{"train.epochs": "1"}), quiet=True)
+    before = (out / "checkpoints" / "last.pt").read_bytes()
+    (out / "metrics.csv").write_text("epoch,train_loss\n1,abc\n")  # trained an epoch, then failed drawing the curves
+    with pytest.raises(SegpipeError, match="metrics.csv: not the table fit wrote"):
+        fit(prepared_dataset, out, tiny_config(**{"train.epochs": "2"}), resume=True, quiet=True)
+    assert (out / "checkpoints" / "last.pt").read_bytes() == before
