@@ -58,7 +58,7 @@ from segpipe.training.steps import (
     without_metadata,
 )
 from segpipe.training.validation import validate
-from segpipe.transforms.augment import training_chain, with_prepared_loading
+from segpipe.transforms.augment import augmentations, training_chain, with_prepared_loading
 from segpipe.transforms.regions import RegionChain, labels_to_regions, region_chain
 
 PATCH_MULTIPLE = 16  # automatic patches are rounded up to this; a patch may exceed an image by less
@@ -293,6 +293,7 @@ def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.
     finetune.check_options(t, cfg.model.name)
     t.patch_size = list(t.patch_size or plan.patch_size)  # checked before the model folder is made
     check_patch(t.patch_size, cfg.model.spatial_dims, plan, manifest, prepared, size_multiple(cfg.model, plan.in_channels))
+    augmentations(t.augment, t.patch_size)  # an unknown name is refused before the model folder is made
     resume = _can_resume(model_dir, resume)
     d.barrier()  # every rank decides before rank 0 creates the folder
     if d.main:

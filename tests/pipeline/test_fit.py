@@ -159,6 +159,7 @@ def test_early_stopping_and_all_folds(prepared_dataset, tmp_path):
 def test_unknown_augmentation_is_named(prepared_dataset, tmp_path):
     with pytest.raises(SegpipeError, match="unknown augmentation 'mixup'"):
         fit(prepared_dataset, tmp_path / "m", tiny_config(**{"train.augment": "[flip, mixup]"}), quiet=True)
+    assert not (tmp_path / "m").exists()  # refused before the model folder is made
 
 
 @pytest.mark.parametrize("breaks", ["loss", "weights"])
