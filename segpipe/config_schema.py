@@ -20,6 +20,7 @@ Rule = Callable[[Any, Any], str | None]  # (value, whole config) -> problem or N
 
 DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+NETWORK_NAMES = ("unet", "linknet")  # segpipe.networks.registry.NETWORKS, named without importing torch
 
 
 def _bound(value: float) -> str:
@@ -143,6 +144,9 @@ RULES: dict[str, Rule] = {
     "preprocess.label_set": _choice("msd", "brats"),
     "preprocess.normalize_nonzero": _choice(True, False, "auto"),
     "preprocess.patient_pattern": _regex(need_patient=False),
+    "model.name": _choice(*NETWORK_NAMES),
+    "model.norm": _choice("batch", "instance"),
+    "model.stem": _choice("plain", "strided"),
     "model.spatial_dims": _choice(2, 3),
     "model.filters": _num(1, 4096),
     "model.depth": _num(1, 10),

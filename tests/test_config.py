@@ -87,3 +87,14 @@ def test_a_byte_order_mark_is_read_past(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_bytes(b"\xef\xbb\xbf" + b"train:\n  epochs: 7\n")
     assert load_config(path).train.epochs == 7
+
+
+def test_network_choices_are_named_by_their_config_key():
+    from segpipe.config_schema import NETWORK_NAMES
+    from segpipe.networks.registry import NETWORKS
+    from segpipe.networks.layers import NORMS
+
+    assert set(NETWORK_NAMES) == set(NETWORKS) and set(NORMS) == {"batch", "instance"}
+    for key, value in (("model.name", "resnet"), ("model.norm", "group"), ("model.stem", "wide")):
+        with pytest.raises(SegpipeError, match=f"config key '{key}' must be one of"):
+            load_config(overrides=[f"{key}={value}"])
