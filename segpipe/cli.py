@@ -478,9 +478,10 @@ def evaluate(pred_dir: Path, labels: Path, output_dir: Path, images: Path | None
     whole tumour, tumour core and enhancing tumour for MSD or BraTS label sets). Slices of
     one patient are pooled before scoring: the patient comes from the dataset, else from
     the file name through evaluate.patient_pattern (or preprocess.patient_pattern; default
-    the BRATS_<id> of BRATS_<id>_z<slice>). Writes per_patient.csv, per_case.csv,
-    summary.csv, summary.json, overlays of the best, median and worst patients and
-    report.html.
+    the BRATS_<id> of BRATS_<id>_z<slice>). A BraTS-layout --labels dataset is scored in
+    the --model's label values, else in preprocess.label_set's (msd or brats). Writes
+    per_patient.csv, per_case.csv, summary.csv, summary.json, overlays of the best, median
+    and worst patients and report.html.
     """
     quiet_libraries()
     from segpipe.pipeline.evaluate import evaluate as run
@@ -489,7 +490,7 @@ def evaluate(pred_dir: Path, labels: Path, output_dir: Path, images: Path | None
     cfg = _config(config_path, overrides)
     with guard_outputs("evaluate", [output_dir], [pred_dir, labels, images, model_dir]):
         result = run(pred_dir, labels, output_dir, _evaluate_config(cfg), images=images, model_dir=model_dir, quiet=quiet,
-                     lesion_wise=lesion_wise)
+                     lesion_wise=lesion_wise, label_set=cfg.preprocess.label_set)
     if emit_json(_evaluation_summary(result)):
         pass
     elif not quiet:

@@ -52,4 +52,5 @@ def rebuild_report(reports: Path, quiet: bool = True) -> None:
     read = [None if inside else pred, inputs["labels"], inputs.get("images"), inputs.get("model")]
     with guard_outputs("report", [pred if inside else reports], read):  # evaluate's guard: apart, locked
         evaluate(inputs["pred"], inputs["labels"], reports, ecfg, images=inputs.get("images"),
-                 model_dir=inputs.get("model"), quiet=quiet, lesion_wise=bool(inputs.get("lesion_wise")))
+                 model_dir=inputs.get("model"), quiet=quiet, lesion_wise=bool(inputs.get("lesion_wise")),
+                 label_set=inputs.get("label_set") or "msd")

@@ -46,6 +46,13 @@ MAPPINGS: dict[tuple[str, str], dict[int, int] | None] = {
     ("brats", "2023"): {1: 1, 2: 2, 3: 4},
 }
 NIFTI = (".nii.gz", ".nii")
+
+
+def label_set_named(names: dict[int, str] | None) -> str | None:
+    """The label set whose labels are `names` (a model's), or None if none is."""
+    given = {int(k): v for k, v in (names or {}).items()}
+    return next((name for name, labels in LABEL_SETS.items() if labels == given), None)
+
 _SEGS = tuple(seg for _, seg in NAMINGS.values())
 _SUFFIX_RE = re.compile(r"(_flair|_t1ce|_t1|_t2|_seg|-t2f|-t1n|-t1c|-t2w|-seg)\.nii(\.gz)?$", re.IGNORECASE)
 

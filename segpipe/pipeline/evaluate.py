@@ -14,6 +14,7 @@ from segpipe.artifacts.files import read_table
 from segpipe.artifacts.plan import default_regions
 from segpipe.atomic import write_json, write_with
 from segpipe.config import EvaluateConfig
+from segpipe.data.brats import label_set_named
 from segpipe.data.paths import existing_folder
 from segpipe.data.validate import label_values
 from segpipe.errors import SegpipeError
@@ -71,6 +72,7 @@ def evaluate(
     model_dir: str | Path | None = None,
     quiet: bool = True,
     lesion_wise: bool = False,
+    label_set: str = "msd",
 ) -> EvaluateResult:
     """Score every prediction that has a reference and write the reports.
 
@@ -81,7 +83,8 @@ def evaluate(
     tables also hold BraTS 2023 lesion-wise Dice and HD95 and PQ/RQ/SQ per region
     (segpipe.reports.lesions; needs panoptica). When `pred_dir` holds the cases.csv of
     `segpipe infer`, its confidence, needs_review and flags join the tables and
-    confidence_vs_dice.png plots confidence against Dice.
+    confidence_vs_dice.png plots confidence against Dice. A BraTS-layout `labels` dataset is
+    read in the model's label set (`label_names` or `model_dir`'s), else in `label_set`.
     """
     ecfg = ecfg or EvaluateConfig()
     if lesion_wise:
@@ -90,8 +93,9 @@ def evaluate(
         require_panoptica()  # before any work: a missing extra is named at once
     pred_dir, out = existing_folder(pred_dir, "predictions folder"), Path(output_dir)
     check_report_folder(out)
-    references = read_references(Path(labels), ecfg.patient_pattern, images)
     model_names = model_label_names(model_dir) if model_dir is not None and label_names is None else None
+    label_set = label_set_named(label_names or model_names) or label_set
+    references = read_references(Path(labels), ecfg.patient_pattern, images, label_set)
     curves = Path(model_dir) / "metrics.csv" if model_dir is not None else None
     metrics = read_table(curves) if curves is not None and curves.is_file() else None  # before anything is written
     names = label_names or model_names or references.labels or {}
@@ -166,6 +170,7 @@ def evaluate(
             "inputs": {"pred": str(pred_dir.resolve()), "labels": str(Path(labels).resolve()),
                        "images": str(Path(images).resolve()) if images else None,
                        "model": str(Path(model_dir).resolve()) if model_dir else None, "lesion_wise": lesion_wise,
+                       "label_set": label_set,
                        "evaluate_config": dataclasses.asdict(ecfg)},
             **({"lesion_wise": _lesion_rule(ecfg)} if lesion_wise else {}),
             "units": {"hd95_mm": "mm (voxel spacing from the reference header; 1 per pixel for PNG; for MAT-files the figshare set's pixel size, 0.49 mm at 512 x 512)", "vol_ref_ml": "ml"},

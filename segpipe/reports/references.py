@@ -112,7 +112,8 @@ def _from_dataset(labels: Path, regex: re.Pattern[str], options: dict[str, str])
     return References(labels, refs, ds.labels, ds.layout)
 
 
-def read_references(labels: str | Path, patient_pattern: str | None = None, images: str | Path | None = None) -> References:
+def read_references(labels: str | Path, patient_pattern: str | None = None, images: str | Path | None = None,
+                    label_set: str = "msd") -> References:
     """References from a dataset folder (every labelled split) or a folder of masks.
 
     Args:
@@ -120,6 +121,8 @@ def read_references(labels: str | Path, patient_pattern: str | None = None, imag
         patient_pattern: regex naming the patient in a file name (see `patient_regex`).
         images: folder of the images, for overlays; default: the dataset's own images,
             else the image folder beside a mask folder (`sibling_images`).
+        label_set: the label values a BraTS-layout dataset's masks are scored in
+            (`segpipe.data.brats`; the predictions' own).
 
     Raises:
         SegpipeError: no such folder, a file, an unreadable dataset, no masks.
@@ -135,6 +138,8 @@ def read_references(labels: str | Path, patient_pattern: str | None = None, imag
     layout = detect_layout(labels)
     if layout is not None:
         options = {"patient_pattern": regex.pattern} if layout == "slices" and patient_pattern else {}
+        if layout == "brats":
+            options["label_set"] = label_set
         refs = _from_dataset(labels, regex, options)
     else:
         files = sorted(p for p in labels.iterdir() if is_mask_file(p))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from segpipe.config import EvaluateConfig
+from segpipe.data.brats import LABEL_SETS
 from segpipe.data.paths import existing_folder
 from segpipe.errors import SegpipeError
 from segpipe.parsing import parse_json, read_text
@@ -58,6 +59,8 @@ def recorded_inputs(reports: str | Path) -> tuple[dict[str, Any], EvaluateConfig
             raise SegpipeError(f"{summary_path}: 'inputs.{key}' holds {type(inputs[key]).__name__}, expected a path")
         if inputs.get(key) and not Path(inputs[key]).exists():
             raise SegpipeError(f"{summary_path}: its {key} folder {inputs[key]} no longer exists")
+    if inputs.get("label_set") is not None and inputs["label_set"] not in LABEL_SETS:
+        raise SegpipeError(f"{summary_path}: 'inputs.label_set' is {inputs['label_set']!r}, expected one of {', '.join(LABEL_SETS)}")
     for key in ("pred", "labels"):
         if not inputs.get(key):
             raise SegpipeError(f"{summary_path}: 'inputs.{key}' is missing; run `segpipe evaluate` again")

@@ -330,3 +330,28 @@ def test_predictions_that_are_the_references_or_match_none_are_warned(tmp_path):
     assert out.exit_code == 0
     assert "warning: 1 prediction(s) match no reference case and are not scored, e.g. OTHER" in out.output
     assert "themselves" not in out.output
+
+
+def test_brats_references_are_scored_in_the_predictions_label_set(tmp_path):
+    """A model trained with preprocess.label_set=brats writes 1 core, 2 edema, 4 enhancing: the
+    BraTS references are read in those values (the model's, or the config's), not the MSD ones."""
+    from segpipe.data.brats import LABEL_SETS
+    from tests.builders import make_brats
+
+    cohort = make_brats(tmp_path / "cohort", shape=(8, 6, 5))
+    preds = tmp_path / "pred"
+    preds.mkdir()
+    for case in ("BraTS2021_00001", "BraTS2021_00002"):  # the references themselves, in BraTS values
+        shutil.copy(cohort / case / f"{case}_seg.nii.gz", preds / f"{case}.nii.gz")
+    dice = ["dice_mean", "dice_whole_tumour", "dice_tumour_core", "dice_enhancing_tumour"]
+    by_model = evaluate(preds, cohort, tmp_path / "model", label_names=LABEL_SETS["brats"])
+    assert (by_model.per_patient[dice] == 1.0).all().all()
+    assert (evaluate(preds, cohort, tmp_path / "msd").per_patient["dice_mean"] < 1.0).all(), "msd stays the default"
+    out = CliRunner().invoke(cli, ["evaluate", "-p", str(preds), "-l", str(cohort), "-o", str(tmp_path / "cli"),
+                                   "--set", "preprocess.label_set=brats", "-q"])
+    assert out.exit_code == 0, out.output
+    assert (pd.read_csv(tmp_path / "cli" / "per_patient.csv")[dice] == 1.0).all().all()
+    assert json.loads((tmp_path / "cli" / "summary.json").read_text())["inputs"]["label_set"] == "brats"
+    rebuilt = CliRunner().invoke(cli, ["report", str(tmp_path / "cli"), "--rebuild", "-q"])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert (pd.read_csv(tmp_path / "cli" / "per_patient.csv")[dice] == 1.0).all().all()
