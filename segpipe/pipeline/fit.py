@@ -49,6 +49,7 @@ from segpipe.training.budget import BudgetPlan, BudgetSchedule, TimeBudget, plan
 from segpipe.training.caching import cases_to_cache
 from segpipe.training.handlers import Checkpointer, EarlyStopping, ModelSelection, console_line
 from segpipe.training.losses import deep_supervised_loss, make_loss
+from segpipe.training.native import NativeGrid, native_grids
 from segpipe.training.steps import (
     ListSampler,
     Precision,
@@ -281,6 +282,7 @@ class Run:
     budget: dict[str, float] | None = None  # the BudgetPlan of a time-budgeted run
     tune: finetune.FineTune = field(default_factory=finetune.FineTune)  # what --init-from kept, what it freezes
     threshold: float | None = None  # the last validation's choice from train.threshold_grid, kept in checkpoints
+    natives: dict[str, NativeGrid] = field(default_factory=dict)  # validation cases scored on their input's grid
 
 
 def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.device, resume: bool, quiet: bool) -> Run:
@@ -327,6 +329,11 @@ def _setup(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.
               model, model, optimizer, make_scheduler(optimizer, t), Precision(t.precision, device),
               make_loss(t, chain is not None), _cases(prepared, manifest, train_ids), _cases(prepared, manifest, val_ids))
     run.plan, run.tune = Plan(with_reference(plan, manifest, train_ids)), tune  # plan plus the QC reference of the training cases only
+    if d.main and run.val_cases:
+        run.natives, notes = native_grids(run.val_cases, manifest, plan.get("preprocess") or {}, str(plan.get("layout")),
+                                          plan.get("source"))
+        for line in notes if not quiet else []:
+            tqdm.write(line)
     if resume:
         _load_state(run)
     if t.compile:
@@ -506,7 +513,7 @@ def _validation_seconds(run: Run) -> float:
 def _validate(run: Run, cases: list[dict[str, Any]]) -> dict[str, Any]:
     t = run.cfg.train
     return validate(run.model, cases, run.cfg.infer, t.patch_size, run.scored, run.label_structures, run.device,
-                    run.precision, run.spec, run.chain, t.threshold_grid)
+                    run.precision, run.spec, run.chain, t.threshold_grid, run.natives)
 
 
 def _train_step(run: Run, batch: dict[str, Any]) -> float:

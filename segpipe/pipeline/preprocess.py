@@ -24,6 +24,7 @@ from segpipe.atomic import remove_stale_partials, write_json, write_with
 from segpipe.config import Config
 from segpipe.data import Case, read_dataset
 from segpipe.data.dataset import Dataset
+from segpipe.data.digest import file_digest
 from segpipe.data.guard import input_roots
 from segpipe.data.loading import layout_of
 from segpipe.data.splits import dataset_folds, dataset_folds_problem, patient_folds
@@ -46,19 +47,6 @@ class PreprocessResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # with keep_going: (case id, error)
     folds: int = 0  # folds in splits.json: fewer than preprocess.folds with fewer patients than that
     notes: list[str] = field(default_factory=list)  # doubtful choices, one line each, for the console
-
-
-def file_digest(paths: list[Path]) -> str:
-    """Content hash of a case's source files, in order."""
-    from segpipe.data.guard import check_read
-
-    h = hashlib.blake2b(digest_size=16)
-    for path in paths:
-        check_read(path)  # the first read of a label: inside the inputs, within the limits
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
 
 
 def _settings(cfg: Config, dataset: Dataset, target_spacing: list[float], nonzero: bool) -> dict[str, Any]:
@@ -101,6 +89,7 @@ def _prepare_case(case: Case, settings: dict[str, Any], layout: str, out_dir: Pa
     import torch
 
     from segpipe.data.guard import reading_inside
+    from segpipe.transforms.inversion import was_resampled
     from segpipe.transforms.preprocessing import chain_for
 
     torch.set_num_threads(1)
@@ -118,6 +107,7 @@ def _prepare_case(case: Case, settings: dict[str, Any], layout: str, out_dir: Pa
     if image.shape[1:] != label.shape[1:]:
         raise SegpipeError(f"{case.label}: label grid {label.shape[1:]} differs from image grid {image.shape[1:]}")
     values, counts = np.unique(label, return_counts=True)
+    outside = data.get("labelled_voxels", 0) - data.get("labelled_voxels_cropped", 0)
     image_file = f"{CASES_DIR}/{case.case_id}_image.npy"
     label_file = f"{CASES_DIR}/{case.case_id}_label.npy"
     write_with(out_dir / image_file, lambda tmp: np.save(tmp, image))
@@ -135,6 +125,8 @@ def _prepare_case(case: Case, settings: dict[str, Any], layout: str, out_dir: Pa
         "label_counts": {str(int(v)): int(c) for v, c in zip(values, counts)},
         "intensity": data["intensity_stats"],
         "qc": data["qc_features"],  # out-of-distribution reference (segpipe.qc.reference)
+        # where this grid's counts differ from the input's, validation scores on the input's (segpipe.training.native)
+        "native_grid": {"resampled": was_resampled(data["image"]), "label_outside_crop": int(outside)},
         "attrs": case.attrs,
     }
 
@@ -147,7 +139,8 @@ def _reusable_cases(cases: list[Case], digests: dict[str, str], old_cases: dict[
     for case in cases:
         digest = digests[case.case_id]
         prev = old_cases.get(case.case_id)
-        current_qc = prev and prev.get("qc", {}).get("version") == QC_VERSION  # older QC features are recomputed
+        # older QC features are recomputed, and entries from before native_grid was recorded
+        current_qc = prev and prev.get("qc", {}).get("version") == QC_VERSION and "native_grid" in prev
         if current_qc and prev.get("hash") == digest and (out / prev["image"]).is_file() and (out / prev["label"]).is_file():
             entries[case.case_id] = prev
         else:
@@ -410,6 +403,12 @@ def preprocess(
     if why:
         notes.append(f"{dataset.root}: the dataset's own folds are not used ({why}); splits.json holds "
                      f"{len(splits)} patient-grouped folds instead")
+    outside = {cid: e["native_grid"]["label_outside_crop"] for cid, e in entries.items() if e["native_grid"]["label_outside_crop"]}
+    if outside:
+        cid = max(outside, key=outside.get)
+        notes.append(f"{len(outside)} case(s) have label voxels outside the image's non-zero box (e.g. "
+                     f"{outside[cid]} voxel(s) of {entries[cid]['label_source']}); infer leaves them background, so validation "
+                     "and evaluate count them as missed: check that image and label belong together")
     write_json(out / "splits.json", splits)
     return PreprocessResult(output=out, cases=len(entries), reused=reused, plan=plan, failed=failed, folds=len(splits),
                             notes=notes)

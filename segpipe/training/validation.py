@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,6 +12,7 @@ from segpipe.config import InferConfig
 from segpipe.metrics.patients import PatientScores
 from segpipe.networks.inference import optimize_for_inference
 from segpipe.prediction import labels_of, mean_probabilities
+from segpipe.training.native import NativeGrid
 from segpipe.transforms.postprocess import postprocess
 from segpipe.transforms.regions import RegionChain
 
@@ -25,18 +26,21 @@ def case_probabilities(predictor: torch.nn.Module, image: torch.Tensor, icfg: In
                                   chain is not None, device=image.device)[0]
 
 
-def decide(probs: torch.Tensor, icfg: InferConfig, chain: RegionChain | None, threshold: float | None) -> np.ndarray:
-    """Labels from probabilities as `segpipe infer` decides them: argmax or `threshold`, nested
-    regions decoded, then the clean-up (`infer.keep_largest`, `infer.min_component_size`)."""
-    labels = labels_of(probs, chain, threshold)[0].cpu().numpy()
-    return postprocess(labels, icfg.keep_largest, icfg.min_component_size)
+def decide(probs: torch.Tensor, icfg: InferConfig, chain: RegionChain | None, thresholds: Sequence[float | None],
+           native: NativeGrid | None = None) -> list[np.ndarray]:
+    """Labels from probabilities as `segpipe infer` decides them, one mask per threshold: argmax
+    or the threshold, nested regions decoded, mapped onto the input's grid where `native` says
+    how (all thresholds at once), then the clean-up (`infer.keep_largest`, `infer.min_component_size`)."""
+    labels = torch.cat([labels_of(probs, chain, threshold) for threshold in thresholds])
+    masks = native.labels(labels) if native is not None else labels.cpu().numpy()
+    return [postprocess(mask, icfg.keep_largest, icfg.min_component_size) for mask in masks]
 
 
 @torch.no_grad()
 def validate(net: torch.nn.Module, cases: list[dict[str, str]], icfg: InferConfig, patch: list[int],
              structures: dict[str, list[int]], label_structures: list[str], device: torch.device, precision: Any,
              spec: dict[str, Any], chain: RegionChain | None = None,
-             thresholds: Sequence[float] = ()) -> dict[str, Any]:
+             thresholds: Sequence[float] = (), natives: Mapping[str, NativeGrid] | None = None) -> dict[str, Any]:
     """Mean over patients of each structure's Dice, a patient's slices pooled, and of their mean label Dice.
 
     Runs a copy of `net` rewritten for inference as `segpipe infer` does (infer.fuse,
@@ -57,6 +61,8 @@ def validate(net: torch.nn.Module, cases: list[dict[str, str]], icfg: InferConfi
         label_structures: the names whose mean is the patient's mean label Dice.
         spec: the network spec (spatial_dims, out_channels).
         chain: nested regions when the network predicts regions, else None.
+        natives: cases scored on their input's grid (resampled, or labelled outside the
+            crop; `segpipe.training.native`), by case id.
     """
     net.eval()
     predictor = optimize_for_inference(net, channels_last=icfg.channels_last) if icfg.fuse else net
@@ -65,11 +71,11 @@ def validate(net: torch.nn.Module, cases: list[dict[str, str]], icfg: InferConfi
     scores = {t: PatientScores(structures, label_structures, distances=False) for t in candidates}
     for case in cases:
         image = torch.from_numpy(np.load(case["image"])).to(device)
-        ref = np.load(case["label"])[0]
+        native = (natives or {}).get(case["id"])
+        ref = native.reference() if native is not None else np.load(case["label"])[0]
         probs = case_probabilities(predictor, image, icfg, roi, precision, spec, chain)
-        for threshold, tally in scores.items():
-            tally.add(case["id"], case.get("patient", case["id"]), decide(probs, icfg, chain, threshold), ref,
-                      [1.0] * ref.ndim)
+        for tally, mask in zip(scores.values(), decide(probs, icfg, chain, candidates, native)):
+            tally.add(case["id"], case.get("patient", case["id"]), mask, ref, [1.0] * ref.ndim)
     net.train()
     means = {t: tally.mean_dice() for t, tally in scores.items()}
     best = max(candidates, key=lambda t: means[t]["mean"])  # max keeps the first of equals

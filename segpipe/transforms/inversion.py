@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd
@@ -24,3 +25,14 @@ def invert_to_input(chain: Compose, data: dict, output: torch.Tensor, nearest: b
     )["pred"]
     inverted = torch.as_tensor(inverted)
     return inverted.round().to(torch.uint8) if nearest else inverted.float()
+
+
+def was_resampled(image: MetaTensor) -> bool:
+    """Whether the chain that made `image` changed its voxel size (a `Spacingd` to another
+    spacing), so that counts on its grid differ from counts on the input's."""
+    for op in image.applied_operations:
+        if op.get("class") == "SpatialResample":
+            source = np.asarray(op["extra_info"]["src_affine"], dtype=float)
+            dims = image.ndim - 1
+            return not np.allclose(np.linalg.norm(source[:dims, :dims], axis=0), np.asarray(image.pixdim, dtype=float), rtol=1e-6)
+    return False

@@ -21,7 +21,7 @@ from monai.transforms import (
 )
 
 from segpipe.transforms.checks import CheckCased, CheckResampledSized, GuardFilesd
-from segpipe.transforms.stats import Contiguousd, IntensityStatsd, NormalizeNonzeroChannelwised
+from segpipe.transforms.stats import Contiguousd, IntensityStatsd, LabelVoxelsd, NormalizeNonzeroChannelwised
 
 
 def _nonzero_any_channel(image: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
@@ -54,7 +54,10 @@ def preprocessing_chain(
             None keeps the input grid (2D slices).
         with_label: also load and transform the "label" key.
         orientation: axis codes to reorient to; None keeps the stored axes (2D slices).
-        crop_foreground: crop to the bounding box of voxels non-zero in any channel.
+        crop_foreground: crop to the bounding box of voxels non-zero in any channel (with a
+            label, its non-zero voxels before and after go under "labelled_voxels" and
+            "labelled_voxels_cropped": not "label_...", which MONAI's Spacingd takes for the
+            label's metadata).
         normalize_nonzero: z-score each channel over its non-zero voxels only.
         record_stats: store raw per-channel intensity statistics (before normalisation)
             under the "intensity_stats" key, for the dataset fingerprint.
@@ -79,7 +82,11 @@ def preprocessing_chain(
     if orientation:
         steps.append(Orientationd(keys, axcodes=orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))))
     if crop_foreground:
+        if with_label:
+            steps.append(LabelVoxelsd("label", "labelled_voxels"))
         steps.append(CropForegroundd(keys, source_key="image", select_fn=_nonzero_any_channel, allow_smaller=True))
+        if with_label:
+            steps.append(LabelVoxelsd("label", "labelled_voxels_cropped"))
     # NIfTI volumes load channel-last in memory and cropping yields a strided view; one copy
     # of the (smaller) cropped block into channel-first order makes the per-channel masked
     # statistics and normalisation below several times faster. Values are unchanged.

@@ -80,6 +80,22 @@ class Contiguousd(MapTransform):
         return d
 
 
+class LabelVoxelsd(MapTransform):
+    """Count the label's non-zero voxels into `out_key` (before and after the crop, the voxels
+    the crop dropped: `infer` leaves them background, so they count as missed). Records nothing
+    for inversion."""
+
+    def __init__(self, keys: str, out_key: str) -> None:
+        super().__init__(keys)
+        self.out_key = out_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[self.out_key] = int(torch.count_nonzero(torch.as_tensor(d[key])))
+        return d
+
+
 class NormalizeNonzeroChannelwised(MapTransform):
     """Z-score each channel over its non-zero voxels; zeros stay zero.
 

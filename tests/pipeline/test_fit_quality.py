@@ -126,6 +126,62 @@ def test_best_validation_dice_equals_evaluate_on_the_fold(slice_data, tmp_path, 
     assert not np.isclose(np.nanmean(slice_mean), means["dice_mean"], atol=1e-4)
 
 
+
+def _label_past_the_image(raw: Path) -> None:
+    """Zero every image right of column 20, where some tumours reach: their label lies outside
+    the image's non-zero box, which infer leaves background."""
+    for path in sorted((raw / "training_images").iterdir()):
+        image = np.asarray(Image.open(path)).copy()
+        image[:, 20:] = 0
+        Image.fromarray(image).save(path)
+
+
+@pytest.mark.parametrize("case", ["resampled", "label-past-the-crop"])
+def test_validation_scores_on_the_input_grid_where_the_prepared_grid_differs(tmp_path, case):
+    """A case resampled to preprocess.target_spacing, or labelled outside the crop, is validated on
+    its input's grid: the best epoch's validation Dice is still evaluate's on infer's masks."""
+    raw = make_slice_dataset(tmp_path / "raw", seed=2)
+    overrides = {"train.seed": "1", "infer.tta": "true", "infer.min_component_size": "3"}
+    if case == "resampled":
+        overrides["preprocess.target_spacing"] = "[1.5,1.5]"
+    else:
+        _label_past_the_image(raw)
+    prepared = tmp_path / "prepared"
+    done = preprocess(raw, prepared, slice_config(**overrides), quiet=True)
+    grids = [e["native_grid"] for e in json.loads((prepared / "manifest.json").read_text())["cases"].values()]
+    if case == "resampled":
+        assert all(g["resampled"] for g in grids)
+    else:
+        assert any(g["label_outside_crop"] for g in grids) and not any(g["resampled"] for g in grids)
+        assert any("label voxels outside the image's non-zero box" in n and "training_labels" in n for n in done.notes)
+    result = fit(prepared, tmp_path / "model", slice_config(**overrides), quiet=True)
+    best = pd.read_csv(tmp_path / "model" / "metrics.csv").set_index("epoch").loc[result.best_epoch]
+    images = _val_images(raw, prepared, tmp_path / "val_images")
+    infer(tmp_path / "model", [images], tmp_path / "pred", {"checkpoint": "best", "precision": "fp32"}, quiet=True)
+    means = evaluate(tmp_path / "pred", raw, tmp_path / "report", EvaluateConfig()).summary.set_index("metric")["mean"]
+    assert 0.05 < means["dice_mean"] < 1.0
+    for name in ("mean", "edema", "non-enhancing_tumour", "enhancing_tumour", "whole_tumour", "tumour_core"):
+        assert best[f"val_dice_{name}"] == pytest.approx(means[f"dice_{name}"], abs=1e-9, nan_ok=True), name
+
+
+def test_validation_falls_back_to_the_prepared_grid_when_the_inputs_are_gone(tmp_path):
+    from segpipe.artifacts.prepared import load_prepared
+    from segpipe.training.native import native_grids
+
+    raw = make_slice_dataset(tmp_path / "raw", patients=2, slices=2)
+    preprocess(raw, tmp_path / "prepared", slice_config(**{"preprocess.target_spacing": "[1.5,1.5]"}), quiet=True)
+    data = load_prepared(tmp_path / "prepared")
+    cases = [{"id": cid} for cid in data.manifest["cases"]]
+    args = (data.manifest, data.plan["preprocess"], data.plan["layout"], data.plan["source"])
+    grids, notes = native_grids(cases, *args)
+    assert len(grids) == 4 and not notes
+    assert grids["BRATS_001_z10"].reference().shape == (32, 32)  # the label as stored, not the prepared 18 x 18
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(raw / "training_labels" / "BRATS_001_z10.png")  # changed
+    shutil.move(raw / "training_images" / "BRATS_002_z11.png", tmp_path / "moved.png")  # gone
+    grids, notes = native_grids(cases, *args)
+    assert sorted(grids) == ["BRATS_001_z11", "BRATS_002_z10"]
+    assert len(notes) == 1 and "2 case(s) on the prepared grid" in notes[0] and "gone or changed" in notes[0]
+
 def test_time_budget_is_spent_on_several_validated_epochs(slice_data, tmp_path):
     import yaml
 
