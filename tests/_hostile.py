@@ -1673,6 +1673,59 @@ def _(root: Path, fx: Fixtures) -> Kind:
     return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", ("BRATS_002_z20.png", "1 x 1", "too small"))
 
 
+# ---------------------------------------------------------------- readers: series read in part, headers read elsewhere
+
+
+def _dicom_edited(root: Path, edit: Callable) -> Path:  # noqa: ANN001 - (pydicom Dataset, index) -> None
+    from tests.builders import write_dicom_series
+
+    return _edit_series(write_dicom_series(root / "ds" / "s1", n=4, shape=(16, 16)), edit)
+
+
+@kind(4, "dicom-series-number-differs-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    series = _dicom_edited(root, lambda ds, i: setattr(ds, "SeriesNumber", 1 if i < 3 else 2))
+    return Kind(["preprocess", "-i", root / "ds", "-o", root / "out", "-j", "1"], root / "out",
+                (str(series), "slices differ in SeriesNumber", "IM0001: 2", ": 1)", "read only part of it"))
+
+
+@kind(4, "dicom-rescale-slope-differs-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    series = _dicom_edited(root, lambda ds, i: setattr(ds, "RescaleSlope", 1.0 if i < 3 else 0.5))
+    return Kind(["infer", "-m", fx.model, "-i", series, "-o", root / "out"], root / "out",
+                (str(series), "slices differ in RescaleSlope", "0.5", "with IM0001's value"))
+
+
+@kind(4, "dicom-enhanced-frame-missing-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    from tests.builders import write_enhanced_dicom
+
+    path = write_enhanced_dicom(root / "in" / "s1" / "f.dcm", [0.0, 2.0, 4.0, 8.0, 10.0], shape=(16, 16))
+    return Kind(["infer", "-m", fx.model, "-i", path.parent, "-o", root / "out"], root / "out",
+                (str(path), "gap of 4 mm between frames at 4 mm (frame 3) and 8 mm (frame 4)", "about 1 missing frame"))
+
+
+@kind(8, "dicom-series-beside-series-folders-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    from tests.builders import write_dicom_series
+
+    write_dicom_series(root / "ds", n=3)
+    write_dicom_series(root / "ds" / "s2", n=3)
+    return Kind(["preprocess", "-i", root / "ds", "-o", root / "out", "-j", "1"], root / "out",
+                (str(root / "ds"), "holds DICOM files beside series sub-folders (s2)"))
+
+
+@kind(9, "dicom-slice-cut-short-before-its-uid-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    from tests.builders import write_dicom_series
+
+    series = write_dicom_series(root / "in" / "s1", n=4, shape=(16, 16))
+    victim = sorted(series.iterdir())[1]
+    victim.write_bytes(victim.read_bytes()[:300])
+    return Kind(["infer", "-m", fx.model, "-i", series, "-o", root / "out"], root / "out",
+                (str(victim), "neither a SeriesInstanceUID nor pixel data", "cut short"))
+
+
 def build_all(root: Path, fx: Fixtures) -> dict[str, Kind]:
     """Every kind, each in its own folder under `root`."""
     out = {}

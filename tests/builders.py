@@ -119,6 +119,45 @@ def write_dicom_series(folder: Path, n=5, spacing=2.0, skip=(), series_uid=None,
         ds.save_as(folder / f"IM{n - i:04d}", enforce_file_format=True)
     return folder
 
+def write_enhanced_dicom(path: Path, heights: list[float], shape=(8, 6)) -> Path:
+    """One enhanced MR file: a frame at each of `heights` (mm along z), its position in the
+    per-frame functional groups, orientation and pixel spacing in the shared ones."""
+    from pydicom.dataset import Dataset as DicomDataset
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    enhanced_mr = "1.2.840.10008.5.1.4.1.1.4.1"
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = enhanced_mr, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = DicomDataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = enhanced_mr, meta.MediaStorageSOPInstanceUID
+    ds.PatientID, ds.Modality = "P1", "MR"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.Rows, ds.Columns = shape
+    ds.NumberOfFrames = len(heights)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    measures, orientation, shared = DicomDataset(), DicomDataset(), DicomDataset()
+    measures.PixelSpacing, measures.SliceThickness = [1.0, 1.0], 2.0
+    orientation.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = Sequence([measures]), Sequence([orientation])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    for z in heights:
+        position, frame = DicomDataset(), DicomDataset()
+        position.ImagePositionPatient = [0.0, 0.0, float(z)]
+        frame.PlanePositionSequence = Sequence([position])
+        frames.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    ds.PixelData = np.arange(len(heights) * shape[0] * shape[1], dtype=np.int16).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def make_pairs(root: Path, cases=("a", "b"), label_suffix="_label", image_suffix="_image", ext=".nii.gz",
                unlabelled=("u",), channels: int = 1, shape=(6, 5, 4)) -> Path:
     """`<case>_image<ext>` + `<case>_label<ext>` files, and images without a label."""

@@ -4,9 +4,11 @@ that is itself one series.
 One `Case` per series with `images=[series_folder]`; MONAI's ITKReader reads the folder
 as one volume with its geometry, slices sorted by position. The headers (pydicom, pixel
 data deferred) are checked first: one SeriesInstanceUID per folder, evenly spaced slice
-positions, and slices that all hold pixels of one size and orientation at a positive
-spacing, so a mixed or incomplete series fails with one clear line instead of a silently
-wrong volume.
+(and enhanced-image frame) positions, and slices that all hold pixels of one size and
+orientation at a positive spacing and share every tag ITK splits a series by or takes from
+the first slice, so a mixed or incomplete series fails with one clear line instead of a
+silently wrong volume. After the read, `check_volume_slices` refuses a volume that holds
+fewer slices than the folder's files (ITK split the series by a rule of its own).
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def check_series(folder: Path) -> dict[str, object]:
 
     Raises:
         SegpipeError: unreadable headers, several series in the folder, missing geometry,
-            slices at the same position, or uneven slice spacing (a missing slice).
+            slices at the same position, uneven slice spacing (a missing slice), or slices
+            that differ in a tag of `_SPLIT_TAGS` or `_VALUE_TAGS`.
     """
     import pydicom
 
@@ -66,6 +69,7 @@ def check_series(folder: Path) -> dict[str, object]:
             raise SegpipeError(f"{path}: not a readable DICOM file ({type(exc).__name__})") from None
     uids = {str(h.get("SeriesInstanceUID", "")) for _, h in headers}
     if len(uids) > 1:
+        _name_file_without_uid(headers)
         raise SegpipeError(
             f"{folder}: holds {len(uids)} series (SeriesInstanceUID {', '.join(sorted(uids)[:3])}); put each series in its own folder"
         )
@@ -80,6 +84,7 @@ def check_series(folder: Path) -> dict[str, object]:
     orient, points = _check_slices(headers)
     if len(headers) == 1:
         return info
+    _check_alike(folder, headers)
     several = [path for path, h in headers if frame_count(path, h) > 1]
     if several:
         raise SegpipeError(f"{several[0]}: a file of several frames beside {len(headers) - 1} other file(s) of the "
@@ -88,26 +93,97 @@ def check_series(folder: Path) -> dict[str, object]:
         raise SegpipeError(
             f"{folder}: slices lack ImagePositionPatient / ImageOrientationPatient; cannot order the series"
         )
+    info["spacing"] = _check_stack(folder, orient, points, [p.name for p, _ in headers], "slices")
+    return info
+
+
+def _check_stack(where: Path, orient: np.ndarray, points: list, names: list[str], what: str) -> float:
+    """Slice origins (`points`, named by `names`) on one line along the slice normal, evenly
+    spaced, none shared; returns the spacing in mm. `what` names the items ("slices", "frames")."""
     normal = np.cross(orient[:3], orient[3:])
-    positions = sorted((float(np.dot(normal, point)), p.name) for point, (p, _) in zip(points, headers))
+    positions = sorted((float(np.dot(normal, point)), name) for point, name in zip(points, names))
     z = np.array([p for p, _ in positions])
-    _check_not_sheared(folder, normal, np.array(points))
+    _check_not_sheared(where, normal, np.array(points))
     gaps = np.diff(z)
     if np.any(gaps < 1e-4):
         i = int(np.argmin(gaps))
-        raise SegpipeError(f"{folder}: slices {positions[i][1]} and {positions[i + 1][1]} share position {z[i]:g} mm")
+        raise SegpipeError(f"{where}: {what} {positions[i][1]} and {positions[i + 1][1]} share position {z[i]:g} mm")
     step = float(np.median(gaps))
     bad = np.nonzero(np.abs(gaps - step) > SPACING_TOLERANCE * step)[0]
     if bad.size:
         i = int(bad[0])
         missing = round(gaps[i] / step) - 1
-        what = f"about {missing} missing slice(s)" if missing >= 1 else "uneven spacing"
+        problem = f"about {missing} missing {what[:-1]}(s)" if missing >= 1 else "uneven spacing"
         raise SegpipeError(
-            f"{folder}: gap of {gaps[i]:g} mm between slices at {z[i]:g} mm ({positions[i][1]}) and "
-            f"{z[i + 1]:g} mm ({positions[i + 1][1]}), expected {step:g} mm: {what}"
+            f"{where}: gap of {gaps[i]:g} mm between {what} at {z[i]:g} mm ({positions[i][1]}) and "
+            f"{z[i + 1]:g} mm ({positions[i + 1][1]}), expected {step:g} mm: {problem}"
         )
-    info["spacing"] = step
-    return info
+    return step
+
+
+# Tags every slice of a series must share. GDCM's series details (which MONAI's ITKReader
+# uses) split a series where the first four differ and ITK reads only the first part; the
+# others ITK takes from the first slice for the whole volume.
+_SPLIT_TAGS = ("SeriesNumber", "SequenceName", "SliceThickness", "SeriesDate")
+_VALUE_TAGS = ("PixelSpacing", "PixelRepresentation", "BitsAllocated", "BitsStored", "SamplesPerPixel",
+               "PhotometricInterpretation", "RescaleSlope", "RescaleIntercept")
+
+
+def _tag_value(h: object, key: str) -> object:
+    """A header value comparable between slices: numbers as floats (`2` and `2.0` alike), text stripped."""
+    value = h.get(key)  # type: ignore[attr-defined]
+    items = list(value) if isinstance(value, Sequence) and not isinstance(value, (str, bytes)) else [value]
+    return tuple(float(v) if isinstance(v, (int, float)) else str(v).strip() for v in items if v is not None)
+
+
+def _shown(value: object) -> str:
+    shown = "\\".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)  # type: ignore[attr-defined]
+    return shown or "absent"
+
+
+def _check_alike(folder: Path, headers: list) -> None:
+    """Every slice shares the first's `_SPLIT_TAGS` and `_VALUE_TAGS`, else one line naming the
+    tag and two files that differ in it."""
+    first_path, first = headers[0]
+    for key in (*_SPLIT_TAGS, *_VALUE_TAGS):
+        want = _tag_value(first, key)
+        for path, h in headers[1:]:
+            theirs = _tag_value(h, key)
+            if theirs == want:
+                continue
+            effect = ("ITK would split the series there and read only part of it" if key in _SPLIT_TAGS
+                      else f"ITK would read every slice with {first_path.name}'s value")
+            raise SegpipeError(f"{folder}: slices differ in {key} ({first_path.name}: {_shown(want)}, "
+                               f"{path.name}: {_shown(theirs)}); {effect}")
+
+
+def _name_file_without_uid(headers: list) -> None:
+    """A folder that seems to hold several series because a file lacks its SeriesInstanceUID:
+    name that file (a file cut short reads as a header without the UID or pixel data)."""
+    for path, h in headers:
+        if str(h.get("SeriesInstanceUID", "") or ""):
+            continue
+        if not any(k in h for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+            raise SegpipeError(f"{path}: DICOM file holds neither a SeriesInstanceUID nor pixel data "
+                               f"(cut short or damaged, {path.stat().st_size} bytes)")
+        raise SegpipeError(f"{path}: DICOM file has no SeriesInstanceUID, unlike the other files of its folder")
+
+
+def check_volume_slices(folder: Path, slices: int) -> None:
+    """After ITK read a series folder: its volume holds every frame of the folder's files.
+    ITK (GDCM) splits a series by rules of its own and reads the first part only.
+
+    Raises:
+        SegpipeError: the volume holds fewer slices than the files hold frames.
+    """
+    import pydicom
+
+    frames = 0
+    for path in dicom_files(folder):
+        frames += frame_count(path, pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["NumberOfFrames"]))
+    if slices < frames:
+        raise SegpipeError(f"{folder}: ITK read {slices} of the series' {frames} slices (it split the series by "
+                           "a header field that differs between slices); refused")
 
 
 def _check_not_sheared(folder: Path, normal: np.ndarray, points: np.ndarray) -> None:
@@ -192,7 +268,10 @@ def _check_frames(path: Path, h: object) -> None:
     """A file of several frames says how far apart they lie: per-frame positions (an enhanced
     image's functional groups) or SpacingBetweenSlices. Without either, ITK takes 1 mm."""
     frames = frame_count(path, h)
-    if frames < 2 or "PerFrameFunctionalGroupsSequence" in h:  # type: ignore[operator]
+    if frames < 2:
+        return
+    if "PerFrameFunctionalGroupsSequence" in h:  # type: ignore[operator]
+        _check_frame_positions(path, h)
         return
     gap = _numbers(path, h, "SpacingBetweenSlices")
     if gap is None:
@@ -200,6 +279,29 @@ def _check_frames(path: Path, h: object) -> None:
                            "distance between frames is unknown (ITK would take 1 mm)")
     if not 0 < gap[0] < float("inf"):
         raise SegpipeError(f"{path}: SpacingBetweenSlices {gap[0]:g} is not a positive distance in mm")
+
+
+def _group_item(h: object, group: str) -> object | None:
+    """The first item of a functional group sequence of `h` (an enhanced image's shared or
+    per-frame item), or None."""
+    items = h.get(group) if h is not None else None  # type: ignore[attr-defined]
+    return items[0] if items else None
+
+
+def _check_frame_positions(path: Path, h: object) -> None:
+    """An enhanced image's frames evenly spaced along their normal, as a series' slices must be
+    (ITK takes one spacing for all): a missing frame is named, not stretched over."""
+    shared = _group_item(h, "SharedFunctionalGroupsSequence")
+    frames = list(h.PerFrameFunctionalGroupsSequence)  # type: ignore[attr-defined]
+    planes = [_group_item(f, "PlanePositionSequence") for f in frames]
+    orientation = _group_item(frames[0], "PlaneOrientationSequence") or _group_item(shared, "PlaneOrientationSequence")
+    if orientation is None or any(p is None for p in planes):
+        return  # no positions to check
+    orient = _finite(path, orientation, "ImageOrientationPatient")
+    points = [_finite(path, p, "ImagePositionPatient") for p in planes]
+    if orient is None or any(p is None for p in points):
+        return
+    _check_stack(path, orient, points, [f"frame {k + 1}" for k in range(len(points))], "frames")
 
 
 def _check_pixel_data(path: Path, h: object) -> None:
@@ -233,10 +335,19 @@ def _check_pixel_data(path: Path, h: object) -> None:
 
 
 def series_folders(root: Path) -> list[Path]:
-    """`root` itself when it holds DICOM files, else its sub-folders that do."""
-    if dicom_files(root):
-        return [root]
-    return [d for d in visible_dirs(root) if dicom_files(d)]
+    """`root` itself when it holds DICOM files, else its sub-folders that do.
+
+    Raises:
+        SegpipeError: `root` holds DICOM files and series sub-folders (ITK would read the
+            files only; the sub-folders would be dropped).
+    """
+    subfolders = [d for d in visible_dirs(root) if dicom_files(d)]
+    if not dicom_files(root):
+        return subfolders
+    if subfolders:
+        raise SegpipeError(f"{root}: holds DICOM files beside series sub-folders ({subfolders[0].name}"
+                           f"{', ...' if len(subfolders) > 1 else ''}); move the files into a series folder of their own")
+    return [root]
 
 
 def read_dicom(root: str | Path, labels: dict[int, str] | None = None) -> Dataset:
@@ -276,4 +387,4 @@ LAYOUT = Layout(
     inputs=every_case,
 )
 
-__all__ = ["LAYOUT", "read_dicom", "check_series", "is_dicom_folder", "series_folders"]
+__all__ = ["LAYOUT", "read_dicom", "check_series", "check_volume_slices", "is_dicom_folder", "series_folders"]

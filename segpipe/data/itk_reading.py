@@ -43,12 +43,26 @@ def imread(path: str | Path) -> Any:
         return itk.imread(str(path), _fallback_type(Path(path), exc))
 
 
+def _check_series_read(data: Any, images: Any) -> None:
+    """Each DICOM series folder read whole: ITK reads only the first part of a series that its
+    own rules split."""
+    from segpipe.data.dicom import check_volume_slices
+
+    for path, image in zip(ensure_tuple(data), images if isinstance(images, (list, tuple)) else [images]):
+        if Path(path).is_dir():
+            size = image.GetLargestPossibleRegion().GetSize()
+            check_volume_slices(Path(path), int(size[2]) if len(size) > 2 else 1)
+
+
 class AnyTypeITKReader(ITKReader):
-    """MONAI's ITKReader, reading component types ITK's wrapping lacks as float64."""
+    """MONAI's ITKReader, reading component types ITK's wrapping lacks as float64, and
+    refusing a DICOM series read in part."""
 
     def read(self, data: Any, **kwargs: Any) -> Any:
         try:
-            return super().read(data, **kwargs)
+            images = super().read(data, **kwargs)
         except itk.TemplateTypeError as exc:
             pixel_type = _fallback_type(Path(ensure_tuple(data)[0]), exc)
-            return super().read(data, **{**kwargs, "pixel_type": pixel_type})
+            images = super().read(data, **{**kwargs, "pixel_type": pixel_type})
+        _check_series_read(data, images)
+        return images

@@ -411,6 +411,33 @@ def test_dicom_missing_slice_and_mixed_series(tmp_path):
         read_dataset(tmp_path / "mix")
 
 
+def test_a_series_itk_reads_in_part_is_refused_after_the_read(tmp_path):
+    """Whatever rule makes ITK (GDCM) split a series, a volume of fewer slices than the folder's
+    files is refused: here SeriesNumber, read past the header checks."""
+    import pydicom
+
+    from segpipe.data.itk_reading import AnyTypeITKReader
+
+    series = write_dicom_series(tmp_path / "d" / "s", n=4)
+    for path in series.iterdir():
+        ds = pydicom.dcmread(path)
+        ds.SeriesNumber = 1 if ds.InstanceNumber < 3 else 2
+        ds.save_as(path)
+    with pytest.raises(SegpipeError, match=rf"{series}: ITK read 2 of the series' 4 slices"):
+        AnyTypeITKReader().read(str(series))
+    whole = write_dicom_series(tmp_path / "whole" / "s", n=4)
+    assert tuple(AnyTypeITKReader().read(str(whole)).GetLargestPossibleRegion().GetSize()) == (6, 8, 4)
+
+
+def test_enhanced_frames_evenly_spaced_read_with_their_spacing(tmp_path):
+    from tests.builders import write_enhanced_dicom
+
+    write_enhanced_dicom(tmp_path / "d" / "s" / "f.dcm", [0.0, 2.5, 5.0, 7.5])
+    ds = read_dataset(tmp_path / "d")
+    image = load_case(ds, ds.test[0], with_label=False)["image"]
+    assert tuple(image.shape) == (1, 6, 8, 4) and float(image.pixdim[2]) == 2.5
+
+
 # ---------------------------------------------------------------- detection, inputs
 
 
