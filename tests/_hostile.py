@@ -1715,6 +1715,57 @@ def _(root: Path, fx: Fixtures) -> Kind:
                 (str(root / "ds"), "holds DICOM files beside series sub-folders (s2)"))
 
 
+def _header_linked_from_below(ds: Path, fx: Fixtures, name: str, text: Callable[[str], str]) -> Path:
+    """`ds/images/<name>`, a link to the header `ds/d1/d2/d3/d4/<name>`, whose data file `../`
+    x 4 + `outside/secret.raw` stays inside `ds` from the link's target but, read from the
+    link's own folder as ITK reads it, is the secret file."""
+    deep = ds / "d1" / "d2" / "d3" / "d4"
+    deep.mkdir(parents=True)
+    up = os.path.relpath(fx.outside, ds / "images")
+    (deep / name).write_text(text(f"{up}/secret.raw"))
+    (ds / "images" / name).symlink_to(os.path.relpath(deep / name, ds / "images"))
+    return ds / "images" / name
+
+
+@kind(1, "mhd-linked-header-data-file-outside-verify")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = generic_dataset(root / "ds", "a.mhd")
+    link = _header_linked_from_below(ds, fx, "a.mhd", mhd_header)
+    return Kind(["preprocess", "-i", ds, "--verify-only"], None, (str(link), "header names the data file", "outside"),
+                report=True)
+
+
+@kind(1, "nhdr-in-linked-folder-data-file-outside-preprocess")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = generic_dataset(root / "ds", "a.nhdr")
+    deep = ds / "d1" / "d2" / "d3" / "d4"  # images/ is a link to it: the header's data file, 4 x `../` up, as for the .mhd above
+    deep.parent.mkdir(parents=True)
+    (ds / "images").rename(deep)
+    (ds / "images").symlink_to(os.path.relpath(deep, ds))
+    up = os.path.relpath(fx.outside, ds / "images")
+    (deep / "a.nhdr").write_text(nrrd_header(f"data file: {up}/secret.raw"))
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
+                (str(ds / "images" / "a.nhdr"), "header names the data file", "outside"))
+
+
+@kind(9, "mhd-data-file-missing-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "in").mkdir(parents=True)
+    path = root / "in" / "a.mhd"
+    path.write_text(mhd_header("nothere.raw"))
+    return Kind(["infer", "-m", fx.model, "-i", path, "-o", root / "out"], root / "out",
+                (str(path), f"the data file it names, {root / 'in' / 'nothere.raw'}, does not exist"))
+
+
+@kind(9, "mhd-list-slice-cut-short-verify")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = generic_dataset(root / "ds", "a.mhd", mhd_header("LIST 2D", extra="s0.raw\ns1.raw\ns2.raw\ns3.raw\n"))
+    for k in range(4):
+        np.ones(16 if k != 2 else 5, np.float32).tofile(ds / "images" / f"s{k}.raw")
+    return Kind(["preprocess", "-i", ds, "--verify-only"], None,
+                ("a.mhd", f"image data is cut short (20 of 64 bytes in {ds / 'images' / 's2.raw'})"), report=True)
+
+
 @kind(9, "dicom-slice-cut-short-before-its-uid-infer")
 def _(root: Path, fx: Fixtures) -> Kind:
     from tests.builders import write_dicom_series

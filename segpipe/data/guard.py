@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from segpipe.data.headers import check_data, frame_count, read_metaimage, read_nrrd
+from segpipe.data.headers import check_data, data_file_paths, frame_count, read_metaimage, read_nrrd
 from segpipe.errors import SegpipeError
 from segpipe.limits import check_image_size
 
@@ -149,8 +149,8 @@ def _check_refs(path: Path, target: Path, names: list[str]) -> None:
     if len(names) > MAX_LISTED_FILES:
         raise SegpipeError(f"{path}: header names {len(names)} data files")
     for name in names:
-        ref = Path(name) if os.path.isabs(name) else target.parent / name
-        resolve_inside(ref, named_by=path)
+        for ref in data_file_paths(path, target, name):
+            resolve_inside(ref, named_by=path)
 
 
 def _check_nrrd(path: Path, target: Path, head: bytes) -> None:

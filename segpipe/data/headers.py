@@ -10,6 +10,7 @@ refused instead of read as whatever memory held.
 
 from __future__ import annotations
 
+import os
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -87,6 +88,17 @@ def expand(spec: str, following: list[str], path: Path, max_files: int) -> tuple
         except (TypeError, ValueError):
             raise SegpipeError(f"{path}: data file pattern {spec!r} is not a valid printf pattern") from None
     return [spec.strip()], False
+
+
+def data_file_paths(path: Path, target: Path, name: str) -> list[Path]:
+    """Where a data file a header names may be opened, ITK's way first: `name` joined to the
+    header's folder as given and `..` collapsed in the text (ITK's readers), then joined to that
+    folder with its links followed (the file system's walk), and to the resolved header's folder."""
+    if os.path.isabs(name):
+        return [Path(os.path.abspath(name))]
+    given = Path(os.path.abspath(path)).parent
+    found = [Path(os.path.abspath(given / name)), given.resolve() / name, target.parent / name]
+    return list(dict.fromkeys(found))
 
 
 def _ints(path: Path, fields: dict[str, str], key: str, shown: str) -> tuple[int, ...]:
@@ -174,28 +186,31 @@ def read_metaimage(path: Path, target: Path, head: bytes, max_files: int) -> Hea
 
 
 def check_data(path: Path, target: Path, header: Header) -> None:
-    """Refuse voxel data shorter than the header declares, or a compressed stream that does
-    not inflate to exactly that size (ITK would fill the rest from uninitialised memory)."""
-    if not header.shape or not header.itemsize or header.listed or len(header.data) > 1:
+    """Refuse a data file the header names that does not exist, voxel data shorter than the
+    header declares, or a compressed stream that does not inflate to exactly that size (ITK
+    would say so on stderr in its own words, or fill the rest from uninitialised memory)."""
+    sources = [data_file_paths(path, target, name)[0] for name in header.data]
+    for source in sources:
+        if not source.is_file():
+            raise SegpipeError(f"{path}: the data file it names, {source}, does not exist")
+    if not header.shape or not header.itemsize:
         return
     if header.fields.get("encoding", "raw").lower() in ("ascii", "text", "txt", "hex"):
         return
     if any(k in header.fields for k in ("byte skip", "byteskip", "line skip", "lineskip", "headersize")):
         return  # data placed by skips: ITK's own reader checks what it reads
-    if header.data:  # one data file, from its start
-        named = Path(header.data[0])
-        source, start = (named if named.is_absolute() else target.parent / named), 0
-    else:  # after the header
-        source, start = target, header.offset
-    if not source.is_file():
-        return  # the reader names the missing file
     expected = header.itemsize
     for side in header.shape:
         expected *= int(side)
+    if header.listed or len(sources) > 1:
+        _check_listed(path, sources, expected, header.compressed)
+        return
+    source, start = (sources[0], 0) if sources else (target, header.offset)  # a data file, or after the header
     available = source.stat().st_size - start
     if not header.compressed:
         if available < expected:
-            raise SegpipeError(f"{path}: image data is cut short ({available} of {expected} bytes)")
+            where = f" in {source}" if sources else ""
+            raise SegpipeError(f"{path}: image data is cut short ({available} of {expected} bytes{where})")
         return
     if header.compressed_size is None and header.local_size_required and not header.data:
         raise SegpipeError(f"{path}: compressed LOCAL data without a CompressedDataSize field; ITK's MetaImage "
@@ -208,6 +223,18 @@ def check_data(path: Path, target: Path, header: Header) -> None:
     if produced < expected:
         raise SegpipeError(f"{path}: compressed image data is {'damaged' if failed else 'cut short'} (it inflates to "
                            f"{produced} of {expected} bytes)")
+
+
+def _check_listed(path: Path, sources: list[Path], expected: int, compressed: bool) -> None:
+    """Raw data in several files (LIST or a pattern), an equal share of the voxels each: a file
+    shorter than its share is named."""
+    if compressed or not sources or expected % len(sources):
+        return
+    share = expected // len(sources)
+    for source in sources:
+        size = source.stat().st_size
+        if size < share:
+            raise SegpipeError(f"{path}: image data is cut short ({size} of {share} bytes in {source})")
 
 
 def _inflate(source: Path, start: int, length: int, expected: int) -> tuple[int, bool]:
@@ -240,5 +267,5 @@ def frame_count(path: Path, h: object) -> int:
     return int(text)
 
 
-__all__ = ["Header", "HEADER_LIMIT", "read_nrrd", "read_metaimage", "check_data", "expand", "nrrd_itemsize",
-           "frame_count"]
+__all__ = ["Header", "HEADER_LIMIT", "read_nrrd", "read_metaimage", "check_data", "data_file_paths", "expand",
+           "nrrd_itemsize", "frame_count"]
