@@ -1748,6 +1748,18 @@ def _(root: Path, fx: Fixtures) -> Kind:
                 (str(ds / "images" / "a.nhdr"), "header names the data file", "outside"))
 
 
+@kind(9, "nrrd-space-units-cm-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "in").mkdir(parents=True)
+    path = root / "in" / "a.nhdr"
+    header = nrrd_header("data file: a.raw").replace("space directions:", 'space: left-posterior-superior\n'
+                                                     'space units: "cm" "cm" "cm"\nspace directions:')
+    path.write_text(header)
+    np.ones(64, np.float32).tofile(root / "in" / "a.raw")
+    return Kind(["infer", "-m", fx.model, "-i", path, "-o", root / "out"], root / "out",
+                (str(path), "NRRD spatial unit 'cm'", "segpipe reads voxel sizes in mm"))
+
+
 @kind(9, "mhd-data-file-missing-infer")
 def _(root: Path, fx: Fixtures) -> Kind:
     (root / "in").mkdir(parents=True)

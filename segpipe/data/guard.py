@@ -160,6 +160,7 @@ def _check_nrrd(path: Path, target: Path, head: bytes) -> None:
         raise SegpipeError(f"{path}: complex-valued image; segpipe needs real intensities (store the magnitude)")
     if header.shape:
         check_image_size(path, header.shape, header.itemsize or 4)
+    _check_nrrd_units(path, header.fields.get("space units", ""))
     directions = header.fields.get("space directions", "")
     vectors = re.findall(r"\(([^)]*)\)", directions)
     if vectors:
@@ -169,6 +170,22 @@ def _check_nrrd(path: Path, target: Path, head: bytes) -> None:
             raise SegpipeError(f"{path}: NRRD header field 'space directions' is not a list of vectors") from None
         _check_geometry(path, values, "NRRD space directions", matrix=len(values) == len(vectors) ** 2)
     check_data(path, target, header)
+
+
+_MM = ("", "mm", "millimeter", "millimeters", "millimetre", "millimetres")
+
+
+def _refuse_unit(path: Path, fmt: str, unit: str) -> None:
+    """The one wording for voxel sizes stored in another unit than mm."""
+    raise SegpipeError(f"{path}: {fmt} spatial unit '{unit}'; segpipe reads voxel sizes in mm (store them in mm)")
+
+
+def _check_nrrd_units(path: Path, value: str) -> None:
+    """NRRD `space units` ("cm" "cm" "cm"): ITK ignores them and reads the sizes as mm."""
+    units = re.findall(r'"([^"]*)"', value) or value.split()
+    unit = next((u.strip() for u in units if u.strip().lower() not in _MM), None)
+    if unit is not None:
+        _refuse_unit(path, "NRRD", unit)
 
 
 def _looks_metaimage(name: str, head: bytes) -> bool:
@@ -282,7 +299,7 @@ def _check_nifti(path: Path) -> None:
     _refuse_complex(path, dtype)
     unit = img.header.get_xyzt_units()[0]
     if unit not in ("mm", "unknown"):  # nibabel's affine is in the file's own unit; every other reader's in mm
-        raise SegpipeError(f"{path}: NIfTI spatial unit '{unit}'; segpipe reads voxel sizes in mm (store them in mm)")
+        _refuse_unit(path, "NIfTI", unit)
     if dtype.names is not None:
         raise SegpipeError(f"{path}: NIfTI of a structured type ({dtype}); segpipe needs one real value per voxel")
     if len(img.shape) > 4:  # readers would take the 4th and later axes as space or channels, each its own way
