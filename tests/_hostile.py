@@ -1789,6 +1789,18 @@ def _(root: Path, fx: Fixtures) -> Kind:
                 (str(victim), "neither a SeriesInstanceUID nor pixel data", "cut short"))
 
 
+@kind(9, "nrrd-float-rgb-infer")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "in").mkdir(parents=True)
+    path = root / "in" / "a.nrrd"
+    header = ("NRRD0004\ntype: float\ndimension: 4\nspace: left-posterior-superior\nsizes: 3 16 16 12\n"
+              "kinds: RGB-color domain domain domain\nencoding: raw\nendian: little\n"
+              "space directions: none (1,0,0) (0,1,0) (0,0,1)\n\n")
+    path.write_bytes(header.encode() + np.ones(3 * 16 * 16 * 12, "<f4").tobytes())
+    return Kind(["infer", "-m", fx.model, "-i", path, "-o", root / "out"], root / "out",
+                (str(path), "3 components of type float in rgb pixels", "store one channel per file"))
+
+
 def build_all(root: Path, fx: Fixtures) -> dict[str, Kind]:
     """Every kind, each in its own folder under `root`."""
     out = {}

@@ -30,8 +30,11 @@ def _fallback_type(path: Path, error: Exception) -> Any:
     components = io.GetNumberOfComponents()
     if components != 1:
         kind = io.GetComponentTypeAsString(io.GetComponentType())
-        raise SegpipeError(f"{path}: {components} components of type {kind}, which ITK cannot read as they are; "
-                           "store the image as float32, int16 or uint8")
+        pixel = io.GetPixelTypeAsString(io.GetPixelType())
+        shown = "" if pixel in ("scalar", "vector") else f" in {pixel} pixels"
+        raise SegpipeError(f"{path}: {components} components of type {kind}{shown}, which ITK cannot read as they are; "
+                           "store one channel per file, or the channels as a float32 vector (NRRD kind 'vector', "
+                           "MetaImage ElementNumberOfChannels)")
     return itk.D
 
 
