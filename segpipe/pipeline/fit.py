@@ -599,7 +599,9 @@ def _train(run: Run, loader: Any, draw: Any, budget: TimeBudget, lr_schedule: Bu
                                "iterations": len(losses), "lr": run.optimizer.param_groups[0]["lr"]}
         if not budget.active:
             run.scheduler.step()
-        if run.val_cases and ((epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs or budget.expired()):
+        # an epoch left no time by a late validation before it made no step: its weights were validated already
+        unchanged = budget.active and not losses and bool(run.rows)
+        if run.val_cases and not unchanged and ((epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs or budget.expired()):
             _validation_step(run, row, epoch)
         elif not run.val_cases:
             run.selection.unvalidated(epoch + 1)

@@ -92,4 +92,7 @@ def console_line(row: dict[str, Any], epochs: int) -> str:
     dice = f", val Dice {row['val_dice_mean']:.3f}" if "val_dice_mean" in row else ""
     if "val_threshold" in row:
         dice += f" at threshold {row['val_threshold']:g}"
+    if not row.get("iterations", 1):
+        return (f"epoch {row['epoch']}/{epochs}: no step (the time budget's slot for it was spent; its weights "
+                f"are the last epoch's) ({row['seconds']:.1f} s)")
     return f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f}{dice} ({row['seconds']:.1f} s)"

@@ -182,6 +182,24 @@ def test_validation_falls_back_to_the_prepared_grid_when_the_inputs_are_gone(tmp
     assert sorted(grids) == ["BRATS_001_z11", "BRATS_002_z10"]
     assert len(notes) == 1 and "2 case(s) on the prepared grid" in notes[0] and "gone or changed" in notes[0]
 
+
+def test_an_epoch_without_a_step_is_not_validated_again(slice_data, tmp_path, monkeypatch):
+    """A validation that overran its slot leaves the next budgeted epoch no step: its weights
+    are the last validation's, so it is recorded without validating them again."""
+    import segpipe.pipeline.fit as fit_module
+
+    _, prepared = slice_data
+    train_epoch = fit_module._train_epoch
+
+    def starved_second_epoch(run, loader, budget, lr_schedule, epoch):
+        return [] if epoch == 1 else train_epoch(run, loader, budget, lr_schedule, epoch)
+
+    monkeypatch.setattr(fit_module, "_train_epoch", starved_second_epoch)
+    fit(prepared, tmp_path / "model", slice_config(**{"train.max_seconds": "12", "train.epochs": "1000"}), quiet=True)
+    metrics = pd.read_csv(tmp_path / "model" / "metrics.csv").set_index("epoch")
+    assert len(metrics) >= 3 and metrics.loc[2, "iterations"] == 0
+    assert pd.isna(metrics.loc[2, "val_dice_mean"]) and metrics.drop(index=2)["val_dice_mean"].notna().all()
+
 def test_time_budget_is_spent_on_several_validated_epochs(slice_data, tmp_path):
     import yaml
 

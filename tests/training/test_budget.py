@@ -119,6 +119,8 @@ def test_checkpointer_writes_best_then_last_and_metrics(tmp_path: Path):
 def test_console_line():
     row = {"epoch": 3, "train_loss": 0.25, "seconds": 1.5}
     assert console_line(row, 10) == "epoch 3/10: loss 0.2500 (1.5 s)"
+    idle = console_line({**row, "iterations": 0, "train_loss": float("nan")}, 10)
+    assert idle.startswith("epoch 3/10: no step") and "nan" not in idle
     assert console_line({**row, "val_dice_mean": 0.5}, 10) == "epoch 3/10: loss 0.2500, val Dice 0.500 (1.5 s)"
 
 
