@@ -144,9 +144,11 @@ def evaluate(
 
         lesion_structures = {k: v for k, v in scored.items() if k in regions} if regions else scored
         per_case, per_patient = lesion_columns(per_case, per_patient, loaded, lesion_structures, ecfg, quiet)
-    from segpipe.qc.evaluation import FAILED_FLAG, UNLISTED_FLAG, add_qc_columns, confidence_figure
+    from segpipe.qc.evaluation import FAILED_FLAG, PARTIAL_FLAG, UNLISTED_FLAG, add_qc_columns, confidence_figure, flag_patients
 
     per_case, per_patient, with_qc = add_qc_columns(per_case, per_patient, pred_dir)  # from pred_dir/cases.csv
+    partial = sorted({refs[cid].patient for cid in missing} & set(per_patient["patient"]))
+    per_patient = flag_patients(per_patient, partial, PARTIAL_FLAG)
     summary = summarise(per_patient.drop(columns=["slices_or_volumes", "needs_review"], errors="ignore"))
 
     files = [out / n for n in ("per_patient.csv", "per_case.csv", "summary.csv", "summary.json")]
@@ -188,7 +190,7 @@ def evaluate(
     ]
     stray = [cid for cid in unmatched if not cid.endswith(INFER_SIDE_OUTPUTS)]
     itself = [cid for cid in matched if preds[cid].resolve() == refs[cid].mask.resolve()]
-    warnings = references.notes + _warnings(undeclared, missing, names, sorted(known), stray, itself)
+    warnings = references.notes + _warnings(undeclared, missing, names, sorted(known), stray, itself, partial)
     for flag, why in ((FAILED_FLAG, "are listed as failed in {table}: their masks are an earlier run's"),
                       (UNLISTED_FLAG, "have no row in {table}: no infer run there wrote them")):
         doubtful = sorted(per_case.loc[per_case["flags"].str.contains(flag, na=False), "case"]) if with_qc else []
@@ -250,10 +252,11 @@ def _check_regions(regions: dict[str, list[int]] | None, labels: set[int]) -> No
 
 
 def _warnings(undeclared: dict[str, list[int]], missing: list[str], names: dict[int, str], known: list[int],
-              unmatched: list[str], itself: list[str]) -> list[str]:
+              unmatched: list[str], itself: list[str], partial: list[str]) -> list[str]:
     """Doubtful results, one line each: predictions that are the reference files themselves,
     predicted label values the references do not declare (or, without declared labels, that
-    no reference holds), references without a prediction, and predictions without a reference."""
+    no reference holds), references without a prediction (and the patients scored without
+    them), and predictions without a reference."""
     lines = []
     if itself:
         lines.append(f"{len(itself)} prediction(s) are the reference files themselves (e.g. case {itself[0]}): "
@@ -267,6 +270,11 @@ def _warnings(undeclared: dict[str, list[int]], missing: list[str], names: dict[
     if missing:
         lines.append(f"{len(missing)} reference case(s) have no prediction, e.g. {missing[0]} "
                      "(summary.json: missing_predictions)")
+    if partial:
+        from segpipe.qc.evaluation import PARTIAL_FLAG
+
+        lines.append(f"{len(partial)} patient(s) are scored on part of their slices or volumes, the others having no "
+                     f"prediction (e.g. {partial[0]}); marked needs_review (flag {PARTIAL_FLAG})")
     if unmatched:
         lines.append(f"{len(unmatched)} prediction(s) match no reference case and are not scored, e.g. {unmatched[0]} "
                      "(summary.json: unmatched_predictions)")

@@ -13,6 +13,22 @@ from segpipe.qc.confidence import REVIEW_THRESHOLD, expected_dice
 
 FAILED_FLAG = "infer_failed"  # cases.csv says the run that wrote this folder failed on the case
 UNLISTED_FLAG = "not_in_cases_csv"  # the folder's cases.csv has no row for the mask: not an infer run's
+PARTIAL_FLAG = "partly_predicted"  # some of the patient's reference slices or volumes have no prediction
+
+
+def flag_patients(per_patient: pd.DataFrame, patients: list[str], flag: str) -> pd.DataFrame:
+    """Add `flag` to the named patients' flags and mark them needs_review (adding both columns
+    where an infer run's cases.csv gave none)."""
+    if not patients:
+        return per_patient
+    out = per_patient.copy()
+    if "flags" not in out:
+        out["needs_review"], out["flags"] = False, ""
+    hit = out["patient"].isin(patients)
+    out["flags"] = out["flags"].fillna("").astype(str)
+    out.loc[hit, "flags"] = [";".join(sorted(set(filter(None, f.split(";"))) | {flag})) for f in out.loc[hit, "flags"]]
+    out.loc[hit, "needs_review"] = True
+    return out
 
 
 def add_qc_columns(per_case: pd.DataFrame, per_patient: pd.DataFrame, pred_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, bool]:

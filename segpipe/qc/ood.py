@@ -26,6 +26,12 @@ Each check that fails gives a named flag and one line saying what differs:
   the most any training patient's did (at least 0.05), with the slices of one patient
   pooled.
 
+After segmenting, one check of the prediction itself:
+
+- ``tumour_volume``: the predicted tumour (all non-zero labels) is over twice the 99th
+  percentile of the training cases' labelled volume (a mask spilling over the image: a
+  slice predicted as tumour almost whole).
+
 2D slices of one patient (a `segpipe infer` run's slices with the same patient id) are
 checked together for ``intensity`` (contrast) and ``orientation``: one slice says little,
 a patient's six say more. The limits depend on how many are pooled.
@@ -41,7 +47,8 @@ import numpy as np
 from segpipe.qc import reference as ref
 from segpipe.qc.feature_version import VERSION
 
-FLAGS = ("channels", "spacing", "shape", "intensity", "not_skull_stripped", "orientation")
+FLAGS = ("channels", "spacing", "shape", "intensity", "not_skull_stripped", "orientation", "tumour_volume")
+VOLUME_MARGIN = 2.0  # a predicted tumour over this many times the training cases' 99th percentile is flagged
 
 
 @dataclass
@@ -130,3 +137,13 @@ def check_case(features: dict[str, Any], plan: dict[str, Any], in_channels: int,
                                              f"(by {margin:.2f}; limit {limit:.2f}{pooled}): "
                                              "flipped axes or a wrong header?"))
     return flags
+
+
+def check_prediction(tumour_ml: float, plan: dict[str, Any]) -> list[Flag]:
+    """The ``tumour_volume`` flag of a predicted tumour far larger than any training case's."""
+    quantiles = (plan.get("qc_reference") or {}).get("tumour_ml_quantiles") or {}
+    largest = quantiles.get("99")
+    if not isinstance(largest, (int, float)) or largest <= 0 or tumour_ml <= VOLUME_MARGIN * largest:
+        return []
+    return [Flag("tumour_volume", f"predicted tumour {tumour_ml:.4g} ml, over {VOLUME_MARGIN:g}x the training cases' "
+                                  f"{largest:.4g} ml (99th percentile): a mask spilling over the image?")]

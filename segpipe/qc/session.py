@@ -13,9 +13,9 @@ import torch
 
 from segpipe.artifacts.plan import Plan
 from segpipe.errors import SegpipeError
-from segpipe.qc.casetable import case_row, cases_file, structures_of, write_cases
+from segpipe.qc.casetable import case_row, cases_file, structures_of, voxel_ml, write_cases
 from segpipe.qc.confidence import entropy_map, expected_dice, expected_dice_terms, region_terms
-from segpipe.qc.ood import Flag, check_case
+from segpipe.qc.ood import Flag, check_case, check_prediction
 
 
 class Refused(SegpipeError):
@@ -151,7 +151,11 @@ class InferQC:
         return out
 
     def done(self, case_id: str, source: Path, mask: Path | None, labels: np.ndarray | None, affine: Any, status: str) -> None:
-        """Record the case's row."""
+        """Check the predicted volume against the training cases', and record the case's row."""
+        if labels is not None:
+            found = check_prediction(np.count_nonzero(labels) * voxel_ml(affine, labels.ndim), self.plan)
+            self._case.flags = [*self._case.flags, *found]
+            self.warnings += [f"{source}: doubtful prediction ({flag.name}): {flag.message}" for flag in found]
         self.rows.append(case_row(
             case_id, source, mask=mask, status=status, seconds=time.perf_counter() - self._case.started,
             precision=self.precision, labels=labels, affine=affine, structures=self.structures,

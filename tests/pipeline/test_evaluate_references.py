@@ -355,3 +355,16 @@ def test_brats_references_are_scored_in_the_predictions_label_set(tmp_path):
     rebuilt = CliRunner().invoke(cli, ["report", str(tmp_path / "cli"), "--rebuild", "-q"])
     assert rebuilt.exit_code == 0, rebuilt.output
     assert (pd.read_csv(tmp_path / "cli" / "per_patient.csv")[dice] == 1.0).all().all()
+
+
+def test_a_patient_scored_on_part_of_its_slices_is_flagged(tmp_path):
+    root = _slices_with_test_split(tmp_path / "seed000")
+    preds = _predictions(root / "test_labels", tmp_path / "pred")
+    (preds / "BRATS_003_z41.png").unlink()  # one of BRATS_003's three slices was not predicted
+    result = evaluate(preds, root / "test_labels", tmp_path / "out")
+    rows = result.per_patient.set_index("patient")
+    assert rows.loc["BRATS_003", "flags"] == "partly_predicted" and bool(rows.loc["BRATS_003", "needs_review"])
+    assert rows.loc["BRATS_004", "flags"] == "" and not bool(rows.loc["BRATS_004", "needs_review"])
+    assert any("1 patient(s) are scored on part of their slices" in w and "BRATS_003" in w for w in result.warnings)
+    written = pd.read_csv(tmp_path / "out" / "per_patient.csv", keep_default_na=False).set_index("patient")
+    assert written.loc["BRATS_003", "flags"] == "partly_predicted"

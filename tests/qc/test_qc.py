@@ -308,7 +308,8 @@ def test_infer_pools_a_patients_slices_and_strict_refuses_them(model_2d, tmp_pat
     table = pd.read_csv(tmp_path / "pred" / "cases.csv").set_index("case")
     t2 = table.index.str.startswith("BRATS_900")
     assert t2.sum() == 6 and (table.loc[t2, "flag_intensity"] == 1).all() and table.loc[t2, "needs_review"].all()
-    assert (table.loc[~t2, "flags"].isna()).all()
+    inputs_flags = [f"flag_{f}" for f in FLAGS if f != "tumour_volume"]  # this 2-step model's masks may spill over
+    assert (table.loc[~t2, inputs_flags] == 0).all().all()
     assert "6 slices of the patient pooled" in result.output
     strict = run("infer", "-m", model, "-i", inputs, "-o", tmp_path / "strict", "--precision", "fp32", "--strict")
     assert strict.exit_code == 1 and "refused by --strict: intensity" in strict.output
@@ -584,3 +585,25 @@ def test_a_damaged_qc_reference_is_named_field_by_field(edit, words):
     edit(reference)
     with pytest.raises(SegpipeError, match=rf"^plan.json: qc_reference {words}"):
         Plan.from_dict({"labels": {"0": "background", "1": "tumour"}, "qc_reference": reference}, "plan.json")
+
+
+def test_a_predicted_tumour_far_larger_than_any_training_case_is_flagged(tiny_model, synthetic_dataset, tmp_path):
+    from segpipe.qc.ood import check_prediction
+
+    plan = {"qc_reference": {"tumour_ml_quantiles": {"50": 1.0, "99": 10.0}}}
+    assert check_prediction(19.9, plan) == [] and check_prediction(5.0, {}) == []
+    (flag,) = check_prediction(25.0, plan)
+    assert flag.name == "tumour_volume" and "25 ml" in flag.message and "10 ml" in flag.message
+    # through infer: a model whose training tumours were tiny sees the test cases' as spilling over
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    stored = json.loads((model / "plan.json").read_text())
+    stored["qc_reference"]["tumour_ml_quantiles"]["99"] = 1e-6
+    (model / "plan.json").write_text(json.dumps(stored))
+    result = run("infer", "-m", model, "-i", synthetic_dataset / "imagesTs", "-o", tmp_path / "pred")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "pred" / "cases.csv")
+    predicted = table["voxels_whole_tumour"] > 0
+    assert predicted.any()
+    assert (table.loc[predicted, "flag_tumour_volume"] == 1).all() and table.loc[predicted, "needs_review"].all()
+    assert "doubtful prediction (tumour_volume)" in result.output
