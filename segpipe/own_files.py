@@ -74,6 +74,13 @@ def either(*recognisers: Recognise) -> Recognise:
     return lambda path: any(recognise(path) for recognise in recognisers)
 
 
+def figures_beside(files: dict[str, Recognise], marker: Path, recognise_marker: Recognise) -> dict[str, Recognise]:
+    """`files` with each PNG also counted as segpipe's where the folder's `marker` table is
+    (figures drawn before they carried `FIGURE_METADATA`)."""
+    return {name: either(recognise, beside(marker, recognise_marker)) if name.endswith(".png") else recognise
+            for name, recognise in files.items()}
+
+
 def check_own(folder: Path, files: dict[str, Recognise], verb: str) -> None:
     """Refuse when a file of `files` (names, or patterns such as `report_files/patient_*.js`)
     exists in `folder` and is not recognised as segpipe's."""

@@ -56,15 +56,19 @@ def dataset_folds_problem(dataset: Any) -> str | None:
     return f"they put patient {split}'s cases in folds {sorted(fold_of_patient[split])}" if split is not None else None
 
 
-def dataset_folds(dataset: Any) -> list[dict[str, list[str]]] | None:
-    """Folds the dataset itself defines (figshare `cvind.mat`), if they keep patients whole.
+def dataset_folds(dataset: Any) -> tuple[list[dict[str, list[str]]] | None, str | None]:
+    """Folds the dataset itself defines (figshare `cvind.mat`), if they keep patients whole,
+    and why they are not used.
 
-    Returns None when the dataset defines none, or when `dataset_folds_problem` finds one
-    (then patient-grouped folds are made instead).
+    Returns (None, None) when the dataset defines none, and (None, the reason) when
+    `dataset_folds_problem` finds one (then patient-grouped folds are made instead).
     """
     assignment: dict[str, int] | None = getattr(dataset, "folds", None)
-    if not assignment or dataset_folds_problem(dataset):
-        return None
+    if not assignment:
+        return None, None
+    why = dataset_folds_problem(dataset)
+    if why:
+        return None, why
     folds = sorted(set(assignment[c.case_id] for c in dataset.training))
     return [
         {
@@ -73,4 +77,4 @@ def dataset_folds(dataset: Any) -> list[dict[str, list[str]]] | None:
             "val": sorted(c.case_id for c in dataset.training if assignment[c.case_id] == k),
         }
         for i, k in enumerate(folds)
-    ]
+    ], None

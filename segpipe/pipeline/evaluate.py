@@ -20,7 +20,7 @@ from segpipe.data.validate import label_values
 from segpipe.errors import SegpipeError
 from segpipe.metrics.overlap import EMPTY_CONVENTION
 from segpipe.metrics.patients import PatientScores, label_structures, structures
-from segpipe.own_files import beside, check_own, csv_with, either, figure, text_with
+from segpipe.own_files import check_own, csv_with, figure, figures_beside, text_with
 from segpipe.progress import progress
 from segpipe.reports.figures import overlay, training_curves
 from segpipe.reports.mask_store import MaskStore
@@ -229,8 +229,7 @@ REPORT_FILES = {"per_patient.csv": csv_with("patient", "slices_or_volumes"), "pe
 def check_report_folder(out: Path) -> None:
     """Refuse before any work when `out` holds a file evaluate would replace that it did not write
     (figures drawn before they carried segpipe's mark count as its own beside its summary.json)."""
-    check_own(out, {name: either(recognise, beside(out / "summary.json", _SUMMARY)) if name.endswith(".png") else recognise
-                    for name, recognise in REPORT_FILES.items()}, "evaluate")
+    check_own(out, figures_beside(REPORT_FILES, out / "summary.json", _SUMMARY), "evaluate")
 
 
 def _lesion_rule(ecfg: EvaluateConfig) -> dict[str, object]:

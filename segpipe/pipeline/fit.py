@@ -36,7 +36,7 @@ from segpipe.metrics.patients import label_structures, structures
 from segpipe.networks.layers import channels_last_format
 from segpipe.networks.spec import build_from_spec, network_spec, size_multiple
 from segpipe.outputs import LOCK_NAME
-from segpipe.own_files import beside, check_own, csv_with, either, figure, text_with
+from segpipe.own_files import check_own, csv_with, figure, figures_beside, text_with
 from segpipe.progress import progress
 from segpipe.qc.reference import with_reference
 from segpipe.reports.figures import training_curves
@@ -126,7 +126,7 @@ _METRICS = csv_with("epoch", "train_loss")
 MODEL_FILES = {"config.yaml": text_with("model:", "train:"), "metrics.csv": _METRICS, "plan.json": PREPARED_FILES["plan.json"],
                "network.json": text_with('"spatial_dims"', '"in_channels"'), "init.json": text_with('"source"'),
                "checkpoints/best.pt": text_with("data.pkl"), "checkpoints/last.pt": text_with("data.pkl"),
-               "curves.png": figure()}  # or beside the folder's own metrics.csv (check_model_output)
+               "curves.png": figure()}
 
 
 def check_model_output(model_dir: Path, resume: bool = False) -> None:
@@ -137,8 +137,7 @@ def check_model_output(model_dir: Path, resume: bool = False) -> None:
         raise SegpipeError(f"{model_dir}: is a prepared dataset (manifest.json, splits.json); fit writes a model folder "
                            "of its own: choose another --output")
     files = {name: recognise for name, recognise in MODEL_FILES.items() if not (resume and name == "init.json")}
-    files["curves.png"] = either(figure(), beside(model_dir / "metrics.csv", _METRICS))
-    check_own(model_dir, files, "fit")
+    check_own(model_dir, figures_beside(files, model_dir / "metrics.csv", _METRICS), "fit")
 
 
 def _prepare_model_dir(model_dir: Path, resume: bool) -> None:

@@ -259,8 +259,8 @@ def _segment_all(segmenter: Segmenter, cases: list[Case], out: Path, result: Inf
     for case in progress(cases, desc="infer", unit="case", quiet=quiet):
         layout = str(case.attrs.get("layout", "generic"))
         target = out / output_name(case.case_id, layout, case.images[0])
-        sides = [out / probability_name(case.case_id, layout)] if probabilities else []
-        sides += [out / uncertainty_name(case.case_id, layout)] if qc.uncertainty else []
+        probability_file, uncertainty_file = out / probability_name(case.case_id, layout), out / uncertainty_name(case.case_id, layout)
+        sides = [*([probability_file] if probabilities else []), *([uncertainty_file] if qc.uncertainty else [])]
         existing = next((p for p in (target, *sides) if p.exists()), None)
         if existing is not None and not overwrite:  # a file of the case's that this run would replace
             result.skipped.append(existing)
@@ -282,9 +282,9 @@ def _segment_all(segmenter: Segmenter, cases: list[Case], out: Path, result: Inf
             continue
         entropy = qc.take_uncertainty()
         if entropy is not None:
-            write_probabilities(layout, case.images[0], entropy, out / uncertainty_name(case.case_id, layout), original_affine)
+            write_probabilities(layout, case.images[0], entropy, uncertainty_file, original_affine)
         if probs is not None:
-            write_probabilities(layout, case.images[0], probs, out / probability_name(case.case_id, layout), original_affine)
+            write_probabilities(layout, case.images[0], probs, probability_file, original_affine)
         if dicom_seg and layout == "dicom":
             from segpipe.writers.dicom_seg import write_dicom_seg
 

@@ -27,7 +27,7 @@ from segpipe.data.dataset import Dataset
 from segpipe.data.digest import file_digest
 from segpipe.data.guard import input_roots
 from segpipe.data.loading import layout_of
-from segpipe.data.splits import dataset_folds, dataset_folds_problem, patient_folds
+from segpipe.data.splits import dataset_folds, patient_folds
 from segpipe.errors import SegpipeError, reader_error
 from segpipe.own_files import check_own
 from segpipe.progress import progress
@@ -397,9 +397,9 @@ def preprocess(
     write_json(out / "plan.json", plan)
     if failed:
         dataset.training = survivors
-    splits = dataset_folds(dataset) or patient_folds(survivors, cfg.preprocess.folds, cfg.preprocess.seed)
+    own, why = dataset_folds(dataset)
+    splits = own or patient_folds(survivors, cfg.preprocess.folds, cfg.preprocess.seed)
     notes = []
-    why = dataset_folds_problem(dataset) if getattr(dataset, "folds", None) else None
     if why:
         notes.append(f"{dataset.root}: the dataset's own folds are not used ({why}); splits.json holds "
                      f"{len(splits)} patient-grouped folds instead")
