@@ -437,6 +437,22 @@ def _record(run: Run) -> None:
 
 def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.device, resume: bool, quiet: bool,
          epochs_this_run: int | None) -> FitResult:
+    try:
+        return _fit_run(prepared, model_dir, cfg, d, device, resume, quiet, epochs_this_run)
+    except SegpipeError:
+        if d.main and not (model_dir / "checkpoints" / "last.pt").exists():
+            _unrecord(model_dir)  # refused before the first checkpoint (a budget too short): no half a model folder
+        raise
+
+
+def _unrecord(model_dir: Path) -> None:
+    """Remove the record files `fit` writes before its first checkpoint (`_record`, init.json)."""
+    for name in ("config.yaml", "plan.json", "network.json", "init.json"):
+        (model_dir / name).unlink(missing_ok=True)
+
+
+def _fit_run(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.device, resume: bool, quiet: bool,
+             epochs_this_run: int | None) -> FitResult:
     run = _setup(prepared, model_dir, cfg, d, device, resume, quiet)
     _record(run)
     t = run.cfg.train
@@ -449,7 +465,7 @@ def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.de
     sampler = ListSampler()
     loader_cls = ThreadDataLoader if t.thread_loader else DataLoader
     loader = loader_cls(dataset, batch_size=volumes_per_batch, sampler=sampler, num_workers=t.num_workers)
-    checkpointer = Checkpointer(model_dir, _tensorboard(model_dir) if d.main else None)
+    checkpointer = Checkpointer(model_dir, (lambda: _tensorboard(model_dir)) if d.main else None)
     if run.ckpt is not None:  # after the loader: MONAI's DataLoader re-seeds torch's generator when built
         try:
             set_rng_state(run.ckpt["rng"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,9 +53,10 @@ class EarlyStopping:
 class Checkpointer:
     """metrics.csv, last.pt (and best.pt), TensorBoard scalars after every epoch, each written atomically."""
 
-    def __init__(self, model_dir: Path, writer: Any = None) -> None:
+    def __init__(self, model_dir: Path, make_writer: Callable[[], Any] | None = None) -> None:
         self.model_dir = model_dir
-        self.writer = writer
+        self.make_writer = make_writer  # called at the first save: a run refused before it leaves no event file
+        self.writer: Any = None
 
     def save(self, rows: list[dict[str, Any]], state: dict[str, Any], is_best: bool) -> None:
         metrics = pd.DataFrame(rows)
@@ -65,6 +67,8 @@ class Checkpointer:
             write_with(ckpt_dir / "last.pt", lambda tmp: shutil.copyfile(ckpt_dir / "best.pt", tmp))
         else:
             save_checkpoint(ckpt_dir / "last.pt", state)
+        if self.writer is None and self.make_writer is not None:
+            self.writer, self.make_writer = self.make_writer(), None
         if self.writer is not None:
             for key, value in rows[-1].items():
                 if key != "epoch" and isinstance(value, (int, float)) and not math.isnan(value):

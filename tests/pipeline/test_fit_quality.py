@@ -248,6 +248,13 @@ def test_bad_budget_and_patch_are_refused_naming_the_key(slice_data, tmp_path):
     # 1 ms: less than measuring the step cost takes on any machine (0.2 s fitted on a fast, quiet one)
     with pytest.raises(SegpipeError, match="config key 'train.max_seconds': 0.001 s is too short for a single validation"):
         fit(prepared, tmp_path / "a", slice_config(**{"train.max_seconds": "0.001"}), quiet=True)
+    assert not [p for p in (tmp_path / "a").rglob("*") if p.is_file()], "refused after measuring: no half a model folder"
+    from tests._corpus import run
+
+    flags = [f"--set={k}={v}" for k, v in slice_overrides(**{"train.max_seconds": "0.001"}).items()]
+    refused = run("fit", "-d", prepared, "-o", tmp_path / "cli", *flags)
+    assert refused.exit_code == 1 and "too short for a single validation" in refused.output
+    assert not (tmp_path / "cli").exists()
     with pytest.raises(SegpipeError, match=r"config key 'train.patch_size': \[64, 16\] is larger than the images"):
         fit(prepared, tmp_path / "b", slice_config(**{"train.patch_size": "[64,16]"}), quiet=True)
 
