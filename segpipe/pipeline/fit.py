@@ -56,6 +56,7 @@ from segpipe.training.steps import (
     epoch_indices,
     make_optimizer,
     make_scheduler,
+    schedule_resumed,
     without_metadata,
 )
 from segpipe.training.validation import validate
@@ -410,6 +411,7 @@ def _load_state(run: Run) -> None:
         run.model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
         run.scheduler.load_state_dict(ckpt["scheduler"])
+        schedule_resumed(run.optimizer, run.scheduler)
         run.precision.load_state_dict(ckpt.get("scaler", {}))
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
         detail = " ".join(line.strip() for line in str(exc).splitlines()[:2] if line.strip())[:300]

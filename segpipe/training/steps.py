@@ -39,6 +39,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, t: TrainConfig) -> torch.op
     raise SegpipeError(f"config key 'train.schedule': expected poly, cosine or constant, got {t.schedule!r}")
 
 
+def schedule_resumed(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """After loading a checkpoint: set each group's rate to what the schedule gives its current
+    epoch. The optimiser's state holds the rate the stored schedule left, which another
+    `train.epochs` (`--resume --epochs N`) would have given differently."""
+    for group, base, rate in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * rate(scheduler.last_epoch)
+
+
 class Precision:
     """Autocast and (for fp16 on CUDA) gradient scaling, as one object the loop calls."""
 

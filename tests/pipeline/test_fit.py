@@ -208,6 +208,9 @@ def test_refuses_to_overwrite_and_resumes(prepared_dataset, tmp_path):
     metrics = pd.read_csv(out / "metrics.csv")
     assert list(metrics["epoch"]) == [1, 2, 3]
     assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 2
+    # the longer schedule's rate from the first resumed epoch on (poly over 3 epochs, not the first run's 1)
+    lr = tiny_config().train.lr
+    assert metrics["lr"].tolist() == pytest.approx([lr, lr * (1 - 1 / 3) ** 0.9, lr * (1 - 2 / 3) ** 0.9])
 
 
 def test_a_resumed_run_keeps_its_chosen_threshold_until_it_validates_again(prepared_dataset, tmp_path):
