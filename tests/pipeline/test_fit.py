@@ -375,3 +375,30 @@ def test_resume_refuses_a_metrics_table_fit_did_not_write_before_training(prepar
     with pytest.raises(SegpipeError, match="metrics.csv: not the table fit wrote"):
         fit(prepared_dataset, out, tiny_config(**{"train.epochs": "2"}), resume=True, quiet=True)
     assert (out / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_validation_of_resampled_volumes_equals_evaluate_on_infers_masks(synthetic_dataset, tmp_path):
+    """Volumes resampled from 1 x 1 x 1.2 mm to 1.5 mm are validated on their own grid: the best
+    epoch's Dice is evaluate's on the masks infer writes, label by label and region by region."""
+    import json
+
+    from segpipe.config import EvaluateConfig
+    from segpipe.pipeline.evaluate import evaluate
+    from segpipe.pipeline.infer import infer
+    from segpipe.pipeline.preprocess import preprocess
+
+    settings = {"preprocess.target_spacing": "[1.5,1.5,1.5]", "train.epochs": "3", "train.iterations_per_epoch": "8",
+                "train.lr": "0.01", "train.seed": "1"}
+    preprocess(synthetic_dataset, tmp_path / "prepared", tiny_config(**settings), quiet=True)
+    cases = json.loads((tmp_path / "prepared" / "manifest.json").read_text())["cases"]
+    assert all(case["native_grid"]["resampled"] for case in cases.values())
+    result = fit(tmp_path / "prepared", tmp_path / "model", tiny_config(**settings), quiet=True)
+    (tmp_path / "val").mkdir()
+    for cid in json.loads((tmp_path / "prepared" / "splits.json").read_text())[0]["val"]:
+        shutil.copy(synthetic_dataset / "imagesTr" / f"{cid}.nii.gz", tmp_path / "val")
+    infer(tmp_path / "model", [tmp_path / "val"], tmp_path / "pred", {"checkpoint": "best", "precision": "fp32"}, quiet=True)
+    means = evaluate(tmp_path / "pred", synthetic_dataset, tmp_path / "report", EvaluateConfig()).summary.set_index("metric")["mean"]
+    best = pd.read_csv(tmp_path / "model" / "metrics.csv").set_index("epoch").loc[result.best_epoch]
+    assert means["dice_whole_tumour"] > 0.1
+    for name in ("mean", "edema", "non-enhancing_tumour", "enhancing_tumour", "whole_tumour", "tumour_core"):
+        assert best[f"val_dice_{name}"] == pytest.approx(means[f"dice_{name}"], abs=1e-9, nan_ok=True), name
