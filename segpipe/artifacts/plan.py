@@ -186,6 +186,18 @@ def default_regions(label_ids: list[int]) -> dict[str, list[int]]:
     return {}
 
 
+def check_regions(regions: dict[str, list[int]] | None, labels: set[int]) -> None:
+    """Given regions (evaluate.regions) are scored on labels the masks can hold: an empty region,
+    or one of a label outside the label set, would be a column of empty or wrong Dice."""
+    for name, members in (regions or {}).items():
+        if not members:
+            raise SegpipeError(f"config key 'evaluate.regions': region '{name}' lists no label")
+        foreign = sorted(set(members) - labels)
+        if foreign:
+            raise SegpipeError(f"config key 'evaluate.regions': region '{name}' holds label(s) {foreign} that are not "
+                               f"in the label set ({', '.join(map(str, sorted(labels)))})")
+
+
 def _check_preprocess(data: dict[str, Any], source: str | Path) -> None:
     """plan.json's recorded preprocessing, checked by the config's own rules (an orientation
     of three axis codes, finite positive spacings of the plan's rank, ...)."""

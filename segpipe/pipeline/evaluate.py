@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from segpipe.artifacts.files import read_table
-from segpipe.artifacts.plan import default_regions
+from segpipe.artifacts.plan import check_regions, default_regions
 from segpipe.atomic import write_json, write_with
 from segpipe.config import EvaluateConfig
 from segpipe.data.brats import label_set_named
@@ -130,7 +130,7 @@ def evaluate(
     label_ids.discard(0)
     # regions from the references' labels: a stray predicted value must not turn BraTS's off
     regions = ecfg.regions if ecfg.regions is not None else default_regions(sorted(label_ids))
-    _check_regions(ecfg.regions, known - {0})
+    check_regions(ecfg.regions, known - {0})
     if not names:
         label_ids |= {v for values in undeclared.values() for v in values}
     scored = structures(sorted(label_ids), names, regions)
@@ -236,18 +236,6 @@ def _lesion_rule(ecfg: EvaluateConfig) -> dict[str, object]:
     from segpipe.reports.lesions import RULE
 
     return {**RULE, "dilation_iterations": ecfg.lesion_dilation, "min_lesion_volume_mm3": ecfg.lesion_min_volume}
-
-
-def _check_regions(regions: dict[str, list[int]] | None, labels: set[int]) -> None:
-    """Given regions are scored on labels the masks can hold: an empty region, or one of a
-    label no reference holds, would be a column of empty Dice."""
-    for name, members in (regions or {}).items():
-        if not members:
-            raise SegpipeError(f"config key 'evaluate.regions': region '{name}' lists no label")
-        foreign = sorted(set(members) - labels)
-        if foreign:
-            raise SegpipeError(f"config key 'evaluate.regions': region '{name}' holds label(s) {foreign} that are not "
-                               f"in the label set ({', '.join(map(str, sorted(labels)))})")
 
 
 def _warnings(undeclared: dict[str, list[int]], missing: list[str], names: dict[int, str], known: list[int],

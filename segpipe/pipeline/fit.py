@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from segpipe.artifacts.checkpoints import load_checkpoint, non_finite, rng_state, set_rng_state
 from segpipe.artifacts.files import read_json, read_table
-from segpipe.artifacts.plan import Plan, first_difference
+from segpipe.artifacts.plan import Plan, check_regions, first_difference
 from segpipe.artifacts.prepared import PREPARED_FILES, load_prepared
 from segpipe.atomic import remove_stale_partials, write_json, write_yaml
 from segpipe.config import Config, TrainConfig
@@ -245,6 +245,7 @@ def check_patch(patch: list[int], dims: int, plan: Plan, manifest: dict[str, Any
 def resolve_targets(cfg: Config, plan: Plan) -> tuple[dict[str, list[int]], RegionChain | None]:
     """The evaluation regions, and the nested region chain when the network predicts regions."""
     regions, label_ids = plan.regions(cfg.evaluate.regions), plan.label_ids
+    check_regions(cfg.evaluate.regions, set(label_ids))  # MSD regions on BraTS labels would validate the wrong voxels
     if cfg.model.targets == "labels":
         return regions, None
     if cfg.model.targets == "regions":

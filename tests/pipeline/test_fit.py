@@ -402,3 +402,14 @@ def test_validation_of_resampled_volumes_equals_evaluate_on_infers_masks(synthet
     assert means["dice_whole_tumour"] > 0.1
     for name in ("mean", "edema", "non-enhancing_tumour", "enhancing_tumour", "whole_tumour", "tumour_core"):
         assert best[f"val_dice_{name}"] == pytest.approx(means[f"dice_{name}"], abs=1e-9, nan_ok=True), name
+
+
+def test_regions_of_labels_outside_the_label_set_are_refused(prepared_dataset, tmp_path):
+    """MSD regions (enhancing = 3) given for a BraTS label set (enhancing = 4) would validate other voxels."""
+    msd = {"whole_tumour": [1, 2, 3], "tumour_core": [2, 3], "enhancing_tumour": [3]}
+    brats = '{"whole_tumour": [1, 2, 4], "tumour_core": [2, 4], "enhancing_tumour": [4]}'
+    assert sorted(load_config(None, [f"evaluate.regions={brats}"]).evaluate.regions) == sorted(msd)
+    with pytest.raises(SegpipeError, match=r"config key 'evaluate.regions': region 'whole_tumour' holds label\(s\) \[4\] "
+                                           r"that are not in the label set \(1, 2, 3\)"):
+        fit(prepared_dataset, tmp_path / "m", tiny_config(**{"evaluate.regions": brats}), quiet=True)
+    assert not (tmp_path / "m" / "config.yaml").exists()
