@@ -20,13 +20,13 @@ from segpipe.cli_common import common_options, emit_json, guard_outputs, quiet_l
               help="torchscript: one .pt file for torch.jit.load; onnx: one .onnx file (opset 17, dynamic batch "
                    "and spatial axes); bundle: a MONAI bundle folder that runs with `python -m monai.bundle run` "
                    "(see docs/bundle.md).")
-@click.option("--output", "-o", required=True, type=click.Path(path_type=Path),
-              help="File to write (torchscript, onnx), or folder (bundle).")
+@click.option("--output", "-o", required=True, type=click.Path(),  # a str: Path would drop a trailing slash
+              help="File to write (torchscript: .pt, onnx: .onnx), or folder (bundle).")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default=None,
               help="Which weights. [default: the model's infer.checkpoint, best]")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output (refused otherwise).")
 @common_options
-def export(model_dir: Path, fmt: str, output: Path, checkpoint: str | None, overwrite: bool, quiet: bool) -> None:
+def export(model_dir: Path, fmt: str, output: str, checkpoint: str | None, overwrite: bool, quiet: bool) -> None:
     """Export a trained network as TorchScript, ONNX or a MONAI bundle.
 
     The exported network is the model folder's network in eval mode: it takes a
@@ -43,7 +43,8 @@ def export(model_dir: Path, fmt: str, output: Path, checkpoint: str | None, over
 
     quiet = silent(quiet)
     folder = fmt == "bundle"
-    with guard_outputs("export", [output] if folder else [], [model_dir], files=() if folder else (output,)):
+    target = Path(output)
+    with guard_outputs("export", [target] if folder else [], [model_dir], files=() if folder else (target,)):
         result = run(model_dir, fmt, output, checkpoint=checkpoint, overwrite=overwrite)
     if emit_json({"format": fmt, "output": result.output, "files": result.files, "max_abs_diff": result.max_abs_diff,
                   "notes": result.notes}):
@@ -57,5 +58,5 @@ def export(model_dir: Path, fmt: str, output: Path, checkpoint: str | None, over
         if fmt == "bundle":
             for path in result.files:
                 click.echo(f"  {path}")
-            click.echo(f"run it: python -m monai.bundle run --config_file {output}/configs/inference.json "
-                       f"--bundle_root {output} --input_image IMAGE.nii.gz --output_dir MASKS")
+            click.echo(f"run it: python -m monai.bundle run --config_file {target}/configs/inference.json "
+                       f"--bundle_root {target} --input_image IMAGE.nii.gz --output_dir MASKS")

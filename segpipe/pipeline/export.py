@@ -10,6 +10,7 @@ back, so TorchScript and ONNX models accept any batch size and any spatial size.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from segpipe.outputs import LOCK_NAME
 from segpipe.prediction import mirror_axes
 
 FORMATS = ("torchscript", "onnx", "bundle")
+SUFFIXES = {"torchscript": ".pt", "onnx": ".onnx"}  # of the single-file formats
 ATOL = 1e-4
 ONNX_OPSET = 17
 
@@ -352,6 +354,17 @@ def save_bundle(model: TrainedModel, root: Path) -> tuple[float, list[Path]]:
     return diff, files
 
 
+def check_file_output(output: str | Path, fmt: str) -> None:
+    """Refuse a single-file export's output that names a folder (or ends in a slash) or lacks the format's suffix."""
+    suffix = SUFFIXES[fmt]
+    path = Path(output)
+    if str(output).endswith(("/", os.sep)) or path.is_dir():
+        raise SegpipeError(f"{output}: is a folder; --format {fmt} writes one file: name it, e.g. "
+                           f"-o {path / ('model' + suffix)}")
+    if path.suffix.lower() != suffix:
+        raise SegpipeError(f"{output}: --format {fmt} writes a {suffix} file; name the output with that suffix")
+
+
 def export(model_dir: str | Path, fmt: str, output: str | Path, *, checkpoint: str | None = None,
            overwrite: bool = False) -> ExportResult:
     """Export a model folder's network.
@@ -365,12 +378,12 @@ def export(model_dir: str | Path, fmt: str, output: str | Path, *, checkpoint: s
     """
     if fmt not in FORMATS:
         raise SegpipeError(f"option --format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt in SUFFIXES:
+        check_file_output(output, fmt)
     output = Path(output)
     if output.exists() and not overwrite:
         if not (fmt == "bundle" and output.is_dir() and not any(p.name != LOCK_NAME for p in output.iterdir())):
             raise SegpipeError(f"{output}: already exists (use --overwrite to replace it)")
-    if fmt != "bundle" and output.is_dir():
-        raise SegpipeError(f"{output}: is a folder; --format {fmt} writes one file")
     model = load_model_folder(model_dir, checkpoint)
     model.net.cpu().eval()
     result = ExportResult(format=fmt, output=output, input_shape=[1, int(model.network["in_channels"]), *patch_size(model)])

@@ -175,9 +175,28 @@ def test_existing_output_and_bad_model_are_one_line_errors(tiny_model, tmp_path)
     result = run("export", "-m", tmp_path / "nope", "-f", "torchscript", "-o", tmp_path / "x.pt")
     assert result.exit_code == 1 and result.output.startswith("error: ") and "nope" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "x.pt").exists()
+    existing = tmp_path / "m.pt"
+    existing.write_text("replace me")
     result = run("export", "-m", tiny_model, "-f", "torchscript", "-o", existing, "--overwrite", "-q")
     assert result.exit_code == 0, result.output
     assert torch.jit.load(str(existing)) is not None
+
+
+def test_a_folder_or_another_suffix_as_the_output_file_is_refused_in_one_line(tiny_model, tmp_path):
+    """`-o DIR/` wrote a file named DIR, and `-f onnx -o m.pt` an ONNX file named .pt."""
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    for given, extra in ((f"{folder}/", []), (str(folder), ["--overwrite"]), (f"{tmp_path / 'new'}/", [])):
+        result = run("export", "-m", tiny_model, "-f", "onnx", "-o", given, *extra)
+        assert result.exit_code == 1
+        assert result.output.strip().splitlines() == [
+            f"error: {given}: is a folder; --format onnx writes one file: name it, e.g. -o {Path(given) / 'model.onnx'}"]
+    for fmt, name, suffix in (("onnx", "m.pt", ".onnx"), ("torchscript", "m.onnx", ".pt")):
+        result = run("export", "-m", tiny_model, "-f", fmt, "-o", tmp_path / name)
+        assert result.exit_code == 1
+        assert result.output.strip().splitlines() == [
+            f"error: {tmp_path / name}: --format {fmt} writes a {suffix} file; name the output with that suffix"]
+    assert [p.name for p in tmp_path.iterdir()] == ["exports"] and not any(folder.iterdir())
 
 
 @pytest.mark.parametrize("targets", ["labels", "regions"])
