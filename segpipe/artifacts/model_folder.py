@@ -134,7 +134,7 @@ def is_model_folder(root: Path) -> bool:
     return (root / "config.yaml").is_file()
 
 
-def _fold_dirs(root: Path) -> list[Path]:
+def fold_dirs(root: Path) -> list[Path]:
     """fold_<k>/ folders by k (a backup such as fold_0_old/ is none of them)."""
     found = [p for p in root.glob("fold_*") if p.is_dir() and re.fullmatch(r"fold_\d+", p.name)]
     return sorted(found, key=lambda p: int(p.name.removeprefix("fold_")))
@@ -148,10 +148,10 @@ def fold_folders(model_dir: str | Path, folds: str | None = None) -> list[Path]:
         folds: "all" (or None) or "0,2,4": which fold folders.
     """
     root = Path(model_dir)
-    fold_dirs = _fold_dirs(root)
-    if not is_model_folder(root) and fold_dirs:
+    folders = fold_dirs(root)
+    if not is_model_folder(root) and folders:
         wanted = None if folds in (None, "all") else {f"fold_{k.strip()}" for k in folds.split(",")}
-        chosen = [d for d in fold_dirs if wanted is None or d.name in wanted]
+        chosen = [d for d in folders if wanted is None or d.name in wanted]
         if wanted is not None and len(chosen) != len(wanted):
             missing = sorted(wanted - {d.name for d in chosen})
             raise SegpipeError(f"option --folds: {root} has no {', '.join(missing)}")
@@ -164,7 +164,7 @@ def fold_folders(model_dir: str | Path, folds: str | None = None) -> list[Path]:
 def first_model_folder(model_dir: str | Path) -> Path:
     """The model folder itself, or its first fold_<k>/ (whose config and labels the folds share)."""
     root = Path(model_dir)
-    return root if is_model_folder(root) else next(iter(_fold_dirs(root)), root)
+    return root if is_model_folder(root) else next(iter(fold_dirs(root)), root)
 
 
 

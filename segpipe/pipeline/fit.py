@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from segpipe.artifacts.checkpoints import load_checkpoint, non_finite, rng_state, set_rng_state
 from segpipe.artifacts.files import read_json, read_table
+from segpipe.artifacts.model_folder import fold_dirs
 from segpipe.artifacts.plan import Plan, check_regions, first_difference
 from segpipe.artifacts.prepared import PREPARED_FILES, load_prepared
 from segpipe.atomic import remove_stale_partials, write_json, write_yaml
@@ -119,8 +120,16 @@ def _can_resume(model_dir: Path, resume: bool) -> bool:
             model_dir.is_dir() and {p.name for p in model_dir.iterdir()} <= {LOCK_NAME})
         if started:
             return False
-        raise SegpipeError(f"{last}: nothing to resume from")
+        raise SegpipeError(f"{last}: nothing to resume from{_folds_hint(model_dir)}")
     return resume
+
+
+def _folds_hint(model_dir: Path) -> str:
+    """For a folder of fold_<k>/ models (fit --fold all): how to resume them."""
+    folds = fold_dirs(model_dir) if model_dir.is_dir() else []
+    if not folds:
+        return ""
+    return f"; {model_dir} holds {', '.join(d.name for d in folds)} (fit --fold all): resume them with --fold all"
 
 
 _METRICS = csv_with("epoch", "train_loss")

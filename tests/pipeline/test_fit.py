@@ -249,6 +249,21 @@ def test_resume_needs_a_checkpoint(prepared_dataset, tmp_path):
         fit(prepared_dataset, tmp_path / "new", tiny_config(), resume=True, quiet=True)
 
 
+def test_resume_of_a_folder_of_folds_says_to_resume_with_fold_all(prepared_dataset, tmp_path):
+    """A `fit --fold all` folder holds fold_<k>/ models and no checkpoints of its own."""
+    out = tmp_path / "cv"
+    for k in (0, 1):
+        (out / f"fold_{k}" / "checkpoints").mkdir(parents=True)
+        (out / f"fold_{k}" / "checkpoints" / "last.pt").write_bytes(b"weights")
+    (out / "fold_0_old").mkdir()  # a backup, not a fold
+    words = (f"{out / 'checkpoints' / 'last.pt'}: nothing to resume from; {out} holds fold_0, fold_1 "
+             "(fit --fold all): resume them with --fold all")
+    with pytest.raises(SegpipeError) as refused:
+        fit(prepared_dataset, out, tiny_config(), resume=True, quiet=True)
+    assert str(refused.value) == words
+    assert sorted(p.name for p in out.iterdir()) == ["fold_0", "fold_0_old", "fold_1"]
+
+
 def test_bad_fold_and_patch(prepared_dataset, tmp_path):
     with pytest.raises(SegpipeError, match="train.fold=9"):
         fit(prepared_dataset, tmp_path / "a", tiny_config(**{"train.fold": "9"}), quiet=True)
