@@ -120,13 +120,29 @@ def slices_dataset(root: Path) -> Path:
     return make_slices(root, patients=("BRATS_001", "BRATS_002", "BRATS_003"), size=(16, 16))
 
 
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
 def png_declaring(path: Path, width: int, height: int) -> Path:
     """A PNG whose IHDR declares `width` x `height` (8-bit grey) with one tiny IDAT."""
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + _png_chunk(b"IEND", b""))
+    return path
+
+
+def grey_png(path: Path, values: np.ndarray, bits: int) -> Path:
+    """A grey PNG storing `values` (rows x columns, each below 2**bits) with `bits` (1, 2 or 4) bits a pixel."""
+    height, width = values.shape
+    per = 8 // bits
+    padded = np.zeros((height, -(-width // per) * per), np.uint8)
+    padded[:, :width] = values
+    shifts = np.arange(per - 1, -1, -1) * bits  # the first pixel in the high bits
+    rows = (padded.reshape(height, -1, per).astype(np.uint16) << shifts).sum(-1).astype(np.uint8)
+    ihdr = struct.pack(">IIBBBBB", width, height, bits, 0, 0, 0, 0)
+    data = zlib.compress(b"".join(b"\0" + row.tobytes() for row in rows))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b""))
     return path
 
 
@@ -531,6 +547,29 @@ def _(root: Path, fx: Fixtures) -> Kind:
     label[3, 3] = 9
     Image.fromarray(label).save(bad)
     return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out", (str(bad), "label values 9 not declared"))
+
+
+@kind(3, "png-label-of-2-bit-grey-levels")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = slices_dataset(root / "ds")
+    bad = ds / "training_labels" / "BRATS_002_z10.png"
+    label = np.zeros((16, 16), np.uint8)
+    label[3:6, 3:6], label[8, 8] = 1, 3  # PIL reads them as 85 and 255: "label values 85, 255 not declared"
+    grey_png(bad, label, 2)
+    return Kind(["preprocess", "-i", ds, "-o", root / "out", "-j", "1"], root / "out",
+                (str(bad), "stored with 2-bit grey levels, read as 0, 85, 170, 255", "store labels as 8-bit"))
+
+
+@kind(3, "png-label-of-4-bit-grey-levels-evaluate")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = slices_dataset(root / "ds")
+    shutil.copytree(ds / "training_labels", root / "pred")
+    bad = ds / "training_labels" / "BRATS_003_z20.png"
+    label = np.zeros((16, 16), np.uint8)
+    label[4:7, 4:7] = 2
+    grey_png(bad, label, 4)
+    return Kind(["evaluate", "-p", root / "pred", "-l", ds, "-o", root / "out"], root / "out",
+                (str(bad), "stored with 4-bit grey levels, read as 0, 17, 34, ..., 255"))
 
 
 @kind(3, "png16-label-preprocess")

@@ -47,7 +47,8 @@ def _pngs(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if is_png_file(p)), key=lambda p: p.name)
 
 
-def _check_png(path: Path) -> None:
+def _check_png(path: Path) -> bytes:
+    """Refuse a file that is not a single-channel PNG; return its first 26 bytes (signature and IHDR)."""
     resolve_inside(path)  # a link out of the dataset is refused before a byte is read
     try:
         with open(path, "rb") as fh:
@@ -62,6 +63,19 @@ def _check_png(path: Path) -> None:
             f"{path}: PNG in {COLOUR_TYPES[head[25]]} colour mode; slices must be single-channel grayscale "
             "(or palette) images, e.g. convert with PIL.Image.open(path).convert('L')"
         )
+    return head
+
+
+def _check_label_png(path: Path) -> None:
+    """Refuse a grey label PNG of 2 or 4 bits a pixel: PIL scales its levels to 0..255 (a stored 1 reads as 85 or 17)."""
+    head = _check_png(path)
+    if len(head) < 26 or head[12:16] != b"IHDR" or head[25] != 0 or head[24] not in (2, 4):  # grey, PNG spec 11.2.2
+        return
+    bits = head[24]
+    step = 255 // (2**bits - 1)
+    levels = [0, step, 2 * step, 255] if bits == 2 else [0, step, 2 * step, "...", 255]
+    raise SegpipeError(f"{path}: label PNG stored with {bits}-bit grey levels, read as {', '.join(map(str, levels))}: "
+                       "store labels as 8-bit grey")
 
 
 def to_declared_mode(img):  # noqa: ANN001, ANN201 - PIL images
@@ -93,7 +107,7 @@ def _cases(images_dir: Path, labels_dir: Path | None, pattern: re.Pattern[str], 
                 raise SegpipeError(f"{image}: no label {label.name} in {labels_dir}")
             label = None
         if label is not None:
-            _check_png(label)
+            _check_label_png(label)
         cases.append(Case(case_id=image.stem, patient=m.group("patient"), images=[image], label=label))
     return cases
 
