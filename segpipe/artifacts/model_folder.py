@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from segpipe.artifacts.checkpoints import check_compatible, load_checkpoint
-from segpipe.artifacts.files import read_json, read_yaml
+from segpipe.artifacts.files import read_json, read_table, read_yaml
 from segpipe.artifacts.plan import Plan
 from segpipe.config import Config, config_from_dict
 from segpipe.data.paths import existing_folder
@@ -74,6 +74,25 @@ class ModelFolder:
             path = self.root / "checkpoints" / "last.pt"
         return path
 
+    def validated(self) -> bool:
+        """Whether metrics.csv records a validation Dice (then fit kept a best.pt)."""
+        path = self.root / "metrics.csv"
+        if not path.is_file():
+            return False
+        try:
+            table = read_table(path)
+        except SegpipeError:  # infer does not need the table; a damaged one tells nothing of best.pt
+            return False
+        return "val_dice_mean" in table and bool(table["val_dice_mean"].notna().any())
+
+    def _fallback(self, wanted: str | None, path: Path, state: dict[str, Any]) -> str | None:
+        """A warning when best.pt was asked for but is missing although the model was validated."""
+        if (wanted or self.config.infer.checkpoint) != "best" or path.name != "last.pt" or not self.validated():
+            return None
+        epoch = state.get("epoch")
+        at = f" (epoch {epoch + 1})" if isinstance(epoch, int) else ""  # checkpoints count from 0, metrics.csv from 1
+        return f"{path.parent / 'best.pt'}: missing although metrics.csv shows validation; using last.pt{at} instead"
+
     def load(self, checkpoint: str | None = None) -> TrainedModel:
         """Rebuild the network and load its `best` (or `last`) weights, in eval mode."""
         network = self.network_spec()
@@ -89,7 +108,8 @@ class ModelFolder:
         threshold = state.get("threshold")
         if threshold is not None and not 0 < threshold < 1:
             raise SegpipeError(f"{path}: threshold {threshold} is not between 0 and 1")
-        return TrainedModel(self, network, net, path, None if threshold is None else float(threshold))
+        return TrainedModel(self, network, net, path, None if threshold is None else float(threshold),
+                            self._fallback(checkpoint, path, state))
 
 
 @dataclass
@@ -101,6 +121,7 @@ class TrainedModel:
     net: nn.Module
     checkpoint: Path
     threshold: float | None = None  # chosen on the validation patients (train.threshold_grid), else None
+    warning: str | None = None  # why these are not the weights asked for (a missing best.pt)
 
     @property
     def root(self) -> Path:

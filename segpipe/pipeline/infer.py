@@ -45,7 +45,7 @@ class InferResult:
     precision: str = ""  # the arithmetic that ran (what "auto" chose)
     threshold: float | None = None  # the foreground threshold applied (None: the argmax)
     refused: list[tuple[Path, str]] = field(default_factory=list)  # with strict: out-of-distribution cases not segmented
-    warnings: list[str] = field(default_factory=list)  # one line per out-of-distribution flag
+    warnings: list[str] = field(default_factory=list)  # one line per fallback checkpoint and out-of-distribution flag
     cases: list[dict[str, Any]] = field(default_factory=list)  # the rows of cases.csv written by this run
     cases_csv: Path | None = None
 
@@ -243,7 +243,8 @@ def infer(
         _segment_all(segmenter, cases, out, result, qc, sliding_window=sliding_window, overwrite=overwrite, quiet=quiet,
                      probabilities=probabilities, dicom_seg=dicom_seg, keep_going=keep_going, rtstruct=rtstruct)
     finally:  # the table of the cases done so far, also when a case stops the run
-        result.cases, result.warnings = qc.rows, qc.warnings
+        result.cases = qc.rows
+        result.warnings = [m.warning for m in models if m.warning] + qc.warnings
         result.cases_csv = qc.write(out, (index, count))
     return result
 

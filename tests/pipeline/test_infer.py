@@ -1,5 +1,6 @@
 """segpipe infer: every input form, ensembles, TTA, shards, post-processing, probabilities."""
 
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -346,3 +347,21 @@ def test_a_side_map_of_a_case_is_not_replaced_without_overwrite(tiny_model, synt
     result = infer(tiny_model, [synthetic_dataset], out, quiet=True, probabilities=True)
     assert users.read_bytes() == b"the user's own map" and users in result.skipped
     assert not (out / "SYN_006.nii.gz").exists() and (out / "SYN_007_probabilities.nii.gz").is_file()
+
+
+def test_a_missing_best_checkpoint_of_a_validated_model_is_named_in_one_warning(tiny_model, prepared_dataset,
+                                                                                 synthetic_dataset, tmp_path):
+    """infer fell back to last.pt without a word; a model trained on every case has no best.pt to miss."""
+    image = synthetic_dataset / "imagesTs" / "SYN_006.nii.gz"
+    validated = Path(shutil.copytree(tiny_model, tmp_path / "validated"))
+    (validated / "checkpoints" / "best.pt").unlink()
+    result = infer(validated, [image], tmp_path / "a", quiet=True)
+    epochs = int(tiny_config().train.epochs)
+    assert [w for w in result.warnings if "best.pt" in w] == [
+        f"{validated / 'checkpoints' / 'best.pt'}: missing although metrics.csv shows validation; "
+        f"using last.pt (epoch {epochs}) instead"]
+    every_case = tmp_path / "every_case"
+    fit(prepared_dataset, every_case, tiny_config(**{"train.all_cases": "true", "train.epochs": "1"}), quiet=True)
+    (every_case / "checkpoints" / "best.pt").unlink(missing_ok=True)
+    assert not [w for w in infer(every_case, [image], tmp_path / "b", quiet=True).warnings if "best.pt" in w]
+    assert not [w for w in infer(tiny_model, [image], tmp_path / "c", quiet=True).warnings if "best.pt" in w]
