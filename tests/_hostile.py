@@ -1607,6 +1607,15 @@ def _(root: Path, fx: Fixtures) -> Kind:
                 (str(root / "model" / "metrics.csv"), "was not written by segpipe fit"))
 
 
+@kind(2, "fit-over-a-users-config-and-plan")
+def _(root: Path, fx: Fixtures) -> Kind:
+    (root / "model").mkdir()
+    (root / "model" / "config.yaml").write_text("recipe: my own\n")  # kept whole by the refusal
+    (root / "model" / "plan.json").write_text('{"plan": "mine"}\n')
+    return Kind(["fit", "-d", fx.prepared, "-o", root / "model", "--epochs", "1"], None,
+                ("model", "was not written by segpipe fit"))
+
+
 @kind(2, "fit-into-a-prepared-folder")
 def _(root: Path, fx: Fixtures) -> Kind:
     prepared = Path(shutil.copytree(fx.prepared, root / "prepared"))

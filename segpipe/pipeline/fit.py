@@ -449,24 +449,25 @@ def _record(run: Run) -> None:
 
 def _fit(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.device, resume: bool, quiet: bool,
          epochs_this_run: int | None) -> FitResult:
+    run = _setup(prepared, model_dir, cfg, d, device, resume, quiet)
+    _record(run)
     try:
-        return _fit_run(prepared, model_dir, cfg, d, device, resume, quiet, epochs_this_run)
+        return _fit_run(run, epochs_this_run)
     except SegpipeError:
         if d.main and not (model_dir / "checkpoints" / "last.pt").exists():
-            _unrecord(model_dir)  # refused before the first checkpoint (a budget too short): no half a model folder
+            _unrecord(run)  # refused before the first checkpoint (a budget too short): no half a model folder
         raise
 
 
-def _unrecord(model_dir: Path) -> None:
-    """Remove the record files `fit` writes before its first checkpoint (`_record`, init.json)."""
-    for name in ("config.yaml", "plan.json", "network.json", "init.json"):
-        (model_dir / name).unlink(missing_ok=True)
+def _unrecord(run: Run) -> None:
+    """Remove what this run wrote before its first checkpoint: `_record`'s files (and init.json of --init-from)."""
+    for name in ("config.yaml", "plan.json", "network.json", *(["init.json"] if run.tune.record is not None else [])):
+        (run.model_dir / name).unlink(missing_ok=True)
 
 
-def _fit_run(prepared: Path, model_dir: Path, cfg: Config, d: Dist, device: torch.device, resume: bool, quiet: bool,
-             epochs_this_run: int | None) -> FitResult:
-    run = _setup(prepared, model_dir, cfg, d, device, resume, quiet)
-    _record(run)
+def _fit_run(run: Run, epochs_this_run: int | None) -> FitResult:
+    """The run after its setup: loader, the budget's sizes, the loop, the curves."""
+    d, model_dir, quiet = run.d, run.model_dir, run.quiet
     t = run.cfg.train
     chain = with_prepared_loading(training_chain(t.patch_size, t.samples_per_volume, t.pos_neg_ratio, t.augment))
     cached, note = cases_to_cache(run.train_cases, t.cache_rate, d.world)
