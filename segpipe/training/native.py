@@ -72,6 +72,7 @@ def native_grids(cases: list[dict[str, Any]], manifest: Mapping[str, Any], prepr
     from segpipe.transforms.preprocessing import chain_for
 
     grids: dict[str, NativeGrid] = {}
+    chains: dict[str, Compose] = {}  # one per file kind, as infer builds them
     unreadable: list[str] = []
     mapping = {int(k): int(v) for k, v in (preprocess.get("label_mapping") or {}).items()}
     for case in cases:
@@ -83,7 +84,10 @@ def native_grids(cases: list[dict[str, Any]], manifest: Mapping[str, Any], prepr
             with tracking_meta(), reading_inside(source) if source else contextlib.nullcontext():
                 if file_digest([*sources, label]) != entry.get("hash"):
                     raise ValueError("changed since preprocess")
-                chain = chain_for(preprocess, layout, with_label=False, path=sources[0])
+                kind = "".join(sources[0].suffixes[-2:]).lower()
+                if kind not in chains:
+                    chains[kind] = chain_for(preprocess, layout, with_label=False, path=sources[0])
+                chain = chains[kind]
                 data = chain({"image": str(sources[0]) if len(sources) == 1 else [str(p) for p in sources]})
                 reference = _reference(label, layout, mapping)
         except Exception:  # gone, moved outside the dataset folder, changed or unreadable
