@@ -1849,6 +1849,80 @@ def _(root: Path, fx: Fixtures) -> Kind:
                 (str(path), "3 components of type float in rgb pixels", "store one channel per file"))
 
 
+
+# ---------------------------------------------------------------- evaluate's inputs (a probe of 2026-11-28)
+
+def _evaluate(root: Path, *words: str, extra: tuple = ()) -> Kind:
+    return Kind(["evaluate", "-p", root / "pred", "-l", root / "ref", "-o", root / "out", *extra], root / "out", words)
+
+
+@kind(4, "evaluate-reference-holds-a-label-outside-the-model-set")
+def _(root: Path, fx: Fixtures) -> Kind:
+    mask_in(root / "pred")
+    label = np.zeros(SHAPE, np.uint8)
+    label[4:8, 4:8, 4:8], label[9:12, 9:12, 4:8] = 1, 4  # a BraTS-numbered tumour part was scored as background
+    save((root / "ref").mkdir(parents=True) or root / "ref" / "a.nii.gz", label)
+    return _evaluate(root, str(root / "ref" / "a.nii.gz"), "label value(s) 4", "outside the label set",
+                     extra=("--model", fx.model))
+
+
+@kind(4, "evaluate-png-reference-nifti-prediction-of-a-slice")
+def _(root: Path, fx: Fixtures) -> Kind:
+    """Not a refusal of the slice: the same non-square mask as PNG (rows first) and 2D NIfTI (x
+    first) was compared transposed; a 3D volume beside it in the same patient is refused."""
+    for folder in ("pred", "ref"):
+        (root / folder).mkdir()
+    mask = np.zeros((24, 40), np.uint8)
+    mask[2:10, 4:28] = 1
+    Image.fromarray(mask).save(root / "ref" / "BRATS_001_z1.png")
+    nib.save(nib.Nifti1Image(mask.T.copy(), np.eye(4)), str(root / "pred" / "BRATS_001_z1.nii.gz"))
+    mask_in(root / "pred", "BRATS_001_z2.nii.gz")
+    mask_in(root / "ref", "BRATS_001_z2.nii.gz")
+    return _evaluate(root, "patient BRATS_001", "3D", "2D", "must all be of one kind")
+
+
+@kind(9, "evaluate-masks-all-background-without-labels")
+def _(root: Path, fx: Fixtures) -> Kind:
+    for folder in ("pred", "ref"):
+        (root / folder).mkdir()
+        save(root / folder / "a.nii.gz", np.zeros(SHAPE, np.uint8))
+    return _evaluate(root, "background only", "no label to score")
+
+
+@kind(7, "evaluate-masks-of-two-channels")
+def _(root: Path, fx: Fixtures) -> Kind:
+    for folder in ("pred", "ref"):
+        (root / folder).mkdir()
+        save(root / folder / "a.nii.gz", np.zeros((*SHAPE, 2), np.uint8))
+    return _evaluate(root, "a.nii.gz", "2 or 3 axes", "found 4")
+
+
+@kind(7, "evaluate-cases-csv-not-infers")
+def _(root: Path, fx: Fixtures) -> Kind:
+    mask_in(root / "pred")
+    mask_in(root / "ref")
+    (root / "pred" / "cases.csv").write_text("case,confidence\na,high\n")
+    return _evaluate(root, str(root / "pred" / "cases.csv"), "not a cases.csv")
+
+
+@kind(5, "evaluate-patient-pattern-backtracking")
+def _(root: Path, fx: Fixtures) -> Kind:
+    for folder in ("pred", "ref"):
+        (root / folder).mkdir()
+        for z in (1, 2):
+            mask_in(root / folder, "a" * 32 + f"_z{z}.nii.gz")
+    return _evaluate(root, "evaluate.patient_pattern", "backtracks", extra=("--set", "evaluate.patient_pattern=^(?P<patient>(a+)+)b"))
+
+
+@kind(8, "evaluate-label-names-of-one-column")
+def _(root: Path, fx: Fixtures) -> Kind:
+    ds = make_dataset(root / "ds")
+    edit_json(ds / "dataset.json", lambda d: d.update(labels={"0": "background", "1": "a b", "2": "a_b", "3": "c"}))
+    (root / "pred").mkdir()
+    for label in sorted((ds / "labelsTr").iterdir()):
+        shutil.copyfile(label, root / "pred" / label.name)
+    return Kind(["evaluate", "-p", root / "pred", "-l", ds, "-o", root / "out"], root / "out", ("'a b'", "'a_b'", "one column"))
+
 def build_all(root: Path, fx: Fixtures) -> dict[str, Kind]:
     """Every kind, each in its own folder under `root`."""
     out = {}

@@ -24,6 +24,7 @@ from segpipe.data.guard import resolve_inside
 from segpipe.data.layout import Layout
 from segpipe.data.paths import is_png_file
 from segpipe.errors import SegpipeError
+from segpipe.patterns import bounded_search
 
 DEFAULT_PATIENT_PATTERN = r"^(?P<patient>BRATS_\d+)_z\d+"
 DEFAULT_LABELS = {0: "background", 1: "edema", 2: "non-enhancing tumour", 3: "enhancing tumour"}
@@ -95,7 +96,7 @@ def _cases(images_dir: Path, labels_dir: Path | None, pattern: re.Pattern[str], 
     cases: list[Case] = []
     for image in _pngs(images_dir):
         _check_png(image)
-        m = pattern.search(image.stem)
+        m = bounded_search(pattern, image.stem, "preprocess.patient_pattern")
         if m is None:
             raise SegpipeError(
                 f"{image}: file name does not match the patient pattern {pattern.pattern!r}; "

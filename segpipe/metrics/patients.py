@@ -16,9 +16,25 @@ from segpipe.errors import SegpipeError
 from segpipe.metrics.overlap import OverlapTally
 
 
+RESERVED = ("mean",)  # a structure named so would collide with the tables' dice_mean
+
+
 def label_structures(label_ids: Sequence[int], names: dict[int, str]) -> list[str]:
-    """The structure name of each label (its name, spaces as underscores)."""
-    return [names.get(k, f"label_{k}").replace(" ", "_") for k in label_ids]
+    """The structure name of each label (its name, spaces as underscores), each a column of its own.
+
+    Raises:
+        SegpipeError: two labels whose names give one column (`a b` and `a_b`), or a reserved name.
+    """
+    out = [names.get(k, f"label_{k}").replace(" ", "_") for k in label_ids]
+    for k, name in zip(label_ids, out):
+        if name in RESERVED:
+            raise SegpipeError(f"label {k} is named '{name}', which the tables keep for the mean over labels "
+                               "(dice_mean); rename the label")
+        if out.count(name) > 1:
+            twins = [names.get(j, f"label_{j}") for j, n in zip(label_ids, out) if n == name]
+            raise SegpipeError(f"labels named {', '.join(map(repr, twins))} give one column name '{name}' "
+                               "(spaces become underscores); rename one of them")
+    return out
 
 
 def structures(label_ids: Sequence[int], names: dict[int, str], regions: dict[str, list[int]]) -> dict[str, list[int]]:
@@ -58,10 +74,15 @@ class PatientScores:
         self.label_structures = list(label_structures)
         self.distances = distances
         self.case_rows: list[dict[str, object]] = []
+        self.dims: dict[str, tuple[int, str]] = {}  # patient -> (its cases' dimensionality, its first case)
         self.patients: dict[str, dict[str, OverlapTally]] = defaultdict(lambda: {s: OverlapTally() for s in structures})
 
     def add(self, case: str, patient: str, pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]) -> None:
-        """Score one slice or volume and add it to its patient's pool."""
+        """Score one slice or volume and add it to its patient's pool (of one dimensionality)."""
+        first = self.dims.setdefault(patient, (pred.ndim, case))
+        if first[0] != pred.ndim:
+            raise SegpipeError(f"patient {patient}: case {case} is {pred.ndim}D and case {first[1]} {first[0]}D; a patient's "
+                               "slices or volumes are pooled, so they must all be of one kind (set evaluate.patient_pattern)")
         case_tallies = {s: OverlapTally() for s in self.structures}
         for name, members in self.structures.items():
             p, r = np.isin(pred, members), np.isin(ref, members)

@@ -15,7 +15,7 @@ from segpipe.artifacts.plan import check_regions, default_regions
 from segpipe.atomic import write_json, write_with
 from segpipe.config import EvaluateConfig
 from segpipe.data.brats import label_set_named
-from segpipe.data.paths import existing_folder
+from segpipe.data.paths import existing_folder, has_suffix
 from segpipe.data.validate import label_values
 from segpipe.errors import SegpipeError
 from segpipe.metrics.overlap import EMPTY_CONVENTION
@@ -116,12 +116,18 @@ def evaluate(
         (pred, _, pred_affine), (ref, spacing, ref_affine) = load_mask_grid(preds[cid]), load_mask_grid(refs[cid].mask)
         if refs[cid].mapping:
             ref = map_labels(ref, refs[cid].mapping)
+        pred = _same_axis_order(pred, preds[cid], refs[cid].mask)
         pred = on_reference_grid(pred, pred_affine, preds[cid], ref.shape, ref_affine, refs[cid].mask)
         if pred.shape != ref.shape:
             raise SegpipeError(f"{preds[cid]}: shape {pred.shape} differs from the reference's {ref.shape} ({refs[cid].mask})")
         predicted[cid] = {int(v) for v in label_values(pred)[0]}
+        held = {int(v) for v in label_values(ref)[0]}
+        if names and held - set(names) - {0}:  # its tumour there would be scored as background
+            raise SegpipeError(f"{refs[cid].mask}: holds label value(s) {', '.join(map(str, sorted(held - set(names) - {0})))} "
+                               f"outside the label set ({', '.join(str(k) for k in sorted(names) if k)}) it is scored in; "
+                               "is it another numbering (BraTS 4 for enhancing: preprocess.label_set)?")
         if not names:
-            label_ids |= {int(v) for v in label_values(ref)[0]}
+            label_ids |= held
         loaded.add(cid, pred, ref, spacing)
     # a predicted value the references lack is doubtful (another label set): with declared labels it
     # is scored as background, without them as a label of its own that no reference holds
@@ -134,6 +140,9 @@ def evaluate(
     if not names:
         label_ids |= {v for values in undeclared.values() for v in values}
     scored = structures(sorted(label_ids), names, regions)
+    if not scored:
+        raise SegpipeError(f"{pred_dir}: every prediction and reference is background only and no label set is declared, "
+                           "so there is no label to score (give the labels: --model, or a dataset folder as --labels)")
     scores = PatientScores(scored, label_structures(sorted(label_ids), names))
     for cid in matched:
         pred, ref, spacing = loaded[cid]
@@ -236,6 +245,16 @@ def _lesion_rule(ecfg: EvaluateConfig) -> dict[str, object]:
     from segpipe.reports.lesions import RULE
 
     return {**RULE, "dilation_iterations": ecfg.lesion_dilation, "min_lesion_volume_mm3": ecfg.lesion_min_volume}
+
+
+def _same_axis_order(pred: np.ndarray, pred_path: Path, ref_path: Path) -> np.ndarray:
+    """A 2D prediction in the reference's axis order: a PNG holds rows first, a NIfTI, NRRD or
+    MHA slice x first (ITK converts one into the other keeping every pixel in place), so a
+    PNG scored against one of those is its transpose."""
+    def kind(path: Path) -> str:
+        return "png" if has_suffix(path, ".png") else "mat" if has_suffix(path, ".mat") else "itk"
+
+    return pred.T if pred.ndim == 2 and {kind(pred_path), kind(ref_path)} == {"png", "itk"} else pred
 
 
 def _warnings(undeclared: dict[str, list[int]], missing: list[str], names: dict[int, str], known: list[int],

@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from segpipe.atomic import write_with
+from segpipe.errors import SegpipeError
 from segpipe.qc.confidence import REVIEW_THRESHOLD
 from segpipe.qc.ood import FLAGS, Flag
 
@@ -94,9 +95,9 @@ def write_cases(path: Path, rows: list[dict[str, Any]]) -> Path:
     frame = pd.DataFrame(rows)
     if path.is_file():
         try:
-            old = pd.read_csv(path)
+            old = pd.read_csv(path, dtype={"case": str}, keep_default_na=False, na_values=[""])
             old = old[~old["case"].astype(str).isin(frame["case"].astype(str))] if "case" in old else None
-        except (ValueError, OSError, pd.errors.ParserError):
+        except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
             old = None
         if old is not None and len(old):
             frame = pd.concat([old, frame], ignore_index=True)
@@ -111,5 +112,35 @@ def read_cases(folder: Path) -> Any:
     paths = sorted(p for p in Path(folder).glob("cases*.csv") if p.name == CASES_CSV or p.name.startswith("cases_shard"))
     if not paths:
         return None
-    frame = pd.concat([pd.read_csv(p, dtype={"case": str}) for p in paths], ignore_index=True)
+    frame = pd.concat([_read_table(p) for p in paths], ignore_index=True)
     return frame.drop_duplicates("case", keep="last")
+
+
+QC_COLUMNS = ("case", "confidence", "needs_review", "flags")  # what evaluate joins from it
+
+
+def _read_table(path: Path) -> Any:
+    """One cases.csv, its case ids as written (`NA` is a case, not a missing value) and its QC
+    columns checked: a table infer did not write is named, not half read."""
+    import pandas as pd
+
+    wrong = f"{path}: not a cases.csv as segpipe infer writes it"
+    try:
+        frame = pd.read_csv(path, dtype={"case": str, "flags": str}, keep_default_na=False, na_values=[""])
+    except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise SegpipeError(f"{wrong} ({type(exc).__name__}); move it away or run infer again") from None
+    if "case" not in frame:
+        raise SegpipeError(f"{wrong} (no 'case' column)")
+    if "confidence" not in frame:
+        return frame  # a table of another version: no QC to join
+    missing = [c for c in QC_COLUMNS if c not in frame]
+    if missing:
+        raise SegpipeError(f"{wrong} (no {', '.join(map(repr, missing))} column)")
+    for column in ["confidence", *(c for c in frame.columns if c.startswith(("soft_overlap_", "soft_total_")))]:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = (values.isna() & frame[column].notna()) | (values < 0) | ((values > 1) & (column == "confidence"))
+        if bad.any():
+            raise SegpipeError(f"{wrong}: column '{column}' holds '{frame.loc[bad, column].iloc[0]}' for case "
+                               f"{frame.loc[bad, 'case'].iloc[0]} (expected a number of 0 or more{', at most 1' if column == 'confidence' else ''})")
+        frame[column] = values
+    return frame

@@ -118,6 +118,9 @@ def load_mask_grid(path: str | Path) -> tuple[np.ndarray, tuple[float, ...], np.
         raise reader_error(exc, path, "cannot read mask") from None
     if data.ndim == len(spacing) + 1 and data.shape[-1] == 1:
         data = data[..., 0]
+    if data.ndim not in (2, 3):
+        raise SegpipeError(f"{path}: a mask has 2 or 3 axes (one label map), found {data.ndim} (shape "
+                           f"{' x '.join(map(str, data.shape))})")
     problem = label_problem(data, None, noun="mask")  # the checks preprocess applies to labels: integers 0..255
     if problem:
         raise SegpipeError(f"{path}: {problem}")

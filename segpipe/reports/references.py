@@ -17,6 +17,7 @@ from segpipe.artifacts.files import read_json
 from segpipe.artifacts.plan import Plan
 from segpipe.data.paths import has_suffix, visible_files
 from segpipe.errors import SegpipeError
+from segpipe.patterns import bounded_search
 from segpipe.reports.masks import is_mask_file, mask_id, masks_by_case
 
 _CHANNEL_OR_IMAGE = re.compile(r"(_\d{4}|_image)$", re.IGNORECASE)
@@ -65,7 +66,7 @@ def patient_regex(pattern: str | None) -> re.Pattern[str]:
 def patient_of(case_id: str, regex: re.Pattern[str]) -> str:
     """The patient a case id names, or the case id itself when the pattern does not match
     (or matches an empty name, which would pool every such case into one patient)."""
-    m = regex.search(case_id)
+    m = bounded_search(regex, case_id, "evaluate.patient_pattern")
     return m.group("patient") if m and m.group("patient") else case_id
 
 

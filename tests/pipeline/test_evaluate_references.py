@@ -368,3 +368,50 @@ def test_a_patient_scored_on_part_of_its_slices_is_flagged(tmp_path):
     assert any("1 patient(s) are scored on part of their slices" in w and "BRATS_003" in w for w in result.warnings)
     written = pd.read_csv(tmp_path / "out" / "per_patient.csv", keep_default_na=False).set_index("patient")
     assert written.loc["BRATS_003", "flags"] == "partly_predicted"
+
+
+@pytest.mark.parametrize("shape", [(24, 40), (32, 32)])
+def test_a_png_reference_and_a_nifti_prediction_of_one_slice_are_compared_pixel_for_pixel(tmp_path, shape):
+    """A PNG holds rows first, a 2D NIfTI x first (as ITK converts one into the other)."""
+    for folder in ("pred", "ref"):
+        (tmp_path / folder).mkdir()
+    mask = np.zeros(shape, np.uint8)
+    mask[2:10, 4:28] = 1
+    Image.fromarray(mask).save(tmp_path / "ref" / "BRATS_001_z1.png")
+    nib.save(nib.Nifti1Image(mask.T.copy(), np.eye(4)), str(tmp_path / "pred" / "BRATS_001_z1.nii.gz"))
+    result = evaluate(tmp_path / "pred", tmp_path / "ref", tmp_path / "out")
+    assert result.per_patient["dice_label_1"].tolist() == [1.0]
+
+
+def test_case_ids_that_read_as_missing_values_keep_their_cases_csv_rows(tmp_path):
+    from segpipe.qc.casetable import read_cases
+
+    (tmp_path / "cases.csv").write_text("case,confidence,needs_review,flags\nNA,0.9,False,\nnull,0.8,False,\nnan,0.7,True,shape\n")
+    table = read_cases(tmp_path)
+    assert table["case"].tolist() == ["NA", "null", "nan"] and table["confidence"].tolist() == [0.9, 0.8, 0.7]
+    for text, words in (("case,confidence,needs_review,flags\na,-5,False,\n", "'-5'"),
+                        ("case,confidence\na,0.5\n", "'needs_review', 'flags'"), ("", "EmptyDataError")):
+        (tmp_path / "cases.csv").write_text(text)
+        with pytest.raises(SegpipeError, match=f"cases.csv: not a cases.csv as segpipe infer writes it.*{words}"):
+            read_cases(tmp_path)
+
+
+def test_label_names_that_make_one_column_or_the_mean_are_refused():
+    from segpipe.metrics.patients import label_structures
+
+    assert label_structures([1, 2], {1: "edema", 2: "enhancing tumour"}) == ["edema", "enhancing_tumour"]
+    with pytest.raises(SegpipeError, match=r"labels named 'a b', 'a_b' give one column name 'a_b'"):
+        label_structures([1, 2], {1: "a b", 2: "a_b"})
+    with pytest.raises(SegpipeError, match=r"label 1 is named 'mean'"):
+        label_structures([1], {1: "mean"})
+
+
+def test_a_rebuild_refuses_a_summary_json_whose_lesion_wise_is_not_a_flag(tmp_path):
+    root = _slices_with_test_split(tmp_path / "seed000")
+    preds = _predictions(root / "test_labels", tmp_path / "pred")
+    evaluate(preds, root / "test_labels", tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    summary["inputs"]["lesion_wise"] = "no"
+    (tmp_path / "out" / "summary.json").write_text(json.dumps(summary))
+    out = CliRunner().invoke(cli, ["report", str(tmp_path / "out"), "--rebuild"])
+    assert out.exit_code == 1 and "'inputs.lesion_wise' is 'no', expected true or false" in out.output
