@@ -421,7 +421,7 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
                                "refused": [{"input": p, "error": e} for p, e in result.refused],
                                "seconds_per_case": round(result.seconds_per_case, 3), "precision": result.precision,
                                "threshold": result.threshold,
-                               "cases_csv": result.cases_csv, "cases": result.cases}
+                               "cases_csv": result.cases_csv, "cases": result.cases, "warnings": result.warnings}
     if labels is None and emit_json(summary):
         pass
     elif not quiet:
@@ -433,9 +433,8 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
             + (f"; skipped {len(result.skipped)} existing (use --overwrite)" if result.skipped else "")
         )
     if not quiet and not meta("segpipe.json"):
-        _report_qc(result)
-    _report_failures(result.failed + result.refused)
-    if labels is not None:
+        _report_qc(result)  # with --json the warnings are in the document
+    if labels is not None and (result.written or result.skipped):  # what was segmented is scored, failures or not
         from segpipe.artifacts.model_folder import ModelFolder, first_model_folder
         from segpipe.pipeline.evaluate import evaluate as run_evaluate
 
@@ -447,10 +446,18 @@ def infer(model_dir: Path, inputs: tuple[Path, ...], output_dir: Path, sliding_w
             pass
         elif not quiet:
             click.echo(report.matched_line())
-            for line in report.warnings:
-                click.echo(f"warning: {line}", err=True)
+            _warn(report.warnings)
             _print_summary(report.per_patient)
             click.echo(f"reports in {output_dir / 'evaluation'}")
+    elif labels is not None:
+        emit_json(summary)
+    _report_failures(result.failed + result.refused)
+
+
+def _warn(lines: list[str]) -> None:
+    """Warning lines on standard error (with --json they are the document's "warnings")."""
+    for line in lines:
+        click.echo(f"warning: {line}", err=True)
 
 
 @cli.command()
@@ -495,8 +502,7 @@ def evaluate(pred_dir: Path, labels: Path, output_dir: Path, images: Path | None
         pass
     elif not quiet:
         click.echo(result.matched_line())
-        for line in result.warnings:
-            click.echo(f"warning: {line}", err=True)
+        _warn(result.warnings)
         _print_summary(result.per_patient)
         if lesion_wise:
             regions = [c.removeprefix("lesion_dice_") for c in result.per_patient.columns if c.startswith("lesion_dice_")]
@@ -521,7 +527,7 @@ def _evaluation_summary(result: Any) -> dict[str, Any]:
     """Patients, files, the references matched and the mean of every per-patient column, for --json."""
     means = result.summary.set_index("metric")["mean"]
     return {"patients": int(len(result.per_patient)), "files": result.files, "references": result.references,
-            "mean": {k: (None if v != v else float(v)) for k, v in means.items()}}
+            "mean": {k: (None if v != v else float(v)) for k, v in means.items()}, "warnings": result.warnings}
 
 
 def _report_qc(result: Any) -> None:

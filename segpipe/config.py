@@ -194,7 +194,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise SegpipeError(f"config key '{key}': {len(str(value))}-digit number, too large for a float") from None
         if isinstance(value, str):
             try:
                 return float(value)  # YAML 1.1 reads "1e-3" as a string

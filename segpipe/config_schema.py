@@ -94,7 +94,7 @@ def _regex(need_patient: bool) -> Rule:
 
 
 def _orientation(value: Any, _cfg: Any) -> str | None:
-    codes = str(value).upper()
+    codes = str(value)  # upper case, as MONAI's Orientationd takes them
     if len(codes) == 3 and all(sum(c in pair for c in codes) == 1 for pair in ("LR", "AP", "SI")):
         return None
     return f"must be three axis codes, one of L/R, A/P and S/I each (e.g. RAS), got {shown(value)}"

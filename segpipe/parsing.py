@@ -85,3 +85,5 @@ def parse_yaml(text: str, source: object) -> Any:
         raise SegpipeError(f"{source}: not valid YAML{where}") from None
     except RecursionError:
         raise SegpipeError(f"{source}: YAML nested too deeply") from None
+    except (ValueError, OverflowError) as exc:  # PyYAML's int and timestamp constructors (a 5000-digit number, 2001-02-30)
+        raise SegpipeError(f"{source}: a value YAML cannot read ({exc})") from None

@@ -1923,6 +1923,19 @@ def _(root: Path, fx: Fixtures) -> Kind:
         shutil.copyfile(label, root / "pred" / label.name)
     return Kind(["evaluate", "-p", root / "pred", "-l", ds, "-o", root / "out"], root / "out", ("'a b'", "'a_b'", "one column"))
 
+
+@kind(9, "evaluate-model-folder-missing")
+def _(root: Path, fx: Fixtures) -> Kind:
+    mask_in(root / "pred")
+    mask_in(root / "ref")
+    return _evaluate(root, "option --model", str(root / "model_typo"), "not a model folder",
+                     extra=("--model", root / "model_typo"))
+
+
+kind(7, "grad-clip-of-400-digits")(_fit_set("train.grad_clip=" + "9" * 400, "too large for a float"))
+kind(7, "lr-an-impossible-date")(_fit_set("train.lr=2001-02-30", "a value YAML cannot read"))
+kind(3, "orientation-in-lower-case")(_fit_set("preprocess.orientation=lps", "three axis codes"))
+
 def build_all(root: Path, fx: Fixtures) -> dict[str, Kind]:
     """Every kind, each in its own folder under `root`."""
     out = {}

@@ -93,7 +93,7 @@ def evaluate(
         require_panoptica()  # before any work: a missing extra is named at once
     pred_dir, out = existing_folder(pred_dir, "predictions folder"), Path(output_dir)
     check_report_folder(out)
-    model_names = model_label_names(model_dir) if model_dir is not None and label_names is None else None
+    model_names = model_label_names(model_dir) if model_dir is not None else None  # checked even with label_names
     label_set = label_set_named(label_names or model_names) or label_set
     references = read_references(Path(labels), ecfg.patient_pattern, images, label_set)
     curves = Path(model_dir) / "metrics.csv" if model_dir is not None else None

@@ -160,17 +160,18 @@ def read_references(labels: str | Path, patient_pattern: str | None = None, imag
     return refs
 
 
-def model_label_names(model_dir: str | Path) -> dict[int, str] | None:
-    """Label names from a model folder's plan.json (or its first fold_<k>/), if it has one.
+def model_label_names(model_dir: str | Path) -> dict[int, str]:
+    """Label names from a model folder's plan.json (or its first fold_<k>/).
 
     Raises:
-        SegpipeError: a plan.json that is not JSON or has no readable `labels` mapping.
+        SegpipeError: no such folder, no plan.json in it (not a model folder), or a plan.json
+            that is not JSON or has no readable `labels` mapping.
     """
     root = Path(model_dir)
-    plans = [root / "plan.json", *sorted(root.glob("fold_*/plan.json"))]
+    plans = [root / "plan.json", *sorted(root.glob("fold_*/plan.json"))] if root.is_dir() else []
     plan = next((p for p in plans if p.is_file()), None)
     if plan is None:
-        return None
+        raise SegpipeError(f"option --model: {root} is not a model folder (no plan.json in it or in a fold_<k>/ of it)")
     return Plan.from_dict(read_json(plan, "no plan"), plan).label_names
 
 

@@ -63,7 +63,7 @@ def recorded_inputs(reports: str | Path) -> tuple[dict[str, Any], EvaluateConfig
         raise SegpipeError(f"{summary_path}: 'inputs.lesion_wise' is {inputs['lesion_wise']!r}, expected true or false")
     if inputs.get("pred") and Path(str(inputs["pred"])).resolve() == reports.resolve():
         raise SegpipeError(f"{summary_path}: its predictions folder is the reports folder itself; run `segpipe evaluate` again")
-    if inputs.get("label_set") is not None and inputs["label_set"] not in LABEL_SETS:
+    if inputs.get("label_set") is not None and (not isinstance(inputs["label_set"], str) or inputs["label_set"] not in LABEL_SETS):
         raise SegpipeError(f"{summary_path}: 'inputs.label_set' is {inputs['label_set']!r}, expected one of {', '.join(LABEL_SETS)}")
     for key in ("pred", "labels"):
         if not inputs.get(key):

@@ -365,3 +365,23 @@ def test_a_missing_best_checkpoint_of_a_validated_model_is_named_in_one_warning(
     (every_case / "checkpoints" / "best.pt").unlink(missing_ok=True)
     assert not [w for w in infer(every_case, [image], tmp_path / "b", quiet=True).warnings if "best.pt" in w]
     assert not [w for w in infer(tiny_model, [image], tmp_path / "c", quiet=True).warnings if "best.pt" in w]
+
+
+def test_keep_going_with_labels_and_json_scores_what_was_segmented_in_one_document(tiny_model, synthetic_dataset, tmp_path):
+    """One case fails: the other is still scored, stdout holds one JSON document (with the failure
+    and the evaluation's warnings), and the exit status is 1 so scripts notice."""
+    import json
+
+    from tests._corpus import run
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(synthetic_dataset / "imagesTs" / "SYN_006.nii.gz", inputs)
+    (inputs / "SYN_007.nii.gz").write_bytes(b"not a NIfTI")
+    result = run("infer", "-m", tiny_model, "-i", inputs, "-o", tmp_path / "out", "--keep-going", "--labels",
+                 synthetic_dataset, "--json", "--precision", "fp32")
+    assert result.exit_code == 1
+    document = json.loads(result.stdout)
+    assert [f["input"] for f in document["failed"]] == [str(inputs / "SYN_007.nii.gz")]
+    assert document["evaluation"]["patients"] == 1 and "warnings" in document["evaluation"] and "warnings" in document
+    assert (tmp_path / "out" / "evaluation" / "per_patient.csv").is_file()
