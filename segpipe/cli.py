@@ -581,7 +581,8 @@ def demo(output_dir: Path, cases: int, epochs: int | None, seed: int, quiet: boo
     quiet_libraries()
     from segpipe.pipeline.demo import run_demo
 
-    result = run_demo(output_dir, cases=cases, epochs=epochs, seed=seed, quiet=silent(quiet))
+    with guard_outputs("demo", [output_dir], []):  # a second demo into the folder is refused, not interleaved
+        result = run_demo(output_dir, cases=cases, epochs=epochs, seed=seed, quiet=silent(quiet))
     if emit_json({"mean_dice": result.mean_dice, "seconds": round(result.seconds, 1),
                   "per_patient": result.per_patient.to_dict(orient="records"),
                   "paths": {name: Path(path).resolve() for name, path in result.paths.items()}}):

@@ -39,7 +39,7 @@ PARTS = ("dataset", "prepared", "model", "predictions", "reports")  # what the d
 def _fresh_folder(root: Path) -> None:
     """Create `root`, replacing an earlier demo's parts (`PARTS`, whole) but never the user's own files:
     a folder holding anything else beside them is refused."""
-    if root.exists() and any(root.iterdir()):
+    if root.exists() and any(p.name != LOCK_NAME for p in root.iterdir()):  # the CLI's lock is taken first
         if not (root / MARKER).is_file():
             raise SegpipeError(f"{root}: exists and is not a segpipe demo folder; choose another --output")
         foreign = sorted(p.name for p in root.iterdir() if p.name not in (*PARTS, MARKER, LOCK_NAME))

@@ -53,3 +53,22 @@ def test_a_demo_folder_holding_a_users_file_is_refused_and_kept(tmp_path):
     (root / "thesis.tex").unlink()
     _fresh_folder(root)  # an earlier demo's parts alone are replaced
     assert not (root / "model").exists() and (root / MARKER).is_file()
+
+
+def test_a_demo_into_a_folder_another_demo_is_using_is_refused(tmp_path):
+    """demo replaces its folder's parts: a second one running there would delete the first's files
+    and the first would report the second's patients."""
+    import os
+
+    from click.testing import CliRunner
+
+    from segpipe.cli import cli
+
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    (folder / ".segpipe-demo").write_text("made by segpipe demo; safe to delete\n")
+    (folder / "dataset").mkdir()
+    os.symlink(f"pid={os.getppid()};verb=demo;host=x;since=then", folder / ".segpipe.lock")  # a live process
+    result = CliRunner().invoke(cli, ["demo", "-o", str(folder), "--cases", "3", "--epochs", "1"])
+    assert result.exit_code == 1 and "in use by `segpipe demo`" in result.output
+    assert (folder / "dataset").is_dir()
