@@ -1936,6 +1936,12 @@ kind(7, "grad-clip-of-400-digits")(_fit_set("train.grad_clip=" + "9" * 400, "too
 kind(7, "lr-an-impossible-date")(_fit_set("train.lr=2001-02-30", "a value YAML cannot read"))
 kind(3, "orientation-in-lower-case")(_fit_set("preprocess.orientation=lps", "three axis codes"))
 
+
+@kind(8, "target-spacing-in-micrometres")
+def _(root: Path, fx: Fixtures) -> Kind:
+    return Kind(["preprocess", "-i", fx.base, "-o", root / "out", "-j", "1", "--set", "preprocess.target_spacing=[1000,1000,1000]"],
+                root / "out", ("preprocess.target_spacing", "1 x 1 x 1 voxels", "in mm"))
+
 def build_all(root: Path, fx: Fixtures) -> dict[str, Kind]:
     """Every kind, each in its own folder under `root`."""
     out = {}
