@@ -1940,7 +1940,7 @@ kind(3, "orientation-in-lower-case")(_fit_set("preprocess.orientation=lps", "thr
 @kind(8, "target-spacing-in-micrometres")
 def _(root: Path, fx: Fixtures) -> Kind:
     return Kind(["preprocess", "-i", fx.base, "-o", root / "out", "-j", "1", "--set", "preprocess.target_spacing=[1000,1000,1000]"],
-                root / "out", ("preprocess.target_spacing", "1 x 1 x 1 voxels", "in mm"))
+                root / "out", ("preprocess.target_spacing", "over 20x the voxel size", "1 x 1 x 1 voxels", "in mm"))
 
 def build_all(root: Path, fx: Fixtures) -> dict[str, Kind]:
     """Every kind, each in its own folder under `root`."""

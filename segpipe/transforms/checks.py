@@ -37,7 +37,8 @@ class GuardFilesd(Transform):
         return data
 
 
-MIN_RESAMPLED_SIDE = 8  # voxels an axis keeps after resampling (if it had them): fewer leaves no image to learn from
+MAX_COARSENING = 20.0  # a target spacing this many times an image's voxel size is a unit slip, not a choice
+MIN_SIDE = 8  # axes of fewer voxels (a slab's few slices) are left to the spacing they have
 
 
 class CheckResampledSized(Transform):
@@ -57,12 +58,11 @@ class CheckResampledSized(Transform):
         spacing = np.linalg.norm(affine[: len(shape), : len(shape)], axis=0)
         target = np.resize(self.pixdim, len(shape))
         sides = np.ceil(shape * spacing / target)
-        shrunk = (sides < MIN_RESAMPLED_SIDE) & (shape >= MIN_RESAMPLED_SIDE)
-        if shrunk.any():  # a unit slip (micrometres for mm) leaves a case of a few voxels, its tumour gone
-            raise SegpipeError(f"config key 'preprocess.target_spacing': {tuple(float(v) for v in target)} mm leaves "
-                               f"{_source(image)} ({' x '.join(str(int(v)) for v in shape)} voxels of "
-                               f"{' x '.join(f'{v:.3g}' for v in spacing)} mm) at {' x '.join(str(int(v)) for v in sides)} "
-                               "voxels; give the spacing in mm")
+        coarser = (shape >= MIN_SIDE) & (target > MAX_COARSENING * spacing)
+        if coarser.any():  # a unit slip (micrometres for mm) leaves a case of a few voxels, its tumour gone
+            raise SegpipeError(f"config key 'preprocess.target_spacing': {tuple(float(v) for v in target)} mm is over "
+                               f"{MAX_COARSENING:g}x the voxel size of {_source(image)} ({' x '.join(f'{v:.3g}' for v in spacing)} "
+                               f"mm) and leaves it {' x '.join(str(int(v)) for v in sides)} voxels; give the spacing in mm")
         check_image_size(f"{_source(image)} resampled to {tuple(float(v) for v in target)} mm",
                          (*(int(v) for v in sides), int(image.shape[0])))
         return data
